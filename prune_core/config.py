@@ -126,7 +126,7 @@ def _finetune_default() -> TrainConfig:
 @dataclass(frozen=True)
 class PruneConfig:
     method: str = "channel"  # channel | kernel | intra_kernel | imp | snip | none
-    criterion: str = "l1"  # channel: l1 | l2 | bn_scale | taylor | random; kernel/intra: l1 | l2
+    criterion: str = ""  # "" = the method's default (first of pruning.METHOD_CRITERIA[method])
     ratio: float = 0.5  # fraction of the method's unit removed (channels, kernels, weights)
     scope: str = "local"  # local: same ratio per layer; global: one ranking across layers
     lamp: bool = False  # global ranking on LAMP-normalised scores (Lee et al. 2021)
@@ -143,8 +143,10 @@ class PruneConfig:
         from .pruning import CRITERIA, METHOD_CRITERIA, METHODS
 
         _choice("prune.method", self.method, METHODS)
-        _choice("prune.criterion", self.criterion, CRITERIA)
         allowed = METHOD_CRITERIA[self.method]
+        if not self.criterion:
+            object.__setattr__(self, "criterion", allowed[0])  # resolved once, so hashes are stable
+        _choice("prune.criterion", self.criterion, CRITERIA)
         _check(self.criterion in allowed, "prune.criterion", self.criterion,
                f"one of {', '.join(allowed)} for method {self.method}")
         _check(isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0, "prune.ratio", self.ratio,
@@ -176,6 +178,7 @@ class RuntimeConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     output_dir: str = "experiments"  # the CLI's results go to output_dir/<dataset>/<run name>/
     cache_dir: str = ""  # trained-base cache (default: <output_dir>/base_cache)
+    workdir: str = ""  # this run's checkpoints and artifacts (empty: a temporary directory)
     resume: bool = False  # continue a killed run from its last epoch checkpoint
     save_model: bool = False  # keep model files beside the metrics
     progress: str = "auto"  # auto (bar only on a terminal) | on | off
@@ -232,6 +235,8 @@ class ExperimentConfig:
         starting from ``base`` (defaults when None)."""
         flat = flatten(values or {})
         current = (base or cls()).to_flat()
+        if "prune.method" in flat and "prune.criterion" not in flat:
+            current["prune.criterion"] = ""  # a new method brings its own default criterion
         for key, value in flat.items():
             if key not in current:
                 section = key.split(".")[0]

@@ -1,0 +1,30 @@
+"""prune_core: one pruning experiment, from base training to measured Pareto coordinates.
+
+>>> from prune_core import ExperimentConfig, run
+>>> cfg = ExperimentConfig.from_dict({"prune.method": "channel", "prune.ratio": 0.5})
+>>> metrics = run(cfg)  # doctest: +SKIP
+
+Attributes load lazily, so ``import prune_core.schema`` (what analyze.py needs) stays light.
+"""
+
+from importlib import import_module
+
+_PUBLIC = {
+    "run": "pipeline",
+    "ExperimentConfig": "config",
+    "ConfigError": "config",
+    "METRICS": "schema",
+    "METRIC_KEYS": "schema",
+    "DATASETS": "data",
+    "MODELS": "models",
+    "METHODS": "pruning",
+    "CRITERIA": "pruning",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module 'prune_core' has no attribute {name!r}")

@@ -1,0 +1,315 @@
+"""``run(config)``: base (trained once, then cached) -> prune -> rebuild -> fine-tune -> measure.
+
+>>> from prune_core import ExperimentConfig, run
+>>> metrics = run(ExperimentConfig.from_dict({"prune.method": "channel", "prune.ratio": 0.5}))  # doctest: +SKIP
+>>> metrics["acc_final"], metrics["flops_kept"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+import torch
+import torch.nn.utils.prune as torch_prune
+from torch import nn
+
+from .config import ExperimentConfig
+from .data import DataSplits, load_data
+from .metrics import WEIGHTED, count_flops, count_params, evaluate, layer_channels, layer_params,
+                      measure_latency, sparsity
+from .models import build_model
+from .pruning import BASE_NEEDS, PruneContext, load_pruned, prune_model, rebuild, save_pruned
+from .schema import METRIC_KEYS
+from .train import History, amp_dtype, fit, save_atomic, seed_everything
+
+Reporter = Callable[[Dict[str, Any], Optional[Path]], None]
+
+REWIND_EPOCHS = 5  # the base keeps its weights at init and after epochs 1..5 for IMP rewinding
+STATS = {"base_trainings": 0}  # per-process counter of base models actually trained (tests read it)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device=cuda: no CUDA device is visible; use auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cache_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.runtime.cache_dir or Path(cfg.runtime.output_dir) / "base_cache")
+
+
+def base_path(cfg: ExperimentConfig) -> Path:
+    """Where the trained base of this configuration lives (DESIGN contract 7)."""
+    return cache_dir(cfg) / cfg.base_hash() / "base.pt"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Two processes that need the same base wait for one of them to train it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def fresh_model(cfg: ExperimentConfig, data: DataSplits) -> nn.Module:
+    c, h, _ = data.input_shape
+    return build_model(cfg.model.name, data.num_classes, c, h, cfg.model.width)
+
+
+def ensure_base(cfg: ExperimentConfig, data: DataSplits, device: torch.device, log=print) -> Tuple[Dict, bool]:
+    """Load the trained base of ``cfg`` from the cache, training and storing it first if absent.
+
+    Returns (artifact, cached) where artifact = {"model": state dict, "early": {epoch: state dict},
+    "history": [...], "val_acc": float}.
+    """
+    path = base_path(cfg)
+    with _file_lock(path.with_suffix(".lock")):
+        if path.exists():
+            return torch.load(path, map_location="cpu", weights_only=True), True
+        seed_everything(cfg.runtime.seed)
+        model = fresh_model(cfg, data)
+        if cfg.model.pretrained_path:
+            model.load_state_dict(torch.load(cfg.model.pretrained_path, map_location="cpu", weights_only=True))
+            artifact = {"model": model.state_dict(), "early": {0: model.state_dict()}, "history": [], "val_acc": -1.0}
+            return artifact, False
+        early = {0: _cpu_state(model)}
+
+        def keep_early(record, _ckpt):
+            if record["epoch"] <= REWIND_EPOCHS:
+                early[record["epoch"]] = _cpu_state(model)
+                torch.save(early, path.parent / "early.pt")
+
+        if cfg.runtime.resume and (path.parent / "early.pt").exists():
+            early.update(torch.load(path.parent / "early.pt", weights_only=True))
+        log(f"training base {cfg.model.name} on {cfg.data.name} for {cfg.train.epochs} epochs "
+            f"(cached as {path.parent.name})")
+        history = fit(model, cfg.train, data, device=device, amp=cfg.runtime.amp, stage="base",
+                      checkpoint=path.parent / "train_ckpt.pt", resume=cfg.runtime.resume,
+                      on_epoch=keep_early, progress=cfg.runtime.progress, log=log)
+        STATS["base_trainings"] += 1
+        artifact = {"model": _cpu_state(model), "early": early, "history": history.epochs,
+                    "val_acc": history.best_val_acc}
+        save_atomic(artifact, path)
+        return artifact, False
+
+
+def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _calib(data: DataSplits, n: int) -> Callable[[], Iterator]:
+    def batches():
+        data.train.set_epoch(0)
+        for i, batch in enumerate(data.train):
+            if i >= n:
+                break
+            yield batch
+
+    return batches
+
+
+def _example_input(data: DataSplits, device: torch.device) -> torch.Tensor:
+    x, _ = next(iter(data.test))
+    return x[:8].to(device)
+
+
+def _measure(model: nn.Module, cfg: ExperimentConfig, data: DataSplits, device: torch.device, tag: str
+             ) -> Dict[str, Any]:
+    """Accuracy, FLOPs, parameters and latency of ``model``, keys suffixed with ``tag``."""
+    dtype = amp_dtype(device, cfg.runtime.amp)
+    acc = evaluate(model, data.test, data.num_classes, dtype)
+    flops = count_flops(model, data.input_shape)
+    params, params_nz = count_params(model)
+    lat = measure_latency(model, data.input_shape, cfg.runtime.latency_batch, cfg.runtime.latency_repeats,
+                          threads=cfg.runtime.threads)
+    return {f"acc_{tag}": acc.top1, f"acc5_{tag}": acc.top5, f"flops_{tag}": flops.total,
+            f"flops_nz_{tag}": flops.effective, f"macs_{tag}": flops.macs, f"params_{tag}": params,
+            f"params_nz_{tag}": params_nz, f"latency_ms_{tag}": lat.ms_b1, f"latency_ms_{tag}_batch": lat.ms_batch,
+            "latency_device": lat.device, f"_flop_table_{tag}": flops.table()}
+
+
+def _mask_zeros(model: nn.Module) -> None:
+    """Keep the zeros of a mask-pruned model at zero while it fine-tunes."""
+    for m in model.modules():
+        if isinstance(m, WEIGHTED) and not torch_prune.is_pruned(m) and bool((m.weight == 0).any()):
+            torch_prune.custom_from_mask(m, "weight", (m.weight != 0).to(m.weight.dtype))
+
+
+def _make_permanent(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, WEIGHTED) and torch_prune.is_pruned(m):
+            torch_prune.remove(m, "weight")
+
+
+@dataclass
+class _Workdir:
+    """Files of one run: its pruned model, stage metrics and fine-tune checkpoint."""
+
+    root: Path
+
+    @property
+    def pruned(self) -> Path:
+        return self.root / "pruned_model.pt"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "pre_finetune.json"
+
+    @property
+    def finetune_ckpt(self) -> Path:
+        return self.root / "finetune_ckpt.pt"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final_model.pt"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.json"
+
+
+def run(config: ExperimentConfig, reporter: Optional[Reporter] = None, log: Callable[[str], None] = print
+        ) -> Dict[str, Any]:
+    """Run one experiment and return the flat metrics dict (``prune_core.METRICS``).
+
+    ``reporter(metrics, checkpoint_dir)`` is called after every fine-tune epoch with that epoch's
+    metrics and a directory holding everything needed to resume, and once at the end with the
+    full metrics dict (``stage == "done"``). With ``runtime.resume`` and a ``runtime.workdir``
+    that holds such a checkpoint, the run continues from its last fine-tune epoch.
+    """
+    cfg = config
+    t_start = time.perf_counter()
+    seed_everything(cfg.runtime.seed)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    device = resolve_device(cfg.runtime.device)
+    data = load_data(cfg.data, device, cfg.runtime.seed)
+    with contextlib.ExitStack() as stack:
+        root = Path(cfg.runtime.workdir) if cfg.runtime.workdir else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="prune_core_")))
+        root.mkdir(parents=True, exist_ok=True)
+        wd = _Workdir(root)
+        if cfg.runtime.resume and wd.state.exists() and wd.pruned.exists():
+            metrics = json.loads(wd.state.read_text())
+            model = load_pruned(wd.pruned, fresh_model(cfg, data)).to(device)
+            log(f"resuming fine-tuning from {root}")
+        else:
+            metrics, model = _prepare(cfg, data, device, wd, log)
+        metrics = _finetune_and_measure(cfg, data, device, model, metrics, wd, reporter, log)
+    metrics["time_total_s"] = metrics["time_total_s_before"] + time.perf_counter() - t_start
+    del metrics["time_total_s_before"]
+    result = {k: metrics.get(k) for k in METRIC_KEYS}
+    extras = {k: v for k, v in metrics.items() if k not in result and not k.startswith("_")}
+    result.update(extras)
+    if reporter:
+        reporter({**result, "stage": "done"}, None)
+    return result
+
+
+def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: _Workdir, log
+             ) -> Tuple[Dict[str, Any], nn.Module]:
+    """Base, prune and rebuild; the result is saved in the workdir so a resumed run skips it."""
+    t0 = time.perf_counter()
+    artifact, cached = ensure_base(cfg, data, device, log)
+    model = fresh_model(cfg, data)
+    model.load_state_dict(artifact["model"])
+    model.to(device)
+    metrics: Dict[str, Any] = {"base_cached": int(cached), "num_classes": data.num_classes,
+                               "time_base_s": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    metrics.update(_measure(model, cfg, data, device, "base"))
+    metrics["layer_channels_base"] = layer_channels(model)
+    metrics["layer_params_base"] = layer_params(model)
+    (wd.root / "base_history.json").write_text(json.dumps(artifact["history"]))
+    t_eval = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if BASE_NEEDS[cfg.prune.method] == "init":
+        model.load_state_dict(artifact["early"][0])  # SNIP prunes the untrained network
+    rewind = cfg.prune.rewind_epoch
+    if cfg.prune.method == "imp" and rewind not in artifact["early"]:
+        raise ValueError(f"prune.rewind_epoch={rewind}: the base keeps epochs {sorted(artifact['early'])}")
+    ctx = PruneContext(cfg=cfg, example_input=_example_input(data, device),
+                       calib_batches=_calib(data, cfg.prune.calib_batches),
+                       train=lambda m, tcfg, stage: fit(m, tcfg, data, device=device, amp=cfg.runtime.amp,
+                                                         stage=stage, progress=cfg.runtime.progress, log=log),
+                       early_states=artifact["early"])
+    plan = prune_model(model, ctx)
+    metrics["time_prune_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rebuilt = rebuild(model, plan, ctx.example_input)
+    model = rebuilt.model.to(device)
+    metrics["rebuild_max_abs_diff"] = float(rebuilt.max_abs_diff)
+    metrics["time_rebuild_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    metrics["acc_pruned"] = evaluate(model, data.test, data.num_classes, amp_dtype(device, cfg.runtime.amp)).top1
+    metrics["time_eval_s"] = t_eval + time.perf_counter() - t0
+    save_pruned(model, wd.pruned)
+    metrics["time_total_s_before"] = sum(metrics[k] for k in ("time_base_s", "time_prune_s", "time_rebuild_s",
+                                                                  "time_eval_s"))
+    wd.state.write_text(json.dumps({k: v for k, v in metrics.items()}, default=float))
+    log(f"pruned {cfg.prune.method}/{cfg.prune.criterion} {cfg.prune.scope} ratio {cfg.prune.ratio}: "
+        f"accuracy {metrics['acc_base']:.2f}% -> {metrics['acc_pruned']:.2f}% before fine-tuning")
+    return metrics, model
+
+
+def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch.device, model: nn.Module,
+                          metrics: Dict[str, Any], wd: _Workdir, reporter: Optional[Reporter], log
+                          ) -> Dict[str, Any]:
+    t0 = time.perf_counter()
+    _mask_zeros(model)
+    # SNIP trains its sparse network from scratch with the base budget; the others fine-tune
+    tcfg = cfg.train if BASE_NEEDS[cfg.prune.method] == "init" else cfg.finetune
+
+    def on_epoch(record, _ckpt):
+        if reporter:
+            reporter(record, wd.root)
+
+    history: History = fit(model, tcfg, data, device=device, amp=cfg.runtime.amp, stage="finetune",
+                           checkpoint=wd.finetune_ckpt, resume=cfg.runtime.resume, on_epoch=on_epoch,
+                           progress=cfg.runtime.progress, log=log)
+    _make_permanent(model)
+    metrics["time_finetune_s"] = time.perf_counter() - t0
+    metrics["finetune_epochs"] = len(history.epochs)
+    metrics["val_acc_final"] = history.last.get("val_acc", math.nan) if history.epochs else evaluate(
+        model, data.val, data.num_classes).top1
+    wd.history.write_text(json.dumps(history.epochs))
+
+    t0 = time.perf_counter()
+    metrics.update(_measure(model, cfg, data, device, "final"))
+    metrics["layer_channels_final"] = layer_channels(model)
+    metrics["layer_params_final"] = layer_params(model)
+    metrics["sparsity"] = sparsity(model)
+    metrics["flops_kept"] = metrics["flops_nz_final"] / metrics["flops_base"]
+    metrics["speedup"] = metrics["latency_ms_base"] / metrics["latency_ms_final"]
+    metrics["speedup_batch"] = metrics["latency_ms_base_batch"] / metrics["latency_ms_final_batch"]
+    metrics["time_eval_s"] += time.perf_counter() - t0
+    save_pruned(model, wd.final)
+    return metrics
+
+
+def evaluate_only(cfg: ExperimentConfig, log=print) -> Dict[str, Any]:
+    """Accuracy, FLOPs, parameters and latency of the model at ``model.pretrained_path``."""
+    device = resolve_device(cfg.runtime.device)
+    data = load_data(cfg.data, device, cfg.runtime.seed)
+    path = Path(cfg.model.pretrained_path)
+    model = load_pruned(path, fresh_model(cfg, data)).to(device)
+    m = _measure(model, cfg, data, device, "final")
+    return {k: v for k, v in m.items() if not k.startswith("_")}

@@ -1,0 +1,66 @@
+"""FLOPs, parameters and latency measurements on hand-sized networks."""
+
+import torch
+import torch.nn.utils.prune as prune
+from torch import nn
+
+from prune_core.metrics import count_flops, count_params, evaluate, measure_latency, sparsity
+
+
+def two_layer():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 6 * 6, 5))
+
+
+def test_hand_count_two_layer_net():
+    net = two_layer()
+    report = count_flops(net, (3, 6, 6))
+    conv = 2 * (8 * 6 * 6) * 3 * 9  # 2 x output elements x in-channels x kernel area
+    linear = 2 * 288 * 5
+    assert report.per_layer == {"0": conv, "3": linear}
+    assert report.total == conv + linear
+    assert report.effective == report.total
+
+
+def test_effective_flops_of_half_masked_conv_is_half():
+    net = two_layer()
+    conv = net[0]
+    mask = torch.zeros_like(conv.weight)
+    mask[:4] = 1  # half of the filters
+    prune.custom_from_mask(conv, "weight", mask)
+    report = count_flops(net, (3, 6, 6))
+    dense_conv = 2 * (8 * 6 * 6) * 3 * 9
+    assert report.density["0"] == 0.5
+    assert report.effective == dense_conv / 2 + 2 * 288 * 5
+    assert report.total == dense_conv + 2 * 288 * 5  # dense FLOPs do not change with a mask
+
+
+def test_params_total_and_nonzero_with_mask():
+    net = two_layer()
+    total, nz = count_params(net)
+    assert total == 8 * 3 * 9 + 288 * 5 + 5 == nz
+    prune.l1_unstructured(net[3], "weight", amount=100)
+    total2, nz2 = count_params(net)
+    assert total2 == total and nz2 == nz - 100
+    assert abs(sparsity(net) - 100 / (8 * 27 + 1440)) < 1e-9
+
+
+def test_latency_is_positive_and_reports_device():
+    lat = measure_latency(two_layer(), (3, 6, 6), batch=4, repeats=3, warmup=1, threads=1)
+    assert lat.ms_b1 > 0 and lat.ms_batch > 0 and lat.batch == 4
+    assert lat.device == "cpu x1 threads"
+    assert torch.get_num_threads() >= 1
+
+
+def test_accuracy_top1_and_top5():
+    logits = torch.tensor([[5.0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 5]])
+    model = nn.Identity()
+    model.register_parameter("p", nn.Parameter(torch.zeros(1)))
+    acc = evaluate(model, [(logits, torch.tensor([0, 3]))], num_classes=6)
+    assert acc.top1 == 50.0 and acc.top5 is None
+    big = torch.zeros(2, 100)
+    big[0, 7] = 3
+    big[1, :5] = torch.tensor([5.0, 4, 3, 2, 1])
+    acc = evaluate(model, [(big, torch.tensor([7, 4]))], num_classes=100)
+    assert acc.top1 == 50.0 and acc.top5 == 100.0
