@@ -34,6 +34,10 @@ from .train import History, amp_dtype, fit, save_atomic, seed_everything
 Reporter = Callable[[Dict[str, Any], Optional[Path]], None]
 
 REWIND_EPOCHS = 5  # the base keeps its weights at init and after epochs 1..5 for IMP rewinding
+# cost coordinates repeated in every fine-tune epoch's report, so a trial a scheduler stops early
+# can still be placed on a plot
+EPOCH_COSTS = ("acc_base", "flops_base", "flops_final", "flops_nz_final", "params_base", "params_nz_final",
+               "num_classes")
 STATS = {"base_trainings": 0}  # per-process counter of base models actually trained (tests read it)
 
 
@@ -260,6 +264,9 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
 
     t0 = time.perf_counter()
     metrics["acc_pruned"] = evaluate(model, data.test, data.num_classes, amp_dtype(device, cfg.runtime.amp)).top1
+    flops = count_flops(model, data.input_shape)  # known now: epoch reports carry it for schedulers' early stops
+    metrics.update(flops_final=flops.total, flops_nz_final=flops.effective, macs_final=flops.macs,
+                   params_nz_final=count_params(model)[1])
     metrics["time_eval_s"] = t_eval + time.perf_counter() - t0
     save_pruned(model, wd.pruned)
     metrics["time_total_s_before"] = sum(metrics[k] for k in ("time_base_s", "time_prune_s", "time_rebuild_s",
@@ -278,9 +285,11 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
     # SNIP trains its sparse network from scratch with the base budget; the others fine-tune
     tcfg = cfg.train if BASE_NEEDS[cfg.prune.method] == "init" else cfg.finetune
 
+    costs = {k: metrics[k] for k in EPOCH_COSTS}
+
     def on_epoch(record, _ckpt):
         if reporter:
-            reporter(record, wd.root)
+            reporter({**record, **costs}, wd.root)
 
     history: History = fit(model, tcfg, data, device=device, amp=cfg.runtime.amp, stage="finetune",
                            checkpoint=wd.finetune_ckpt, resume=cfg.runtime.resume, on_epoch=on_epoch,
