@@ -24,8 +24,8 @@ from torch import nn
 
 from .config import ExperimentConfig
 from .data import DataSplits, load_data
-from .metrics import WEIGHTED, count_flops, count_params, evaluate, layer_channels, layer_params,
-                      measure_latency, sparsity
+from .metrics import (WEIGHTED, count_flops, count_params, evaluate, layer_channels, layer_params,
+                      measure_latency, sparsity)
 from .models import build_model
 from .pruning import BASE_NEEDS, PruneContext, load_pruned, prune_model, rebuild, save_pruned
 from .schema import METRIC_KEYS
