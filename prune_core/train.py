@@ -2,10 +2,10 @@
 
 SGD (momentum, Nesterov) or AdamW; cosine (with linear warm-up), step or constant schedules
 stepped per batch; no weight decay on norm and bias parameters; label smoothing; AMP on CUDA
-(bf16 where supported, else fp16 with a gradient scaler) and fp32 on the CPU; channels_last on
-CUDA; early stopping on validation accuracy; Network Slimming's L1 penalty on BN scales; a
-checkpoint each epoch from which a killed run resumes at the next epoch and ends where an
-uninterrupted run would.
+(bf16 where supported, else fp16 with a gradient scaler) and fp32 on the CPU; channels_last;
+early stopping on validation accuracy; Network Slimming's L1 penalty on BN scales; a checkpoint
+each epoch from which a killed run resumes at the next epoch and ends where an uninterrupted run
+would.
 
 >>> history = fit(model, cfg.train, data, device=torch.device("cpu"))  # doctest: +SKIP
 """
@@ -138,8 +138,9 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     Raises ``Diverged`` when the loss is not finite.
     """
     model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    # channels_last: faster convolutions on CUDA, and on this 2-core CPU too (resnet20 on mnist5k:
+    # 620 -> 787 images/s measured; DESIGN.md saw 722 -> 1044)
+    model.to(memory_format=torch.channels_last)
     dtype = amp_dtype(device, amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     optimizer = make_optimizer(model, cfg)
@@ -178,8 +179,7 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
         for step, (x, y) in enumerate(batches):
             if step >= steps_per_epoch:
                 break
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(x)
                 loss = criterion(logits, y)
@@ -227,6 +227,5 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
 
     if cfg.patience and best_state is not None:
         model.load_state_dict(best_state)  # early stopping keeps the best validated weights
-    if device.type == "cuda":
-        model.to(memory_format=torch.contiguous_format)
+    model.to(memory_format=torch.contiguous_format)
     return history
