@@ -75,10 +75,10 @@ def baseline_steps(model, loader, device, steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def ours_steps(model, cfg, data, device, steps: int) -> float:
+def ours_steps(model, cfg, data, device, steps: int, cpu_bf16: bool = False) -> float:
     tcfg = cfg.train.__class__(**{**cfg.train.__dict__, "epochs": 1, "max_steps": steps, "lr": 0.01})
     t0 = time.perf_counter()
-    fit(model, tcfg, _NoVal(data), device=device, amp=True)
+    fit(model, tcfg, _NoVal(data), device=device, amp=True, cpu_bf16=cpu_bf16)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
@@ -109,7 +109,7 @@ def main() -> None:
     data = load_data(cfg.data, device, 0)
     c, h, _ = data.input_shape
     crop_pad = 2 if h <= 28 else 4
-    plain = PilDigits(data.test if False else _unaugmented(data), data.mean, data.std, h, crop_pad)
+    plain = PilDigits(data.train.unaugmented(), data.mean, data.std, h, crop_pad)
     loader = DataLoader(plain, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=args.workers > 0)
     torch.manual_seed(0)
@@ -117,10 +117,14 @@ def main() -> None:
     model_b = build_model(args.model, data.num_classes, c, h).to(device)
     baseline_steps(model_a, loader, device, 2)  # warm-up: workers start, kernels load
     ours_steps(model_b, cfg, data, device, 2)
-    base_t, ours_t = [], []
+    model_c = build_model(args.model, data.num_classes, c, h).to(device)
+    bf16 = device.type == "cpu"  # the optional runtime.cpu_bf16 path; CUDA already runs AMP
+    base_t, ours_t, bf16_t = [], [], []
     for _ in range(args.rounds):
         base_t.append(baseline_steps(model_a, loader, device, args.steps))
         ours_t.append(ours_steps(model_b, cfg, data, device, args.steps))
+        if bf16:
+            bf16_t.append(ours_steps(model_c, cfg, data, device, args.steps, cpu_bf16=True))
     images = args.steps * args.batch_size
     base_ips, ours_ips = images / statistics.median(base_t), images / statistics.median(ours_t)
     print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds, "
@@ -128,12 +132,12 @@ def main() -> None:
     print(f"{'loop':<40} {'images/s':>10}")
     print(f"{'torchvision-style (PIL, DataLoader, fp32)':<40} {base_ips:>10.0f}")
     print(f"{'prune_core (tensor data, batched aug)':<40} {ours_ips:>10.0f}")
+    if bf16:
+        bf16_ips = images / statistics.median(bf16_t)
+        print(f"{'prune_core + runtime.cpu_bf16':<40} {bf16_ips:>10.0f}")
     print(f"ratio ours/baseline: {ours_ips / base_ips:.2f}x (goal >= 1.5x on CPU, >= 3x on GPU)")
-
-
-def _unaugmented(data):
-    """Training images without augmentation, to hand to the per-sample baseline."""
-    return data.train.unaugmented() if hasattr(data.train, "unaugmented") else data.val
+    if bf16:
+        print(f"ratio ours with runtime.cpu_bf16/baseline: {bf16_ips / base_ips:.2f}x")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,10 @@ class PruneConfig:
 class RuntimeConfig:
     seed: int = 0
     device: str = "auto"  # auto picks cuda when available
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported); always off on the CPU
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported); off on the CPU unless cpu_bf16
+    # bf16 autocast on CPUs with native bf16 (avx512_bf16, AMX): resnet20 trained 1.65x faster on
+    # this 2-core EPYC (797 -> 1294 images/s); off by default so CPU runs stay plain fp32
+    cpu_bf16: bool = False
     threads: int = 0  # torch CPU threads (0 = torch's default)
     output_dir: str = "experiments"  # the CLI's results go to output_dir/<dataset>/<run name>/
     cache_dir: str = ""  # trained-base cache (default: <output_dir>/base_cache)
@@ -281,7 +284,8 @@ class ExperimentConfig:
                          if k not in ("root", "download", "num_workers", "eval_batch_size")},
                 "model": dataclasses.asdict(self.model),
                 "train": dataclasses.asdict(self.train),
-                "seed": self.runtime.seed}
+                "seed": self.runtime.seed,
+                **({"cpu_bf16": True} if self.runtime.cpu_bf16 else {})}  # fp32 hashes stay as they were
 
     def base_hash(self) -> str:
         return digest(self.base_key())

@@ -102,8 +102,8 @@ def ensure_base(cfg: ExperimentConfig, data: DataSplits, device: torch.device, l
             early.update(torch.load(path.parent / "early.pt", weights_only=True))
         log(f"training base {cfg.model.name} on {cfg.data.name} for {cfg.train.epochs} epochs "
             f"(cached as {path.parent.name})")
-        history = fit(model, cfg.train, data, device=device, amp=cfg.runtime.amp, stage="base",
-                      checkpoint=path.parent / "train_ckpt.pt", resume=cfg.runtime.resume,
+        history = fit(model, cfg.train, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
+                      stage="base", checkpoint=path.parent / "train_ckpt.pt", resume=cfg.runtime.resume,
                       on_epoch=keep_early, progress=cfg.runtime.progress, log=log)
         STATS["base_trainings"] += 1
         artifact = {"model": _cpu_state(model), "early": early, "history": history.epochs,
@@ -135,7 +135,7 @@ def _example_input(data: DataSplits, device: torch.device) -> torch.Tensor:
 def _measure(model: nn.Module, cfg: ExperimentConfig, data: DataSplits, device: torch.device, tag: str
              ) -> Dict[str, Any]:
     """Accuracy, FLOPs, parameters and latency of ``model``, keys suffixed with ``tag``."""
-    dtype = amp_dtype(device, cfg.runtime.amp)
+    dtype = amp_dtype(device, cfg.runtime.amp, cfg.runtime.cpu_bf16)
     acc = evaluate(model, data.test, data.num_classes, dtype)
     flops = count_flops(model, data.input_shape)
     params, params_nz = count_params(model)
@@ -251,7 +251,8 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     ctx = PruneContext(cfg=cfg, example_input=_example_input(data, device),
                        calib_batches=_calib(data, cfg.prune.calib_batches),
                        train=lambda m, tcfg, stage: fit(m, tcfg, data, device=device, amp=cfg.runtime.amp,
-                                                         stage=stage, progress=cfg.runtime.progress, log=log),
+                                                         cpu_bf16=cfg.runtime.cpu_bf16, stage=stage,
+                                                         progress=cfg.runtime.progress, log=log),
                        early_states=artifact["early"])
     plan = prune_model(model, ctx)
     metrics["time_prune_s"] = time.perf_counter() - t0
@@ -263,7 +264,8 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     metrics["time_rebuild_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    metrics["acc_pruned"] = evaluate(model, data.test, data.num_classes, amp_dtype(device, cfg.runtime.amp)).top1
+    dtype = amp_dtype(device, cfg.runtime.amp, cfg.runtime.cpu_bf16)
+    metrics["acc_pruned"] = evaluate(model, data.test, data.num_classes, dtype).top1
     flops = count_flops(model, data.input_shape)  # known now: epoch reports carry it for schedulers' early stops
     metrics.update(flops_final=flops.total, flops_nz_final=flops.effective, macs_final=flops.macs,
                    params_nz_final=count_params(model)[1])
@@ -291,7 +293,8 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
         if reporter:
             reporter({**record, **costs}, wd.root)
 
-    history: History = fit(model, tcfg, data, device=device, amp=cfg.runtime.amp, stage="finetune",
+    history: History = fit(model, tcfg, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
+                           stage="finetune",
                            checkpoint=wd.finetune_ckpt, resume=cfg.runtime.resume, on_epoch=on_epoch,
                            progress=cfg.runtime.progress, log=log)
     _make_permanent(model)
