@@ -113,7 +113,8 @@ def ensure_base(cfg: ExperimentConfig, data: DataSplits, device: torch.device, l
 
 
 def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    # contiguous: fit trains in channels_last, and code that views weights as flat vectors needs this
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
 def _calib(data: DataSplits, n: int) -> Callable[[], Iterator]:

@@ -1,0 +1,92 @@
+"""``prune_core.run`` end to end: every method, the base cache, resume, and the accuracy it keeps."""
+
+import math
+
+import pytest
+
+from prune_core import METHODS, METRIC_KEYS, ExperimentConfig, run
+from prune_core.cli import SMOKE
+from prune_core.pipeline import STATS
+
+
+def quiet(_msg):
+    pass
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("base_cache"))
+
+
+def smoke(cache, **dotted):
+    values = {**SMOKE, "runtime.cache_dir": cache, "runtime.device": "cpu", "data.limit_train": 128,
+              "model.width": 0.5, **dotted}
+    return ExperimentConfig.from_dict(values)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_reports_every_key(cache, method, tmp_path):
+    reports = []
+    cfg = smoke(cache, **{"prune.method": method, "prune.ratio": 0.5, "runtime.workdir": str(tmp_path)})
+    metrics = run(cfg, reporter=lambda m, ckpt: reports.append((m, ckpt)), log=quiet)
+    assert set(METRIC_KEYS) <= set(metrics)
+    for key in METRIC_KEYS:
+        if key not in ("acc5_base", "acc5_final"):  # top-5 is null below 100 classes
+            assert metrics[key] is not None, key
+    assert metrics["acc5_final"] is None and metrics["num_classes"] == 10
+    assert metrics["rebuild_max_abs_diff"] <= 1e-4
+    assert metrics["flops_nz_final"] <= metrics["flops_base"]
+    assert math.isclose(metrics["flops_kept"], metrics["flops_nz_final"] / metrics["flops_base"])
+    if method != "none":
+        assert metrics["flops_nz_final"] < metrics["flops_base"]
+        assert metrics["params_nz_final"] < metrics["params_base"]
+    if method in ("imp", "snip"):
+        assert metrics["sparsity"] == pytest.approx(0.5, abs=0.02)
+    epochs = [m for m, _ in reports if m["stage"] == "finetune"]
+    assert len(epochs) == metrics["finetune_epochs"] >= 1
+    assert all(ckpt is not None and "flops_final" in m for m, ckpt in reports[:-1])
+    assert reports[-1][0]["stage"] == "done" and reports[-1][1] is None
+
+
+def test_second_run_loads_the_cached_base(cache, tmp_path):
+    cfg = smoke(cache, **{"train.lr": 0.05})  # a base no other test trains
+    before = STATS["base_trainings"]
+    first = run(cfg, log=quiet)
+    second = run(cfg.replace(**{"prune.ratio": 0.3}), log=quiet)
+    assert STATS["base_trainings"] == before + 1
+    assert (first["base_cached"], second["base_cached"]) == (0, 1)
+    assert first["acc_base"] == second["acc_base"]
+
+
+def test_killed_finetune_resumes_where_it_stopped(cache, tmp_path):
+    cfg = smoke(cache, **{"finetune.epochs": 3, "runtime.workdir": str(tmp_path / "a")})
+    straight = run(cfg, log=quiet)
+
+    class Killed(Exception):
+        pass
+
+    def die_after_two(m, _ckpt):
+        if m.get("epoch") == 2:
+            raise Killed
+
+    cfg_b = cfg.replace(**{"runtime.workdir": str(tmp_path / "b")})
+    with pytest.raises(Killed):
+        run(cfg_b, reporter=die_after_two, log=quiet)
+    seen = []
+    resumed = run(cfg_b.replace(**{"runtime.resume": True}), reporter=lambda m, c: seen.append(m.get("epoch")),
+                  log=quiet)
+    assert seen[:-1] == [3]  # only the third epoch ran again, then the final report
+    for key in ("acc_final", "acc_pruned", "flops_final", "params_nz_final"):
+        assert resumed[key] == pytest.approx(straight[key]), key
+
+
+def test_channel_pruning_keeps_accuracy_on_mnist5k(tmp_path):
+    """resnet20 on mnist5k: base >= 95% after 5 epochs; channel-L1 global at 0.5 with 3 fine-tune
+    epochs within 1.5 points of it."""
+    cfg = ExperimentConfig.from_dict({"prune.method": "channel", "prune.criterion": "l1", "prune.scope": "global",
+                                      "prune.ratio": 0.5, "finetune.epochs": 3, "runtime.device": "cpu",
+                                      "runtime.cache_dir": str(tmp_path), "runtime.latency_repeats": 5})
+    m = run(cfg, log=quiet)
+    assert m["acc_base"] >= 95.0
+    assert m["acc_final"] >= m["acc_base"] - 1.5, (m["acc_base"], m["acc_final"])
+    assert m["flops_kept"] < 0.5
