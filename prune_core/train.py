@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+import torch.nn.utils.prune
 from torch import nn
 
 from .config import TrainConfig
@@ -230,4 +231,15 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     if cfg.patience and best_state is not None:
         model.load_state_dict(best_state)  # early stopping keeps the best validated weights
     model.to(memory_format=torch.contiguous_format)
+    _refresh_masked_weights(model)
     return history
+
+
+def _refresh_masked_weights(model: nn.Module) -> None:
+    """Recompute ``weight = weight_orig * weight_mask`` of ``torch.nn.utils.prune``'d layers, which
+    the pruning hook otherwise refreshes only at the next forward (still channels_last, with grad)."""
+    with torch.no_grad():
+        for m in model.modules():
+            for hook in m._forward_pre_hooks.values():
+                if isinstance(hook, torch.nn.utils.prune.BasePruningMethod):
+                    setattr(m, hook._tensor_name, hook.apply_mask(m))
