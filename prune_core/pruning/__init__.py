@@ -1,0 +1,57 @@
+"""Pruning methods, criteria, rebuild and the pruned-model file format.
+
+Every method has one signature, ``method(model, ctx) -> PruningPlan``, and is one entry of
+``METHODS``; criteria are entries of ``CRITERIA``. ``ratio`` is always the fraction of the
+method's unit removed:
+
+========== =====================================================================================
+channel    prunable conv output channels (dependency groups removed whole; classifier kept)
+kernel     k x k conv kernels (single input -> output connections)
+intra_kernel  eligible conv kernels pruned to ``pattern_keep`` weights (a fixed pattern or the
+           largest weights)
+imp        conv and linear weights, reached over ``rounds`` rounds with rewinding
+snip       conv and linear weights, chosen at initialisation
+none       nothing
+========== =====================================================================================
+
+With ``prune.target == "flops"`` the ratio is instead the fraction of FLOPs (effective FLOPs for
+mask methods) removed, and the method searches the unit ratio that removes it.
+
+>>> from prune_core.config import ExperimentConfig
+>>> from prune_core.models import build_model
+>>> cfg = ExperimentConfig.from_dict({"model.name": "resnet20", "prune.ratio": 0.5})
+>>> model, x = build_model("resnet20", 10, 3, 32), torch.randn(2, 3, 32, 32)
+>>> plan = prune_model(model, PruneContext(cfg, example_input=x))
+>>> small = rebuild(model, plan, x)
+>>> small.max_abs_diff < 1e-4
+True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._base import (BASE_NEEDS, CRITERIA, METHOD_CRITERIA, METHODS, Method, PruneContext, PruningPlan,
+                    RebuildMismatch, RebuildResult)
+from . import criteria as _criteria  # noqa: F401  (fills CRITERIA)
+from . import baseline, channel, imp, kernel, snip  # noqa: F401  (fill METHODS)
+from .surgery import rebuild
+from .serialize import load_pruned, save_pruned
+
+__all__ = ["METHODS", "CRITERIA", "METHOD_CRITERIA", "BASE_NEEDS", "Method", "PruneContext", "PruningPlan",
+           "RebuildResult", "RebuildMismatch", "prune_model", "rebuild", "save_pruned", "load_pruned"]
+
+
+def prune_model(model: nn.Module, ctx: PruneContext) -> PruningPlan:
+    """Run ``METHODS[ctx.cfg.prune.method]`` on ``model`` and return its plan.
+
+    Channel pruning leaves ``model`` untouched (``rebuild`` removes the channels); mask methods
+    attach their masks to ``model`` in place. Random scores are drawn from ``runtime.seed``.
+    """
+    cfg = ctx.cfg
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.runtime.seed)
+        plan = METHODS[cfg.prune.method](model, ctx)
+    plan.stats.setdefault("criterion", cfg.prune.criterion)
+    return plan

@@ -1,0 +1,102 @@
+"""Registries and the data that passes between a pruning method, ``rebuild`` and the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Tuple
+
+import torch
+from torch import nn
+
+from .._registry import register
+
+if TYPE_CHECKING:  # config imports this package to validate method names; no cycle at run time
+    from ..config import ExperimentConfig, TrainConfig
+
+Batches = Callable[[], Iterable[Tuple[torch.Tensor, torch.Tensor]]]
+Trainer = Callable[[nn.Module, "TrainConfig", str], Any]
+
+
+def _missing_batches() -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+    raise RuntimeError("this pruning method needs calibration batches: pass PruneContext(calib_batches=...)")
+
+
+def _missing_train(model: nn.Module, cfg: "TrainConfig", stage: str) -> None:
+    raise RuntimeError("this pruning method retrains the model: pass PruneContext(train=...)")
+
+
+@dataclass
+class PruneContext:
+    """What a pruning method may use besides the model.
+
+    >>> ctx = PruneContext(cfg, example_input=x[:4], calib_batches=lambda: iter(loader))  # doctest: +SKIP
+    """
+
+    cfg: "ExperimentConfig"
+    example_input: torch.Tensor  # a small batch on the model's device; traces the dependency graph
+    calib_batches: Batches = _missing_batches  # yields cfg.prune.calib_batches (x, y) training batches
+    train: Trainer = _missing_train  # train(model, train_config, stage_name) trains in place (IMP rounds)
+    early_states: Dict[int, Dict[str, torch.Tensor]] = field(default_factory=dict)  # base epoch -> state dict
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        """(C, H, W) of one image: what FLOPs are counted at."""
+        return tuple(self.example_input.shape[1:])
+
+
+@dataclass
+class PruningPlan:
+    """What a method decided to remove.
+
+    ``channels``: for structured methods, the root layer of each dependency group (a conv name) ->
+    the output channels of that root to remove; the coupled layers follow through Torch-Pruning's
+    ``DependencyGraph``. The model itself is left untouched until ``rebuild``.
+
+    ``masks``: for mask methods, layer name -> weight mask (1 keeps, 0 removes), already applied to
+    the model in place with ``torch.nn.utils.prune`` (IMP trains through them).
+
+    ``ratio`` is the unit ratio applied (after a FLOPs-target search, the one found);
+    ``stats`` holds method-specific numbers (achieved unit ratio, FLOPs removed, IMP's per-round
+    sparsity) for logs and tests.
+    """
+
+    method: str
+    ratio: float = 0.0
+    channels: Dict[str, List[int]] = field(default_factory=dict)
+    masks: Dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RebuildResult:
+    model: nn.Module  # physically smaller (channels gone); mask methods: masks made permanent
+    max_abs_diff: float  # rebuilt vs masked model logits on the example input (eval mode, fp32)
+    layer_channels_before: Dict[str, int]  # conv/linear output channels per layer name
+    layer_channels_after: Dict[str, int]
+    removed_channels: Dict[str, List[int]] = field(default_factory=dict)  # group root -> channels removed
+
+
+class RebuildMismatch(RuntimeError):
+    """The rebuilt model does not compute what the masked model computes."""
+
+
+Method = Callable[[nn.Module, PruneContext], PruningPlan]
+
+METHODS: Dict[str, Method] = {}
+METHOD_CRITERIA: Dict[str, Tuple[str, ...]] = {}  # allowed criteria per method; the first is the default
+BASE_NEEDS: Dict[str, str] = {}  # "trained": prunes the trained base; "init": prunes the network at init
+CRITERIA: Dict[str, Any] = {}
+
+
+def method(name: str, criteria: Tuple[str, ...], base: str = "trained") -> Callable[[Method], Method]:
+    """Register a pruning method, the criteria it accepts (first = default) and the base it needs."""
+    if base not in ("trained", "init"):
+        raise ValueError(f"base={base!r}: expected trained or init")
+
+    def deco(fn: Method) -> Method:
+        register(METHODS, name)(fn)
+        METHOD_CRITERIA[name] = tuple(criteria)
+        BASE_NEEDS[name] = base
+        return fn
+
+    return deco

@@ -1,0 +1,157 @@
+"""launch.py end to end on one local Ray (2 CPUs): tiny sweeps on mnist5k."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Dict, List
+
+import optuna
+import pytest
+import ray
+import yaml
+
+import launch
+from prune_core import METRIC_KEYS, ExperimentConfig
+
+FAMILIES = {"channel", "kernel", "intra_kernel", "imp", "snip"}
+
+# a few steps of everything: a trial takes seconds on one core
+TINY = {"data": {"name": "mnist5k", "limit_train": 256, "batch_size": 64},
+        "model": {"name": "resnet20", "width": 0.5},
+        "train": {"epochs": 1, "max_steps": 3},
+        "finetune": {"epochs": 2, "max_steps": 3},
+        "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def write_sweep(tmp_path: Path, name: str, space: dict, **extra) -> Path:
+    sweep = {"name": name, "base": {**TINY, **extra.pop("base", {})}, "space": space,
+             "search": {"algorithm": "grid", "max_concurrent": 2}, "resources": {"cpu": 1}, "max_failures": 1, **extra}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def trials(exp: Path) -> Dict[str, List[dict]]:
+    """Trial folder -> its result.json rows."""
+    out = {}
+    for params in sorted(exp.glob("*/params.json")):
+        result = params.parent / "result.json"
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()] if result.exists() else []
+        out[params.parent.name] = rows
+    return out
+
+
+def params(exp: Path) -> List[dict]:
+    return [json.loads(p.read_text()) for p in sorted(exp.glob("*/params.json"))]
+
+
+def done_row(rows: List[dict]) -> dict:
+    finals = [r for r in rows if r.get("stage") == "done"]
+    assert len(finals) == 1, [r.get("stage") for r in rows]
+    return finals[0]
+
+
+def test_quickstart_smoke_test_reports_every_metric(tmp_path, capsys):
+    assert launch.main([str(launch.DEFAULT_SWEEP), "--smoke-test", "--storage", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    exp = tmp_path / "quickstart-smoke"
+    assert f"python analyze.py {exp}" in out
+    assert ray.is_initialized()  # launch.py leaves a Ray it did not start running
+    sweep = launch.load_sweep(exp / "sweep.yaml")
+    assert sweep.smoke_test and sweep.name == "quickstart-smoke"
+    base = ExperimentConfig.from_yaml(exp / "base.yaml")
+    assert base.model.name == "resnet20" and base.data.name == "mnist5k"
+
+    runs = trials(exp)
+    assert {p["prune.method"] for p in params(exp)} == FAMILIES
+    assert all(sorted(p) == sorted(sweep.keys) for p in params(exp))  # params.json: the swept keys, dotted
+    for name, rows in runs.items():
+        final = done_row(rows)
+        assert set(METRIC_KEYS) <= set(final), set(METRIC_KEYS) - set(final)
+        assert final["base_cached"] == 1  # the base came from the sweep's base task
+        epochs = [r for r in rows if r.get("stage") == "finetune"]
+        assert [r["epoch"] for r in epochs] == list(range(1, final["finetune_epochs"] + 1))
+        assert all({"val_acc", "train_loss", "flops_kept", "lr"} <= set(r) for r in epochs)
+        assert list((exp / name).glob("checkpoint_*")), "every epoch is checkpointed"
+    assert len(list((exp / "base_cache").glob("*/base.pt"))) == 1
+
+    import analyze
+
+    assert analyze.main([str(exp), "--out", str(tmp_path / "analysis")]) == 0
+    assert (tmp_path / "analysis" / "report.html").is_file()
+
+
+def test_each_distinct_base_is_trained_once_and_reused_by_a_second_sweep(tmp_path, capsys):
+    # storage as a URI: the path a cloud bucket takes (bases uploaded, fetched into each node's cache)
+    storage = f"file://{tmp_path}"
+    space = {"runtime.seed": {"grid": [0, 1]},  # two bases; seed 0 has two trials, seed 1 one
+             "prune.scope": [{"grid": ["local", "global"], "when": {"runtime.seed": [0]}}]}
+    try:
+        assert launch.main([str(write_sweep(tmp_path, "first", space)), "--storage", storage]) == 0
+        first = tmp_path / "first"
+        logs = sorted((first / "base_cache").glob("*/base_task.log"))
+        assert len(logs) == 2 and len(list((first / "base_cache").glob("*/base.pt"))) == 2
+        assert all(len(log.read_text().splitlines()) == 1 for log in logs)  # one training each
+        assert len(runs := trials(first)) == 3
+        assert all(done_row(rows)["base_cached"] == 1 for rows in runs.values())
+
+        space = {"runtime.seed": {"grid": [1]}, "prune.ratio": {"grid": [0.4]}}
+        capsys.readouterr()
+        assert launch.main([str(write_sweep(tmp_path, "second", space)), "--storage", storage]) == 0
+        assert "reused" in capsys.readouterr().out
+        second = tmp_path / "second"
+        assert len(list((second / "base_cache").glob("*/base.pt"))) == 1
+        assert not list((second / "base_cache").glob("*/base_task.log"))  # nothing trained
+        assert all(len(log.read_text().splitlines()) == 1 for log in logs)
+        assert [done_row(rows)["base_cached"] for rows in trials(second).values()] == [1]
+    finally:
+        for name in ("first", "second"):
+            shutil.rmtree(launch.node_cache(f"{storage}/{name}").parent, ignore_errors=True)
+
+
+def test_multi_objective_optuna_search(tmp_path):
+    space = {"prune.criterion": {"choice": ["l1", "l2"]}, "prune.ratio": {"uniform": [0.2, 0.6]},
+             "prune.scope": {"choice": ["local", "global"]}, "finetune.lr": {"loguniform": [0.005, 0.05]}}
+    search = {"algorithm": "optuna", "sampler": "tpe", "num_samples": 3, "max_concurrent": 2,
+              "objectives": {"val_acc": "max", "flops_kept": "min"}}
+    path = write_sweep(tmp_path, "mo", space, search=search, scheduler={"name": "asha", "grace_period": 1})
+    assert launch.main([str(path), "--storage", str(tmp_path)]) == 0
+    exp = tmp_path / "mo"
+    assert [sorted(p) for p in params(exp)] == [sorted(space)] * 3
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert len(study.trials) == 3
+    runs = list(trials(exp).values())
+    finished = sorted(round(r["flops_kept"], 6) for rows in runs for r in rows if r.get("stage") == "done")
+    assert finished, "at least the first trial runs to the end"
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(round(t.values[1], 6) for t in complete) == finished and all(len(t.values) == 2 for t in complete)
+    # a trial ASHA stopped reaches the study as pruned, not with its early accuracy
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials if t not in complete)
+    # the searcher (with its SQLite study) is restored by --resume; a finished sweep stays finished
+    assert launch.main([str(path), "--storage", str(tmp_path), "--resume"]) == 0
+    assert len(optuna.load_study(study_name="mo", storage=f"sqlite:///{exp / 'optuna.db'}").trials) == 3
+    assert len(params(exp)) == 3
+
+
+def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tmp_path, capsys):
+    space = {"finetune.lr": {"grid": [0.01, 1.0e30]}}
+    assert launch.main([str(write_sweep(tmp_path, "nan", space)), "--storage", str(tmp_path)]) == 0
+    assert "1 finished" in (out := capsys.readouterr().out) and "1 errored" in out and "Diverged" in out
+    exp = tmp_path / "nan"
+    errors = list(exp.glob("*/error.txt"))
+    assert len(errors) == 1
+    text = errors[0].read_text()
+    assert "Diverged: finetune: loss is nan" in text
+    assert "Failure # 2" in text and "not retried" in text.strip().splitlines()[-1]  # the retry ended at once
+    finished = [rows for rows in trials(exp).values() if any(r.get("stage") == "done" for r in rows)]
+    assert len(finished) == 1

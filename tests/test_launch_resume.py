@@ -1,0 +1,95 @@
+"""A sweep whose driver is killed mid-run finishes with ``--resume``: every trial once.
+
+The driver runs as ``python launch.py`` in a subprocess (with its own local Ray), is killed with
+SIGKILL once some trials have finished, and is started again with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 3
+RATIOS = [0.2, 0.3, 0.4, 0.5]
+
+
+def sweep_file(tmp_path: Path) -> Path:
+    sweep = {"name": "killed",
+             "base": {"data": {"name": "mnist5k", "limit_train": 256, "batch_size": 64},
+                      "model": {"name": "resnet20", "width": 0.5},
+                      "train": {"epochs": 1, "max_steps": 3},
+                      "finetune": {"epochs": EPOCHS, "max_steps": 6},
+                      "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}},
+             "space": {"prune.ratio": {"grid": RATIOS}},
+             "search": {"algorithm": "grid", "max_concurrent": 2}, "resources": {"cpu": 1}, "max_failures": 1}
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def launch(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args, "--no-dashboard"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def results(exp: Path) -> dict:
+    """Trial folder -> its complete result.json rows."""
+    out = {}
+    for params in exp.glob("*/params.json"):
+        path = params.parent / "result.json"
+        lines = path.read_text().split("\n") if path.exists() else []
+        out[params.parent.name] = [json.loads(ln) for ln in lines[:-1] if ln.strip()]  # the last may be half-written
+    return out
+
+
+def finished(rows: list) -> bool:
+    return any(r.get("stage") == "done" for r in rows)
+
+
+def test_killed_driver_resumes_every_trial_once(tmp_path):
+    sweep, exp = sweep_file(tmp_path), tmp_path / "killed"
+    first = launch(str(sweep), "--storage", str(tmp_path))
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and first.poll() is None:
+            runs = results(exp) if exp.exists() else {}
+            if sum(map(finished, runs.values())) >= 2:
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the sweep ended before it could be killed:\n" + first.stdout.read()
+        os.kill(first.pid, signal.SIGKILL)  # the driver only: Ray's own processes share its fate
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    before = results(exp)
+    done_before = {name for name, rows in before.items() if finished(rows)}
+    assert 2 <= len(done_before) < len(RATIOS)
+    time.sleep(2)  # let the dead driver's Ray processes go
+
+    second = launch(str(sweep), "--storage", str(tmp_path), "--resume")
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    assert f"{len(RATIOS)} finished" in out
+
+    after = results(exp)
+    assert len(after) == len(RATIOS)  # no trial was created twice
+    assert sorted(json.loads((exp / n / "params.json").read_text())["prune.ratio"] for n in after) == RATIOS
+    for name, rows in after.items():
+        assert sum(r.get("stage") == "done" for r in rows) == 1, name
+        epochs = [r["epoch"] for r in rows if r.get("stage") == "finetune"]
+        assert sorted(set(epochs)) == list(range(1, EPOCHS + 1)), (name, epochs)
+        if name in done_before:
+            assert rows == before[name], "a finished trial ran again"
+        elif any(r.get("stage") == "finetune" for r in before.get(name, [])):
+            assert epochs.count(1) == 1, (name, epochs)  # continued from its checkpoint, not from epoch 0
+    logs = list((exp / "base_cache").glob("*/base_task.log"))
+    assert len(logs) == 1 and len(logs[0].read_text().splitlines()) == 1  # the resumed sweep reused its base

@@ -1,0 +1,284 @@
+"""Sweep files, their validation and the trials they produce: no Ray is started here."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import yaml
+
+import launch
+from prune_core import ExperimentConfig
+from prune_core.pruning import METHOD_CRITERIA
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+FAMILIES = {"channel", "kernel", "intra_kernel", "imp", "snip"}
+
+GOOD = {
+    "name": "t",
+    "base": {"data": {"name": "mnist5k"}, "model.name": "resnet20"},
+    "space": {"prune.method": {"grid": ["channel", "imp"]},
+              "prune.ratio": {"grid": [0.3, 0.5]},
+              "prune.criterion": [{"grid": ["l1", "taylor"], "when": {"prune.method": ["channel"]}}]},
+}
+
+
+def write(tmp_path: Path, sweep: dict, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def with_(**changes) -> dict:
+    """GOOD with top-level keys replaced; ``space__KEY`` / ``base__KEY`` replace one entry."""
+    sweep = copy.deepcopy(GOOD)
+    for key, value in changes.items():
+        section, _, sub = key.partition("__")
+        if sub:
+            sweep.setdefault(section, {})[sub.replace("_", ".", 1)] = value
+        else:
+            sweep[section] = value
+    return sweep
+
+
+# ---------------------------------------------------------------------------------------------
+# the shipped sweeps
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_shipped_sweep_validates_and_dry_runs(path, capsys):
+    assert launch.main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    sweep = launch.load_sweep(path)
+    assert out.rstrip().endswith(f"{launch.num_trials(sweep)} trials")
+    assert (sweep.storage if launch.is_uri(sweep.storage) else str(Path(sweep.storage).resolve())) in out
+    assert not ray.is_initialized()
+
+
+def test_the_four_required_sweeps_are_shipped():
+    assert {"quickstart", "cifar10_resnet18", "flowers102_imp_snip", "imagenet_resnet50"} <= {p.stem for p in SWEEPS}
+
+
+def test_quickstart_covers_every_method_family_on_mnist5k_cpu():
+    sweep = launch.load_sweep(launch.DEFAULT_SWEEP)
+    cfg = sweep.base_config()
+    assert (cfg.data.name, cfg.model.name, cfg.runtime.device, sweep.resources.gpu) == ("mnist5k", "resnet20", "cpu", 0)
+    configs = launch.trial_configs(sweep)
+    assert {c["prune.method"] for c in configs} == FAMILIES
+    assert len({tuple(c.items()) for c in configs}) == len(configs)  # conditions leave no duplicates
+    for c in configs:
+        assert c["prune.criterion"] in METHOD_CRITERIA[c["prune.method"]]
+    smoke = launch.trial_configs(launch.load_sweep(launch.DEFAULT_SWEEP, smoke_test=True))
+    assert sorted(c["prune.method"] for c in smoke) == sorted(FAMILIES)
+
+
+def test_headline_sweeps_sweep_what_the_seed_studies_compared():
+    c10 = launch.load_sweep(ROOT / "sweeps" / "cifar10_resnet18.yaml")
+    configs = launch.trial_configs(c10)
+    assert {c["prune.method"] for c in configs} == {"channel", "kernel", "intra_kernel"}
+    assert {c["prune.scope"] for c in configs} == {"local", "global"}
+    assert len({c["finetune.lr"] for c in configs}) > 1 and len({c["prune.ratio"] for c in configs}) > 2
+    assert c10.resources.gpu > 0
+    flowers = launch.load_sweep(ROOT / "sweeps" / "flowers102_imp_snip.yaml")
+    assert {c["prune.method"] for c in launch.trial_configs(flowers)} == {"imp", "snip"}
+    assert flowers.base_config().model.name == "resnet18"
+    imagenet = launch.load_sweep(ROOT / "sweeps" / "imagenet_resnet50.yaml")
+    assert imagenet.search.algorithm == "optuna" and len(imagenet.search.objectives) == 2
+    assert launch.is_uri(imagenet.storage)
+
+
+def test_cluster_yaml_passes_rays_own_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    config = prepare_config(copy.deepcopy(raw))
+    validate_config(config)
+    assert config["provider"]["type"] == "aws"
+    workers = [t for name, t in config["available_node_types"].items() if name != config["head_node_type"]]
+    assert workers and all(t["node_config"]["InstanceType"].startswith("g5.") for t in workers)
+    assert any("pip install" in c and "prune-sweep" in c for c in config["setup_commands"])
+    assert any(Path(local).resolve() == ROOT for local in raw["file_mounts"].values())  # sweeps/ go along
+    broken = copy.deepcopy(raw)
+    broken["available_node_types"]["gpu_worker"]["min_worker"] = 1  # a typo Ray must refuse
+    with pytest.raises(Exception):
+        validate_config(prepare_config(broken))
+
+
+# ---------------------------------------------------------------------------------------------
+# trials
+
+
+def test_grid_expands_conditions_and_fills_inactive_keys(tmp_path):
+    sweep = launch.load_sweep(write(tmp_path, GOOD))
+    configs = launch.trial_configs(sweep)
+    assert len(configs) == 2 * 2 + 2  # channel x 2 criteria x 2 ratios, imp x 2 ratios
+    assert all(list(c) == ["prune.method", "prune.ratio", "prune.criterion"] for c in configs)
+    assert {c["prune.criterion"] for c in configs if c["prune.method"] == "imp"} == {"l1"}  # imp's default
+
+
+def test_random_search_is_reproducible_and_draws_num_samples(tmp_path):
+    raw = with_(search={"algorithm": "random", "num_samples": 7, "seed": 3},
+                space__prune_ratio={"uniform": [0.1, 0.6]})
+    a = launch.trial_configs(launch.load_sweep(write(tmp_path, raw)))
+    b = launch.trial_configs(launch.load_sweep(write(tmp_path, raw)))
+    assert a == b and len(a) == 7
+    assert all(0.1 <= c["prune.ratio"] < 0.6 for c in a)
+
+
+def test_bases_are_counted_by_base_hash(tmp_path):
+    raw = with_(space__runtime_seed={"grid": [0, 1, 2]})
+    sweep = launch.load_sweep(write(tmp_path, raw))
+    configs = launch.trial_configs(sweep)
+    assert len(configs) == 18 and len(launch.base_configs(sweep, configs)) == 3
+
+
+def test_resolved_sweep_round_trips(tmp_path):
+    sweep = launch.load_sweep(write(tmp_path, GOOD), overrides={"finetune.epochs": 4}, smoke_test=True)
+    again = launch.parse_sweep(yaml.safe_load(yaml.safe_dump(sweep.to_yaml())), "sweep.yaml")
+    assert again.base == sweep.base and again.smoke_test
+    assert launch.trial_configs(again) == launch.trial_configs(sweep)
+
+
+def test_overrides_and_smoke_change_the_base(tmp_path):
+    from prune_core.cli import SMOKE
+
+    sweep = launch.load_sweep(write(tmp_path, GOOD), overrides={"finetune.epochs": 4}, smoke_test=True)
+    assert sweep.base["finetune.epochs"] == 4
+    assert all(sweep.base[k] == v for k, v in SMOKE.items() if k != "finetune.epochs")
+    assert [c["prune.method"] for c in launch.trial_configs(sweep)] == ["channel", "imp"]
+
+
+def test_optuna_space_draws_only_valid_conditional_trials(tmp_path):
+    raw = with_(search={"algorithm": "optuna", "num_samples": 30},
+                space={"prune.method": {"choice": ["channel", "kernel", "imp"]},
+                       "prune.criterion": [{"choice": ["l1", "taylor", "bn_scale"], "when": {"prune.method": ["channel"]}},
+                                           {"choice": ["l1", "l2"], "when": {"prune.method": ["kernel"]}}],
+                       "prune.ratio": {"uniform": [0.2, 0.7]},
+                       "prune.scope": {"choice": ["local", "global"]},
+                       "prune.lamp": [{"choice": [False, True], "when": {"prune.scope": ["global"]}}],
+                       "finetune.lr": {"loguniform": [0.001, 0.1]}})
+    sweep = launch.load_sweep(write(tmp_path, raw))
+    space = launch.OptunaSpace(sweep)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        config = space(trial)
+        assert list(config) == list(sweep.keys)
+        assert config["prune.criterion"] in METHOD_CRITERIA[config["prune.method"]]
+        assert not (config["prune.lamp"] and config["prune.scope"] == "local")
+        ExperimentConfig.from_dict({**sweep.base, **config})
+        study.tell(trial, [config["prune.ratio"], config["finetune.lr"]])
+    names = {n for t in study.trials for n in t.params}
+    assert "prune.criterion[prune.method=channel]" in names and "prune.criterion" not in names
+
+
+def test_searcher_hands_tune_the_swept_keys_only(tmp_path):
+    raw = with_(search={"algorithm": "optuna", "num_samples": 3},
+                space={"prune.method": {"choice": ["channel", "kernel"]},
+                       "prune.criterion": [{"choice": ["l1", "taylor"], "when": {"prune.method": ["channel"]}},
+                                           {"choice": ["l1", "l2"], "when": {"prune.method": ["kernel"]}}]})
+    sweep = launch.load_sweep(write(tmp_path, raw))
+    search = launch.SweepOptunaSearch(launch.OptunaSpace(sweep), keys=sweep.keys, metric=["val_acc", "flops_kept"],
+                                      mode=["max", "min"])
+    for i in range(4):
+        assert set(search.suggest(f"t{i}")) == {"prune.method", "prune.criterion"}
+    search.on_trial_complete("t0", {"stage": "done", "val_acc": 90.0, "flops_kept": 0.5})
+    search.on_trial_complete("t1", {"stage": "finetune", "val_acc": 50.0, "flops_kept": 0.5})  # stopped early
+    states = [t.state for t in search._ot_study.trials[:2]]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+
+
+def test_asha_counts_fine_tune_epochs_and_lets_trials_finish(tmp_path):
+    sweep = launch.load_sweep(write(tmp_path, with_(scheduler={"name": "asha", "grace_period": 1},
+                                                    base__finetune_epochs=4)))
+    scheduler = launch.make_scheduler(sweep, launch.trial_configs(sweep))
+    assert (scheduler._time_attr, scheduler._metric, scheduler._mode) == ("epoch", "val_acc", "max")
+    milestones = [m for m, _ in scheduler._brackets[0]._rungs]
+    assert max(milestones) < 4  # no rung at the last epoch: a surviving trial reaches its final report
+
+
+# ---------------------------------------------------------------------------------------------
+# bad sweep files: exit 2, one line naming the key, before Ray starts
+
+BAD = {
+    "unknown_space_key": (with_(space__prune_ratios={"grid": [0.5]}), "prune.ratios"),
+    "unknown_base_key": (with_(base__finetune_lrate=0.1), "finetune.lrate"),
+    "unknown_top_level_key": (with_(scheduller="fifo"), "scheduller"),
+    "unknown_method": (with_(space__prune_method={"grid": ["channel", "prune_all"]}), "prune.method"),
+    "unknown_criterion": (with_(space__prune_criterion={"grid": ["l1", "magic"]}), "prune.criterion"),
+    "unknown_dataset": (with_(base={"data.name": "cifar11"}), "data.name"),
+    "unknown_model": (with_(base={"model.name": "resnet19"}), "model.name"),
+    "ratio_one": (with_(space__prune_ratio={"grid": [0.5, 1.0]}), "prune.ratio"),
+    "ratio_range_reaches_one": (with_(space__prune_ratio={"uniform": [0.5, 1.0]}), "prune.ratio"),
+    "ratio_negative": (with_(space__prune_ratio={"choice": [-0.1, 0.5]}), "prune.ratio"),
+    "imp_with_bn_scale": (with_(space__prune_criterion={"grid": ["l1", "bn_scale"]}), "prune.criterion"),
+    "lamp_with_local_scope": (with_(space__prune_lamp={"grid": [True]}), "prune.lamp"),
+    "distribution_one_bound": (with_(space__finetune_lr={"uniform": [0.5]}), "finetune.lr"),
+    "distribution_reversed": (with_(space__finetune_lr={"loguniform": [0.1, 0.001]}), "finetune.lr"),
+    "distribution_log_of_zero": (with_(space__finetune_lr={"loguniform": [0, 0.1]}), "finetune.lr"),
+    "distribution_unknown": (with_(space__finetune_lr={"normal": [0.01, 0.001]}), "finetune.lr"),
+    "distribution_empty_grid": (with_(space__prune_ratio={"grid": []}), "prune.ratio"),
+    "distribution_fixed_value": (with_(space__prune_ratio=0.5), "prune.ratio"),
+    "randint_of_floats": (with_(space__finetune_epochs={"randint": [1.5, 4]}), "finetune.epochs"),
+    "grid_with_optuna": (with_(search={"algorithm": "optuna"}), "prune.method"),
+    "overlapping_conditions": (with_(space__prune_criterion=[{"grid": ["l1"], "when": {"prune.method": ["channel"]}},
+                                                              {"grid": ["l2"], "when": {"prune.method": ["channel"]}}]),
+                               "prune.criterion"),
+    "condition_on_unknown_key": (with_(space__prune_criterion=[{"grid": ["l1"], "when": {"prune.methd": ["imp"]}}]),
+                                 "prune.methd"),
+    "conditions_in_a_cycle": (with_(space={"prune.method": {"grid": ["channel"], "when": {"prune.scope": ["local"]}},
+                                           "prune.scope": {"grid": ["local"], "when": {"prune.method": ["channel"]}}}),
+                              "space."),
+    "swept_reserved_key": (with_(space__runtime_workdir={"grid": ["/tmp/x"]}), "runtime.workdir"),
+    "bad_algorithm": (with_(search={"algorithm": "bayes"}), "search.algorithm"),
+    "bad_objective": (with_(search={"algorithm": "optuna", "objectives": {"acc_final": "max"}}), "search.objectives"),
+    "bad_scheduler": (with_(scheduler={"name": "pbt"}), "scheduler.name"),
+    "bad_resources": (with_(resources={"cpu": 1, "gpus": 1}), "resources.gpus"),
+    "bad_max_failures": (with_(max_failures="twice"), "max_failures"),
+    "bad_name": (with_(name="my sweep/1"), "name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_sweep_exits_2_with_one_line_naming_the_key(case, tmp_path, capsys):
+    raw, key = BAD[case]
+    if case == "unknown_criterion":
+        raw["space"]["prune.method"] = {"grid": ["channel"]}
+    assert launch.main([str(write(tmp_path, raw)), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prune-sweep: error: ") and err.count("\n") == 1, err
+    assert key in err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--set", "prune.ratio=0.5"], "prune.ratio"),  # swept keys are not base keys
+    (["--set", "finetune.lrate=0.1"], "finetune.lrate"),
+    (["--set", "finetune.epochs"], "KEY=VALUE"),
+    (["--set", "data.name=cifar11"], "data.name"),
+    (["--bogus-flag"], "--bogus-flag"),
+])
+def test_bad_flags_exit_2_with_one_line(argv, key, tmp_path, capsys):
+    assert launch.main([str(write(tmp_path, GOOD)), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and key in err
+    assert not ray.is_initialized()
+
+
+def test_unreadable_and_malformed_files_exit_2(tmp_path, capsys):
+    assert launch.main([str(tmp_path / "missing.yaml")]) == 2
+    (tmp_path / "broken.yaml").write_text("name: t\nspace: {prune.ratio: {grid: [0.5}\n")
+    assert launch.main([str(tmp_path / "broken.yaml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "missing.yaml" in err[0] and "not YAML" in err[1]
+
+
+def test_resume_without_a_sweep_to_continue_exits_2(tmp_path, capsys):
+    assert launch.main([str(write(tmp_path, GOOD)), "--resume", "--storage", str(tmp_path / "runs")]) == 2
+    assert "no interrupted sweep" in capsys.readouterr().err
+    assert not ray.is_initialized()
