@@ -912,6 +912,15 @@ def alive_nodes() -> int:
     return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
+def check_resources(sweep: Sweep) -> None:
+    """On a Ray this launch started (no autoscaler), a trial must fit, or it would wait forever."""
+    have = ray.cluster_resources()
+    cpu, gpu = have.get("CPU", 0), have.get("GPU", 0)
+    if sweep.resources.cpu > cpu or sweep.resources.gpu > gpu:
+        raise SweepError(f"resources: a trial needs {sweep.resources.cpu:g} CPU and {sweep.resources.gpu:g} GPU; "
+                         f"this machine has {cpu:g} CPU and {gpu:g} GPU (run it on a cluster with --address)")
+
+
 def check_shared_storage(storage: Store, shared: bool) -> None:
     nodes = alive_nodes()
     if storage.local and nodes > 1 and not shared:
@@ -967,19 +976,21 @@ def prepare_bases(sweep: Sweep, configs: Sequence[Mapping[str, Any]], storage: S
         return
     for line in adopt_bases(bases, storage, sweep.name):
         print(f"base {line}: reused")
+    todo = {h: cfg for h, cfg in bases.items() if not exp.exists(f"base_cache/{h}/{BASE_FILE}")}
+    for h in bases.keys() - todo.keys():
+        print(f"base {h}: cached")
+    if not todo:
+        return
+    print(f"training {len(todo)} base model{'s' * (len(todo) > 1)} "
+          f"({', '.join(f'{c.model.name} on {c.data.name}, seed {c.runtime.seed}' for c in todo.values())})")
     task = ray.remote(train_base).options(num_cpus=sweep.resources.cpu, num_gpus=sweep.resources.gpu)
     t0 = time.perf_counter()
-    todo = {h: cfg for h, cfg in bases.items() if not exp.exists(f"base_cache/{h}/{BASE_FILE}")}
-    if todo:
-        print(f"training {len(todo)} base model{'s' * (len(todo) > 1)} "
-              f"({', '.join(f'{c.model.name} on {c.data.name}, seed {c.runtime.seed}' for c in todo.values())})")
     refs = [task.remote({**cfg_flat(sweep, cfg), "runtime.threads": _threads(sweep)}, exp.location)
-            for cfg in bases.values()]
+            for cfg in todo.values()]
     for info in ray.get(refs):
         what = f"trained in {info['seconds']:.1f} s" if info["trained"] else "cached"
         print(f"base {info['hash']}: {what}, val acc {info['val_acc']:.2f}%")
-    if todo:
-        print(f"bases ready in {time.perf_counter() - t0:.1f} s")
+    print(f"bases ready in {time.perf_counter() - t0:.1f} s")
 
 
 def cfg_flat(sweep: Sweep, cfg: ExperimentConfig) -> Dict[str, Any]:
@@ -1196,6 +1207,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"prune-sweep: error: --address {args.address}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     try:
+        if started and not args.address:
+            check_resources(sweep)
         return _run(args, sweep, storage, exp)
     except SweepError as exc:
         print(f"prune-sweep: error: {exc}", file=sys.stderr)

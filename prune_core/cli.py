@@ -81,7 +81,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. prune.ratio=0.5")
-        values[key.strip()] = yaml.safe_load(value)
+        key = key.strip()
+        # text-valued keys keep the text (YAML would read runtime.progress=off as false)
+        text = isinstance(ExperimentConfig().to_flat().get(key), str)
+        values[key] = value if text else yaml.safe_load(value)
     if args.skip_pruning:
         values["prune.method"] = "none"
     if (args.skip_base_training or args.eval_only) and not values.get("model.pretrained_path"):

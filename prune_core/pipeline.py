@@ -210,11 +210,12 @@ def run(config: ExperimentConfig, reporter: Optional[Reporter] = None, log: Call
         root.mkdir(parents=True, exist_ok=True)
         wd = _Workdir(root)
         if cfg.runtime.resume and wd.state.exists() and wd.pruned.exists():
-            metrics = json.loads(wd.state.read_text())
+            metrics = json.loads(wd.state.read_text())  # time_total_s_before: the stages run before
             model = load_pruned(wd.pruned, fresh_model(cfg, data)).to(device)
             log(f"resuming fine-tuning from {root}")
         else:
             metrics, model = _prepare(cfg, data, device, wd, log)
+            metrics["time_total_s_before"] = 0.0  # this process's clock already covers those stages
         metrics = _finetune_and_measure(cfg, data, device, model, metrics, wd, reporter, log)
     metrics["time_total_s"] = metrics["time_total_s_before"] + time.perf_counter() - t_start
     del metrics["time_total_s_before"]

@@ -45,7 +45,7 @@ METRICS: Dict[str, str] = {
     "time_rebuild_s": "seconds spent physically rebuilding the smaller model and checking it",
     "time_finetune_s": "seconds spent fine-tuning",
     "time_eval_s": "seconds spent measuring accuracy, FLOPs, parameters and latency",
-    "time_total_s": "seconds for the whole experiment",
+    "time_total_s": "seconds for the whole experiment (in a sweep's result.json Ray Tune writes its own trial time here)",
 }
 
 METRIC_KEYS = tuple(METRICS)

@@ -85,24 +85,39 @@ class Chain(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-NORMS = [[1, 2, 3, 4], [9, 1, 5, 25], [3, 3.5, 50, 2]]
+NORMS = [[1, 1.1, 1.2, 10], [4, 5, 6, 7], [0.5, 2, 2.5, 3]]
 
 
 def test_global_lamp_on_three_layers_follows_the_paper():
-    """LAMP scores by eq. 2 of Lee et al. 2021, by hand:
-    conv1 [1, 2, 3, 4]  -> [1/10, 2/9, 3/7, 1]
-    conv2 [9, 1, 5, 25] -> [9/34, 1/40, 5/39, 1]
-    conv3 [3, 3.5, 50, 2] -> [3/56.5, 3.5/53.5, 1, 2/58.5]
-    The six lowest of twelve: 1/40, 2/58.5, 3/56.5, 3.5/53.5, 1/10, 5/39."""
+    """Squared filter norms, and their LAMP scores by eq. 2 of Lee et al. 2021, by hand:
+    conv1 [1, 1.1, 1.2, 10] -> [1/13.3, 1.1/12.3, 1.2/11.2, 1] = [.075, .089, .107, 1]
+    conv2 [4, 5, 6, 7]      -> [4/22, 5/18, 6/13, 1]           = [.182, .278, .462, 1]
+    conv3 [.5, 2, 2.5, 3]   -> [.5/8, 2/7.5, 2.5/5.5, 1]       = [.0625, .267, .455, 1]
+    The six lowest of twelve: .0625, .075, .089, .107, .182, .267."""
     net = Chain(NORMS).eval()
     x = torch.randn(2, 1, 8, 8)
     plan = prune_model(net, PruneContext(cfg_of(criterion="l2", ratio=0.5, scope="global", lamp=True),
                                          example_input=x))
-    assert plan.channels == {"convs.0": [0], "convs.1": [1, 2], "convs.2": [0, 1, 3]}
-    # raw squared norms instead remove 1, 1, 2, 2, 3, 3: a different network
-    raw = prune_model(net, PruneContext(cfg_of(criterion="l2", ratio=0.5, scope="global"), example_input=x))
-    assert raw.channels == {"convs.0": [0, 1, 2], "convs.1": [1], "convs.2": [0, 3]}
+    assert plan.channels == {"convs.0": [0, 1, 2], "convs.1": [0], "convs.2": [0, 1]}
     assert rebuild(net, plan, x).max_abs_diff <= 1e-4
+    # without LAMP, norms are divided by their layer's mean (3.325, 5.5, 2):
+    # [.30, .33, .36, 3.0], [.73, .91, 1.09, 1.27], [.25, 1.0, 1.25, 1.5] -> a different network
+    plain = prune_model(net, PruneContext(cfg_of(criterion="l2", ratio=0.5, scope="global"), example_input=x))
+    assert plain.channels == {"convs.0": [0, 1, 2], "convs.1": [0, 1], "convs.2": [0]}
+
+
+def test_global_bn_scale_ranks_raw_gammas_like_network_slimming():
+    """Liu et al. 2017 prune below one global threshold on |gamma|: a layer of small gammas loses
+    most of its channels, which a per-layer normalisation would hide."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([0.01, 0.02, 0.03, 0.04]))
+        net[4].weight.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    plan = prune_model(net, PruneContext(cfg_of(criterion="bn_scale", ratio=0.375, scope="global"),
+                                         example_input=torch.randn(2, 1, 8, 8)))
+    assert plan.channels == {"0": [0, 1, 2]}  # 3 of 8, all from the small-gamma layer
 
 
 def tiny_net() -> nn.Module:

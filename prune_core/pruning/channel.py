@@ -76,17 +76,19 @@ def _flops_removed(model: nn.Module, channels: Dict[str, List[int]], ctx: PruneC
     return 1.0 - count_flops(pruned, ctx.input_shape).total / dense
 
 
-def _comparable(scores: torch.Tensor, p) -> torch.Tensor:
+def _comparable(scores: torch.Tensor, p, criterion) -> torch.Tensor:
     """Scores one global ranking can compare across layers.
 
     Raw filter norms grow with fan-in, so a raw global ranking empties the narrow early layers
     (resnet20 on mnist5k at 0.5: the 16-channel stage cut to 2 channels, 92.0% after fine-tuning
     against 95.9% dense). Dividing by the layer's mean score (Torch-Pruning's ``normalizer="mean"``)
     ranks channels by how they compare within their layer; LAMP (Lee et al. 2021) is the other option.
+    A criterion whose paper ranks raw scores globally (``raw_global``: Network Slimming's one
+    threshold on |gamma|) keeps them raw.
     """
     if p.lamp:
         return lamp_normalize(scores)
-    if p.scope == "global":
+    if p.scope == "global" and not criterion.raw_global:
         return scores / scores.float().mean().clamp_min(1e-12)
     return scores
 
@@ -98,9 +100,10 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     work = copy_model(model)  # calibration passes and tracing leave the caller's model as it was
     graph = build_graph(work, ctx.example_input)
     groups = graph.channel_groups()
-    raw = group_scores(work, groups, CRITERIA[p.criterion](), ctx)
+    criterion = CRITERIA[p.criterion]()
+    raw = group_scores(work, groups, criterion, ctx)
     ranked: List[Tuple[ChannelGroup, torch.Tensor]] = [(g, s) for g, s in zip(groups, raw) if s is not None]
-    scores = [_comparable(s, p) for _, s in ranked]
+    scores = [_comparable(s, p, criterion) for _, s in ranked]
     weights = [g.conv_outputs for g, _ in ranked]
 
     ranking = Ranking(scores, p.scope, p.max_layer_ratio, p.round_to, weights)

@@ -41,9 +41,12 @@ class FilterNormImportance(tp.importance.GroupMagnitudeImportance):
 
 
 class Criterion:
-    """One criterion. ``needs_grad``: channel scores read ``.grad`` of a calibration backward pass."""
+    """One criterion. ``needs_grad``: channel scores read ``.grad`` of a calibration backward pass.
+    ``raw_global``: a global channel ranking compares raw scores across layers, as the criterion's
+    paper does, instead of scores divided by their layer's mean."""
 
     needs_grad = False
+    raw_global = False
 
     def channel_importance(self) -> tp.importance.Importance:
         raise NotImplementedError(f"{type(self).__name__} does not score channels")
@@ -79,6 +82,8 @@ class BNScale(Criterion):
     """|gamma| of the batch norm after each conv (Liu et al. 2017, Network Slimming); a coupled
     group averages its BNs. Groups without a BN (e.g. SE squeeze convs) are not ranked, and the
     ranking is on raw |gamma| across layers, as the paper's global threshold is."""
+
+    raw_global = True  # the sparsity penalty of the paper's training puts every layer's gammas on one scale
 
     def channel_importance(self) -> tp.importance.Importance:
         return tp.importance.BNScaleImportance(group_reduction="mean", normalizer=None)
