@@ -14,12 +14,7 @@ from prune_core.pruning import PruneContext, load_pruned, prune_model, rebuild, 
 SHAPE = (3, 32, 32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def fresh(name: str) -> nn.Module:

@@ -23,14 +23,7 @@ SHAPE = (3, 32, 32)
 CLASSES = 10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and an idle-spinning second thread on a shared 2-core
-    machine slowed a rebuild from 0.2 s to 6 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @functools.lru_cache(maxsize=None)

@@ -17,12 +17,7 @@ from prune_core.pruning.kernel import PATTERNS
 from prune_core.pruning.select import imp_round_fraction, sparsity_after
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def cfg_of(**dotted) -> ExperimentConfig:
