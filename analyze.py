@@ -59,7 +59,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from prune_core.config import SECTIONS
-from prune_core.schema import METRIC_KEYS
+from prune_core.schema import METRIC_KEYS, TEXT_METRICS
 
 __all__ = [
     "AXES",
@@ -407,7 +407,7 @@ def _build_table(records: List[dict], exps: List[Experiment]) -> pd.DataFrame:
     for key in METRIC_KEYS:
         if key not in table:
             table[key] = np.nan
-        if key != "latency_device":
+        if key not in TEXT_METRICS:
             table[key] = pd.to_numeric(table[key], errors="coerce")
     table["val_acc_last"] = pd.to_numeric(table["val_acc_last"], errors="coerce")
     swept = sorted({k for e in exps for k in e.swept} - set(GROUP_KEYS))

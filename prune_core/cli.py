@@ -159,7 +159,8 @@ def _write_outputs(cfg: ExperimentConfig, out: Path, metrics: Dict[str, Any], ba
 
 
 def _print_summary(m: Dict[str, Any], out: Path) -> None:
-    print(f"accuracy  {m['acc_base']:.2f}% -> {m['acc_pruned']:.2f}% (pruned) -> {m['acc_final']:.2f}% (fine-tuned)")
+    print(f"accuracy  {m['acc_base']:.2f}% -> {m['acc_pruned_raw']:.2f}% (pruned) -> {m['acc_pruned']:.2f}% "
+          f"(BN re-estimated) -> {m['acc_final']:.2f}% (fine-tuned)")
     print(f"FLOPs     {m['flops_base'] / 1e6:.2f}M -> {m['flops_final'] / 1e6:.2f}M dense, "
           f"{m['flops_nz_final'] / 1e6:.2f}M effective ({100 * m['flops_kept']:.1f}% kept)")
     print(f"params    {m['params_base'] / 1e6:.3f}M -> {m['params_nz_final'] / 1e6:.3f}M non-zero")

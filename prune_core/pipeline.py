@@ -29,7 +29,7 @@ from .metrics import (WEIGHTED, count_flops, count_params, evaluate, layer_chann
 from .models import build_model
 from .pruning import BASE_NEEDS, PruneContext, load_pruned, prune_model, rebuild, save_pruned
 from .schema import METRIC_KEYS
-from .train import History, amp_dtype, fit, save_atomic, seed_everything
+from .train import History, amp_dtype, fit, recalibrate_bn, save_atomic, seed_everything
 
 Reporter = Callable[[Dict[str, Any], Optional[Path]], None]
 
@@ -267,7 +267,11 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
 
     t0 = time.perf_counter()
     dtype = amp_dtype(device, cfg.runtime.amp, cfg.runtime.cpu_bf16)
+    metrics["acc_pruned_raw"] = evaluate(model, data.test, data.num_classes, dtype).top1
+    if cfg.prune.bn_recalib_batches:  # judge (and fine-tune) the pruned network with fitting BN statistics
+        recalibrate_bn(model, _calib(data, cfg.prune.bn_recalib_batches)(), device)
     metrics["acc_pruned"] = evaluate(model, data.test, data.num_classes, dtype).top1
+    metrics["prune_ranking"] = plan.stats.get("ranking", "")
     flops = count_flops(model, data.input_shape)  # known now: epoch reports carry it for schedulers' early stops
     metrics.update(flops_final=flops.total, flops_nz_final=flops.effective, macs_final=flops.macs,
                    params_nz_final=count_params(model)[1])
@@ -277,7 +281,8 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
                                                                   "time_eval_s"))
     wd.state.write_text(json.dumps({k: v for k, v in metrics.items()}, default=float))
     log(f"pruned {cfg.prune.method}/{cfg.prune.criterion} {cfg.prune.scope} ratio {cfg.prune.ratio}: "
-        f"accuracy {metrics['acc_base']:.2f}% -> {metrics['acc_pruned']:.2f}% before fine-tuning")
+        f"accuracy {metrics['acc_base']:.2f}% -> {metrics['acc_pruned']:.2f}% before fine-tuning "
+        f"({metrics['acc_pruned_raw']:.2f}% before BN re-estimation)")
     return metrics, model
 
 

@@ -12,7 +12,8 @@ from typing import Dict
 
 METRICS: Dict[str, str] = {
     "acc_base": "top-1 test accuracy (%) of the unpruned base model",
-    "acc_pruned": "top-1 test accuracy (%) right after pruning and rebuild, before fine-tuning",
+    "acc_pruned": "top-1 test accuracy (%) after pruning, rebuild and BN re-estimation, before fine-tuning",
+    "acc_pruned_raw": "top-1 test accuracy (%) after pruning and rebuild, with the base model's BN statistics",
     "acc_final": "top-1 test accuracy (%) after fine-tuning; the accuracy Pareto fronts use",
     "acc5_base": "top-5 test accuracy (%) of the base model; null below 100 classes",
     "acc5_final": "top-5 test accuracy (%) after fine-tuning; null below 100 classes",
@@ -29,6 +30,7 @@ METRICS: Dict[str, str] = {
     "params_final": "parameters of the pruned, rebuilt model",
     "params_nz_base": "non-zero parameters of the base model",
     "params_nz_final": "non-zero parameters of the pruned model",
+    "prune_ranking": "how units were compared: local, global_mean, global_raw or global_lamp",
     "sparsity": "fraction of conv and linear weights of the pruned model that are zero",
     "latency_ms_base": "median latency (ms) of the base model at batch 1",
     "latency_ms_final": "median latency (ms) of the pruned model at batch 1",
@@ -49,3 +51,4 @@ METRICS: Dict[str, str] = {
 }
 
 METRIC_KEYS = tuple(METRICS)
+TEXT_METRICS = frozenset({"latency_device", "prune_ranking"})  # every other key holds a number (or null)

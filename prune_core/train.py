@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -233,6 +233,23 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     model.to(memory_format=torch.contiguous_format)
     _refresh_masked_weights(model)
     return history
+
+
+def recalibrate_bn(model: nn.Module, batches: Iterable, device: torch.device) -> int:
+    """Re-estimate every batch norm's running statistics from ``batches`` of training data, with no
+    gradient and no weight change (EagleEye's adaptive BN, Li et al. 2020): after pruning, the old
+    statistics describe channels that changed. ``torch.optim.swa_utils.update_bn`` does the work
+    (running averages reset, then a cumulative average over the batches). Returns the batch count."""
+    seen = [0]
+
+    def inputs():
+        for x, _ in batches:
+            seen[0] += 1
+            yield x
+
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn(inputs(), model, device=device)
+    return seen[0]
 
 
 def _refresh_masked_weights(model: nn.Module) -> None:

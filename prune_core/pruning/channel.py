@@ -35,7 +35,7 @@ def group_scores(model: nn.Module, groups: List[ChannelGroup], criterion, ctx: P
     if not criterion.needs_grad:
         with torch.no_grad():
             return [_cpu(importance(g.group)) for g in groups]
-    # Molchanov et al. 2019 average the squared first-order term over mini-batches
+    # Molchanov et al. 2019 average the per-batch (squared first-order) scores over mini-batches
     total: List[Optional[torch.Tensor]] = [None] * len(groups)
     batches = 0
     device = next(model.parameters()).device
@@ -47,7 +47,7 @@ def group_scores(model: nn.Module, groups: List[ChannelGroup], criterion, ctx: P
             for i, g in enumerate(groups):
                 s = _cpu(importance(g.group))
                 if s is not None:
-                    total[i] = s.pow(2) if total[i] is None else total[i] + s.pow(2)
+                    total[i] = s if total[i] is None else total[i] + s
         batches += 1
     if batches == 0:
         raise RuntimeError("taylor: calib_batches yielded no batch")
@@ -76,19 +76,29 @@ def _flops_removed(model: nn.Module, channels: Dict[str, List[int]], ctx: PruneC
     return 1.0 - count_flops(pruned, ctx.input_shape).total / dense
 
 
-def _comparable(scores: torch.Tensor, p, criterion) -> torch.Tensor:
-    """Scores one global ranking can compare across layers.
+def ranking_of(p, criterion, bn_l1: float) -> str:
+    """How scores are compared: ``local`` (within each layer), ``global_lamp`` (LAMP scores,
+    Lee et al. 2021), ``global_raw`` (raw scores: Network Slimming's one threshold on |gamma|, only
+    meaningful when the base was trained with its sparsity penalty ``train.bn_l1``) or
+    ``global_mean`` (each layer's scores divided by their mean).
 
     Raw filter norms grow with fan-in, so a raw global ranking empties the narrow early layers
     (resnet20 on mnist5k at 0.5: the 16-channel stage cut to 2 channels, 92.0% after fine-tuning
-    against 95.9% dense). Dividing by the layer's mean score (Torch-Pruning's ``normalizer="mean"``)
-    ranks channels by how they compare within their layer; LAMP (Lee et al. 2021) is the other option.
-    A criterion whose paper ranks raw scores globally (``raw_global``: Network Slimming's one
-    threshold on |gamma|) keeps them raw.
+    against 95.9% dense); dividing by the layer's mean (Torch-Pruning's ``normalizer="mean"``) ranks
+    channels by how they compare within their layer.
     """
+    if p.scope == "local":
+        return "local"
     if p.lamp:
+        return "global_lamp"
+    return "global_raw" if criterion.raw_global and bn_l1 > 0 else "global_mean"
+
+
+def _comparable(scores: torch.Tensor, ranking: str) -> torch.Tensor:
+    """Scores one ranking can compare across layers (see ``ranking_of``)."""
+    if ranking == "global_lamp":
         return lamp_normalize(scores)
-    if p.scope == "global" and not criterion.raw_global:
+    if ranking == "global_mean":
         return scores / scores.float().mean().clamp_min(1e-12)
     return scores
 
@@ -103,7 +113,8 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     criterion = CRITERIA[p.criterion]()
     raw = group_scores(work, groups, criterion, ctx)
     ranked: List[Tuple[ChannelGroup, torch.Tensor]] = [(g, s) for g, s in zip(groups, raw) if s is not None]
-    scores = [_comparable(s, p, criterion) for _, s in ranked]
+    how = ranking_of(p, criterion, ctx.cfg.train.bn_l1)
+    scores = [_comparable(s, how) for _, s in ranked]
     weights = [g.conv_outputs for g, _ in ranked]
 
     ranking = Ranking(scores, p.scope, p.max_layer_ratio, p.round_to, weights)
@@ -112,7 +123,7 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
         chosen = ranking.select(ratio)
         return {g.root: idx.tolist() for (g, _), idx in zip(ranked, chosen) if len(idx)}
 
-    stats = {"groups": len(groups), "groups_ranked": len(ranked)}
+    stats = {"groups": len(groups), "groups_ranked": len(ranked), "ranking": how}
     ratio = p.ratio
     if p.target == "flops":
         dense = count_flops(model, ctx.input_shape).total

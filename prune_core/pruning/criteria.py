@@ -43,7 +43,9 @@ class FilterNormImportance(tp.importance.GroupMagnitudeImportance):
 class Criterion:
     """One criterion. ``needs_grad``: channel scores read ``.grad`` of a calibration backward pass.
     ``raw_global``: a global channel ranking compares raw scores across layers, as the criterion's
-    paper does, instead of scores divided by their layer's mean."""
+    paper does, instead of scores divided by their layer's mean (when the base was trained as the
+    paper trains it: see ``BNScale``). Channel scores are per calibration batch for ``needs_grad``
+    criteria and are averaged over the batches."""
 
     needs_grad = False
     raw_global = False
@@ -80,26 +82,70 @@ class L2(Criterion):
 @register(CRITERIA, "bn_scale")
 class BNScale(Criterion):
     """|gamma| of the batch norm after each conv (Liu et al. 2017, Network Slimming); a coupled
-    group averages its BNs. Groups without a BN (e.g. SE squeeze convs) are not ranked, and the
-    ranking is on raw |gamma| across layers, as the paper's global threshold is."""
+    group averages its BNs. Groups without a BN (e.g. SE squeeze convs) are not ranked. A global
+    ranking compares raw |gamma| across layers, the paper's one threshold, only when the base was
+    trained with the sparsity penalty (``train.bn_l1 > 0``); without it gammas of different layers
+    live on different scales and are mean-normalised per layer like the other criteria."""
 
-    raw_global = True  # the sparsity penalty of the paper's training puts every layer's gammas on one scale
+    raw_global = True  # with the paper's sparsity penalty (train.bn_l1 > 0) every layer's gammas share one scale
 
     def channel_importance(self) -> tp.importance.Importance:
         return tp.importance.BNScaleImportance(group_reduction="mean", normalizer=None)
 
 
+class GateTaylorImportance(tp.importance.Importance):
+    """Taylor-FO-BN of Molchanov et al. 2019 (sec. 3, "gate after BN", Table 2) for the gradients of
+    one calibration batch; reference: NVlabs/Taylor_pruning, ``pruning_engine.py``, methods 22/31.
+
+    A gate ``m = 1`` on a channel's output changes the loss by about ``dL/dm``. Behind a batch norm
+    ``y = gamma * x_hat + beta`` that is ``gamma * dL/dgamma + beta * dL/dbeta``; a channel's score for
+    the batch is its square, summed over the coupled batch norms of the group (a residual group has
+    one per conv that writes into the sum). Where a group has no batch norm, the gate sits on the
+    conv's output: ``sum_s g_s w_s (+ g_b b)`` over the filter, squared.
+
+    The filter's own ``sum_s g_s w_s`` is *not* used under a batch norm: BN is scale-invariant in
+    its input, so that sum is ~1e-6 of ``sum_s |g_s w_s|`` there and carries no signal.
+    """
+
+    @torch.no_grad()
+    def __call__(self, group) -> torch.Tensor:
+        size = len(group[0].idxs)
+        bns = [item for item in group.items if item.dep.handler == tp.prune_batchnorm_out_channels
+               and getattr(item.dep.target.module, "weight", None) is not None]
+        outs = [item for item in group.items
+                if item.dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels)]
+        score = torch.zeros(size, dtype=torch.float64)
+        for item in bns or outs:
+            layer = item.dep.target.module
+            idx = torch.tensor(item.idxs, dtype=torch.long, device=layer.weight.device)
+            gate = _gate_gradient(layer, idx, behind_bn=bool(bns))
+            score.scatter_add_(0, torch.tensor(item.root_idxs, dtype=torch.long), gate.double().pow(2).cpu())
+        return score
+
+
+def _gate_gradient(layer: nn.Module, idx: torch.Tensor, behind_bn: bool) -> torch.Tensor:
+    """dL/dm of a unit gate on the output channels ``idx`` of ``layer`` (a BN, or a conv/linear)."""
+    if layer.weight.grad is None:
+        raise RuntimeError(f"taylor: {type(layer).__name__} got no gradient in the calibration pass")
+    w, g = layer.weight[idx], layer.weight.grad[idx]
+    gate = (w * g).flatten(1).sum(1) if not behind_bn else w * g
+    if layer.bias is not None and layer.bias.grad is not None:
+        gate = gate + layer.bias[idx] * layer.bias.grad[idx]
+    return gate
+
+
 @register(CRITERIA, "taylor")
 class Taylor(Criterion):
-    """First-order Taylor expansion of the loss (Molchanov et al. 2019, eq. 4): a filter's
-    importance is ``(sum_s g_s w_s)^2``, averaged over calibration batches. Per weight, ``|g * w|``
-    is SNIP's connection sensitivity (Lee et al. 2019)."""
+    """First-order Taylor expansion of the loss (Molchanov et al. 2019, "Importance Estimation for
+    Neural Network Pruning"): channels are scored by Taylor-FO-BN, the squared gradient of a gate
+    after each batch norm, ``(gamma * dL/dgamma + beta * dL/dbeta) ** 2`` per batch, averaged over
+    ``prune.calib_batches`` batches (``GateTaylorImportance``). Per weight, ``|g * w|`` is SNIP's
+    connection sensitivity (Lee et al. 2019)."""
 
     needs_grad = True
 
     def channel_importance(self) -> tp.importance.Importance:
-        # multivariable: |sum of g*w| over the filter (the paper's group expansion), not sum of |g*w|
-        return tp.importance.GroupTaylorImportance(group_reduction="mean", normalizer=None, multivariable=True)
+        return GateTaylorImportance()
 
     def weight_saliency(self, weight, grad):
         if grad is None:

@@ -82,7 +82,8 @@ def ranked_masks(ctx: PruneContext, names: Sequence[str], scores: Sequence[torch
     chosen = ranking.select(ratio)
     masks = {n: to_mask(i, idx) for i, (n, idx) in enumerate(zip(names, chosen))}
     stats = {"unit_ratio": sum(len(idx) for idx in chosen) / max(sum(int(s.numel()) for s in scores), 1),
-             "flops_removed": flops.removed(masks)}
+             "flops_removed": flops.removed(masks),
+             "ranking": "local" if p.scope == "local" else "global_lamp" if p.lamp else "global_raw"}
     return masks, ratio, stats
 
 

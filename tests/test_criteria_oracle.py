@@ -1,0 +1,104 @@
+"""Criteria against the truth on a trained network: resnet20 trained on the embedded MNIST digits.
+
+The oracle of Molchanov et al. 2019 (sec. 4.1): the loss increase when one channel is removed.
+A criterion is good when it ranks a layer's channels as the oracle does (Spearman correlation).
+And EagleEye's point (Li et al. 2020): after BN re-estimation, the pruned accuracy tells criteria
+apart, random below l1 and taylor.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prune_core.config import ExperimentConfig
+from prune_core.data import load_data
+from prune_core.metrics import evaluate
+from prune_core.models import build_model
+from prune_core.pruning import CRITERIA, PruneContext, prune_model, rebuild
+from prune_core.pruning.channel import group_scores
+from prune_core.pruning.graph import build_graph
+from prune_core.train import fit, recalibrate_bn, seed_everything
+
+CPU = torch.device("cpu")
+CFG = ExperimentConfig.from_dict({"data.name": "mnist5k", "data.limit_train": 2000, "data.batch_size": 64,
+                                  "train.epochs": 3, "runtime.device": "cpu"})
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """resnet20 after 3 epochs on 2,000 digits: about 94% test accuracy, 20 s on 2 cores."""
+    seed_everything(0)
+    data = load_data(CFG.data, CPU, 0)
+    model = build_model("resnet20", 10, 1, 28)
+    fit(model, CFG.train, data, device=CPU)
+    assert evaluate(model, data.test, 10).top1 > 85
+    return model.eval(), data
+
+
+def calib(data, n):
+    def batches():
+        data.train.set_epoch(0)
+        for i, batch in enumerate(data.train):
+            if i >= n:
+                break
+            yield batch
+    return batches
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra, rb = (torch.argsort(torch.argsort(t)).double() for t in (a, b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+@torch.no_grad()
+def mean_loss(model, batches) -> float:
+    return sum(float(F.cross_entropy(model(x), y, reduction="sum")) for x, y in batches) / sum(
+        len(y) for _, y in batches)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", ["layer1.0", "layer2.0"])
+def test_taylor_ranks_channels_like_the_oracle_at_least_as_well_as_l1(trained, layer):
+    model, data = trained
+    held = [(x[:128], y[:128]) for x, y in list(data.val)[:2]]
+    base = mean_loss(model, held)
+    bn = model.get_submodule(f"{layer}.bn1")
+    oracle = torch.zeros(bn.num_features)
+    for c in range(bn.num_features):  # the channel removed: its BN output, hence its ReLU output, is zero
+        cut = copy.deepcopy(model)
+        with torch.no_grad():
+            cut.get_submodule(f"{layer}.bn1").weight[c] = 0
+            cut.get_submodule(f"{layer}.bn1").bias[c] = 0
+        oracle[c] = mean_loss(cut, held) - base
+    rho = {}
+    for name in ("taylor", "l1"):
+        work = copy.deepcopy(model)
+        ctx = PruneContext(CFG, example_input=held[0][0][:4], calib_batches=calib(data, 4))
+        group = [g for g in build_graph(work, ctx.example_input).channel_groups() if g.root == f"{layer}.conv1"]
+        rho[name] = spearman(group_scores(work, group, CRITERIA[name](), ctx)[0], oracle)
+    print(f"{layer}.conv1 Spearman with the oracle: {rho}")
+    # measured on this machine: layer1.0 taylor 0.32, l1 0.08; layer2.0 taylor 0.64, l1 0.23
+    assert rho["taylor"] >= rho["l1"]
+    assert rho["taylor"] > 0.2
+
+
+@pytest.mark.slow
+def test_after_bn_re_estimation_random_prunes_worse_than_l1_and_taylor(trained):
+    model, data = trained
+    acc = {}
+    for name, seed in [("random", 0), ("random", 1), ("random", 2), ("l1", 0), ("taylor", 0)]:
+        cfg = CFG.replace(**{"prune.criterion": name, "prune.ratio": 0.5, "runtime.seed": seed})
+        work = copy.deepcopy(model)
+        ctx = PruneContext(cfg, example_input=next(iter(data.test))[0][:8], calib_batches=calib(data, 4))
+        small = rebuild(work, prune_model(work, ctx), ctx.example_input).model
+        before = evaluate(small, data.test, 10).top1
+        recalibrate_bn(small, calib(data, 20)(), CPU)
+        acc.setdefault(name, []).append(evaluate(small, data.test, 10).top1)
+        assert acc[name][-1] >= before  # the old statistics never fit better than re-estimated ones
+    print(f"acc_pruned at channel ratio 0.5, local: {acc}")
+    # measured: random 28.1 / 22.4 / 22.6 (seeds 0-2), l1 32.8, taylor 57.2 (before re-estimation: ~10-20)
+    random = sum(acc["random"]) / 3
+    assert random < acc["l1"][0] and random < acc["taylor"][0]
