@@ -13,7 +13,7 @@ from prune_core.config import ExperimentConfig
 from prune_core.metrics import count_flops
 from prune_core.models import build_model
 from prune_core.pruning import PruneContext, PruningPlan, prune_model, rebuild
-from prune_core.pruning.kernel import PATTERNS
+from prune_core.pruning.kernel import PATTERNS, top_patterns
 from prune_core.pruning.select import imp_round_fraction, sparsity_after
 
 
@@ -292,6 +292,8 @@ def test_library_is_the_most_frequent_top_patterns_over_the_network():
             kernels.append(k)
     kernels.append(torch.zeros(9))  # a dead kernel counts for nothing
     assert [_top_pattern(k) for k in kernels[:-1]] == [p for p, n in want_counts.items() for _ in range(n)]
+    ties = torch.tensor([[0.5] * 9, [0, 1, 0, 0.5, 0, 0.5, 0, 0.5, 0]])  # equal weights: the lower position
+    assert [tuple(r.nonzero().flatten().tolist()) for r in top_patterns(ties, 4)] == [(0, 1, 2, 4), (1, 3, 4, 5)]
     # nine kernels over two layers (3 + 6): the counts are over the whole network
     net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.Conv2d(3, 2, 3, padding=1, bias=False),
                         nn.Flatten(), nn.Linear(2 * 16, 2)).eval()
