@@ -25,20 +25,21 @@ Desirable Sparsity in DNN Weight Pruning for Real-time Execution on Mobile Devic
   ``pattern_count`` give a smaller library.
 - **connectivity pruning** on top: ``ratio`` = fraction of the kernels removed whole, ranked by
   the norm of the original (unpatterned) kernel exactly as ``kernel`` ranks them (local per layer,
-  or global with ``max_layer_ratio``; LAMP and ``target: flops`` too). PatDNN's ADMM projects the
-  same weights onto both constraint sets independently, and its final hard pruning ranks kernels
-  by L2 norm before applying patterns, so the ranking sees the dense kernels. A 3x3 layer's
-  weight sparsity is ``ratio + (1 - ratio) * 5/9`` for ``pattern_keep`` 4; ``ratio: 0`` applies
-  the patterns alone. With ``target: flops`` the search runs over the connectivity ratio, the
-  patterns' share counted from ratio 0.
+  or global with ``max_layer_ratio``; LAMP and ``target: flops`` too). PatDNN's extended ADMM
+  keeps one auxiliary variable per constraint (pattern, connectivity), each a projection of the
+  same weights, and the reference below ranks kernels by L2 norm before applying patterns in its
+  final hard pruning: the ranking sees the dense kernels. A 3x3 layer's weight sparsity is
+  ``ratio + (1 - ratio) * 5/9`` for ``pattern_keep`` 4; ``ratio: 0`` applies the patterns alone.
+  With ``target: flops`` the search runs over the connectivity ratio, the patterns' share counted
+  from ratio 0 (a target below what the patterns alone remove warns and stays at ratio 0).
 
 Reference followed: no code from the PatDNN/PCONV authors is public (their compiler is not
 released). The public re-implementation github.com/7bvcxz/PatDNN, ``utils/pattern_setter.py``
 (``top_4``, ``pattern_setter``, ``top_4_pat``, ``top_k_kernel``) and ``utils/admm.py``
 (``prune_weight``: connectivity by kernel L2 norm on the dense weights, then the best pattern by
-kept L2 norm), does what is described above; it breaks count ties by first occurrence, which
-depends on layer order, and counts all-zero kernels as a nine-weight "pattern"; both are replaced
-by the rules above.
+kept L2 norm), does what is described above with ``pattern_keep`` 4, L2, 8 patterns; it breaks
+count ties by reversed order of first occurrence, which depends on layer order, and counts an
+all-zero kernel as a nine-weight "pattern"; both are replaced by the rules above.
 
 Options (``prune.pattern``), each a named deviation from PatDNN's library:
 
