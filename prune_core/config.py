@@ -138,8 +138,9 @@ class PruneConfig:
     max_layer_ratio: float = 0.9  # global scope never empties a layer beyond this
     round_to: int = 1  # keep channel counts multiples of this (16 helps CPU/GPU kernels)
     calib_batches: int = 4  # batches for taylor and snip scores
-    pattern: str = "pattern"  # intra_kernel: pattern (best of a fixed set) | magnitude
-    pattern_keep: int = 4  # intra_kernel: weights kept per 3x3 kernel
+    pattern: str = "library"  # intra_kernel: library (PatDNN's, chosen by frequency) | fixed | magnitude
+    pattern_keep: int = 4  # intra_kernel: weights kept per 3x3 kernel (PatDNN and PCONV keep 4)
+    pattern_count: int = 8  # intra_kernel library: its size (PatDNN uses 8 patterns)
     rounds: int = 3  # imp: pruning rounds, each removing the same fraction of what remains
     rewind_epoch: int = 1  # imp: rewind weights to this base epoch (0 = initialisation)
     # re-estimate BN statistics on this many training batches after pruning, before acc_pruned is read
@@ -168,9 +169,11 @@ class PruneConfig:
                "a positive integer")
         _check(isinstance(self.calib_batches, int) and self.calib_batches >= 1, "prune.calib_batches",
                self.calib_batches, "a positive integer")
-        _choice("prune.pattern", self.pattern, ("pattern", "magnitude"))
+        _choice("prune.pattern", self.pattern, ("library", "fixed", "magnitude"))
         _check(isinstance(self.pattern_keep, int) and 1 <= self.pattern_keep <= 8, "prune.pattern_keep",
                self.pattern_keep, "an integer in [1, 8]")
+        _check(isinstance(self.pattern_count, int) and self.pattern_count >= 1, "prune.pattern_count",
+               self.pattern_count, "a positive integer")
         _check(isinstance(self.rounds, int) and self.rounds >= 1, "prune.rounds", self.rounds,
                "a positive integer")
         _check(isinstance(self.rewind_epoch, int) and self.rewind_epoch >= 0, "prune.rewind_epoch",

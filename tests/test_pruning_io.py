@@ -37,7 +37,10 @@ TARGETS = [
     ("resnet20", {"prune.method": "channel", "prune.scope": "global", "prune.lamp": True}),
     ("mobilenet_v3_large", {"prune.method": "channel", "prune.scope": "global"}),
     ("resnet20", {"prune.method": "kernel", "prune.scope": "global"}),
-    ("resnet20", {"prune.method": "intra_kernel", "prune.pattern": "magnitude", "prune.pattern_keep": 2}),
+    # intra_kernel's patterns alone remove 5/9 (7/9 keeping 2) of the 3x3 FLOPs: targets beyond that
+    ("resnet20", {"prune.method": "intra_kernel", "prune.ratio": 0.7}),
+    ("resnet20", {"prune.method": "intra_kernel", "prune.pattern": "magnitude", "prune.pattern_keep": 2,
+                  "prune.ratio": 0.85, "prune.scope": "global"}),
     ("resnet20", {"prune.method": "snip"}),
     ("resnet20", {"prune.method": "imp", "prune.rounds": 2, "prune.rewind_epoch": 0}),
 ]
@@ -54,7 +57,7 @@ def test_flops_target_is_reached(name, extra):
                                            early_states=early))
     result = rebuild(model, plan, x)
     removed = 1 - count_flops(result.model, SHAPE).effective / dense
-    assert removed == pytest.approx(0.4, abs=0.01)
+    assert removed == pytest.approx(cfg.prune.ratio, abs=0.01)
 
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenet_v3_large", "vgg16"])

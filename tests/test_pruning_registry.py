@@ -142,6 +142,7 @@ MASK_CASES = [
     {"prune.method": "kernel", "prune.ratio": 0.7, "prune.scope": "global", "prune.lamp": True, "prune.criterion": "l2"},
     {"prune.method": "intra_kernel", "prune.ratio": 0.6},
     {"prune.method": "intra_kernel", "prune.ratio": 0.6, "prune.pattern": "magnitude", "prune.scope": "global"},
+    {"prune.method": "intra_kernel", "prune.ratio": 0.0, "prune.pattern": "fixed"},
     {"prune.method": "imp", "prune.ratio": 0.9, "prune.rounds": 2, "prune.rewind_epoch": 0},
     {"prune.method": "snip", "prune.ratio": 0.95},
     {"prune.method": "none"},

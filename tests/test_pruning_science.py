@@ -13,7 +13,7 @@ from prune_core.config import ExperimentConfig
 from prune_core.metrics import count_flops
 from prune_core.models import build_model
 from prune_core.pruning import PruneContext, PruningPlan, prune_model, rebuild
-from prune_core.pruning.kernel import PATTERNS
+from prune_core.pruning.kernel import PATTERNS, top_patterns
 from prune_core.pruning.select import imp_round_fraction, sparsity_after
 
 
@@ -238,7 +238,7 @@ def test_effective_flops_of_a_kernel_pruned_layer_are_dense_times_kept_fraction(
     assert report.effective == pytest.approx(dense_conv * 0.5 + 2 * 384 * 3)
 
 
-def test_pattern_mode_keeps_a_library_pattern_in_every_pruned_kernel():
+def test_fixed_mode_patterns_every_kernel_and_removes_the_weakest_whole():
     lib = PATTERNS[4]
     assert lib.shape == (8, 9) and bool((lib[:, 4] == 1).all()) and bool((lib.sum(1) == 4).all())
     conv = nn.Conv2d(1, 3, 3, padding=1, bias=False)
@@ -246,38 +246,137 @@ def test_pattern_mode_keeps_a_library_pattern_in_every_pruned_kernel():
     with torch.no_grad():
         w = torch.full((3, 1, 3, 3), 0.01)
         w[0].view(-1)[[0, 1, 3, 4]] = 1.0  # the upper-left square
-        w[1].view(-1)[[1, 3, 4, 5]] = 1.0  # the T pointing up
-        w[2].view(-1)[[0, 2, 6, 8]] = 5.0  # corners only: big weights no pattern can keep (lost most)
+        w[1].view(-1)[[1, 3, 4, 5]] = 0.9  # the T pointing up; the lowest norm of the three
+        w[2].view(-1)[[0, 2, 6, 8]] = 5.0  # corners only: the first square keeps one of them
         conv.weight.copy_(w)
-    plan = prune_model(net, PruneContext(cfg_of(method="intra_kernel", ratio=0.67), torch.randn(2, 1, 4, 4)))
-    rows = plan.masks["0"].view(3, 9)
+    cfg = cfg_of(method="intra_kernel", pattern="fixed", ratio=0.0)
+    rows = prune_model(copy.deepcopy(net), PruneContext(cfg, torch.randn(2, 1, 4, 4))).masks["0"].view(3, 9)
     assert rows[0].tolist() == [1, 1, 0, 1, 1, 0, 0, 0, 0]
     assert rows[1].tolist() == [0, 1, 0, 1, 1, 1, 0, 0, 0]
-    assert bool((rows[2] == 1).all())  # 2 of 3 kernels pruned: the one whose pruning costs most stays
+    assert rows[2].tolist() == [1, 1, 0, 1, 1, 0, 0, 0, 0]  # four squares tie: the library's first
+    cfg = cfg_of(method="intra_kernel", pattern="fixed", ratio=0.34)  # round(0.34 * 3) = 1 kernel goes
+    rows = prune_model(net, PruneContext(cfg, torch.randn(2, 1, 4, 4))).masks["0"].view(3, 9)
+    assert rows.sum(1).tolist() == [4, 0, 4]
+
+
+def _top_pattern(kernel: torch.Tensor):
+    """Transcription of PatDNN's top-4 pattern: the centre plus the 3 largest |w| of the other 8
+    (equal weights: the lower position), as kept flat positions."""
+    others = sorted((i for i in range(9) if i != 4), key=lambda i: (-abs(float(kernel[i])), i))
+    return tuple(sorted([4, *others[:3]]))
+
+
+def test_library_is_the_most_frequent_top_patterns_over_the_network():
+    a, b, c, d = (0, 1, 3, 4), (1, 4, 5, 7), (2, 4, 6, 8), (3, 4, 5, 7)
+    want_counts = {a: 3, b: 2, c: 2, d: 1}  # b and c tie: b's positions come first row-major
+    kernels = []
+    for pattern, n in want_counts.items():
+        for j in range(n):
+            k = torch.full((9,), 0.1 + 0.01 * j)
+            k[4] = 0.001  # a weak centre is kept all the same
+            k[[p for p in pattern if p != 4]] = torch.tensor([2.0, -3.0, 1.5])  # signs do not matter
+            kernels.append(k)
+    kernels.append(torch.zeros(9))  # a dead kernel counts for nothing
+    assert [_top_pattern(k) for k in kernels[:-1]] == [p for p, n in want_counts.items() for _ in range(n)]
+    ties = torch.tensor([[0.5] * 9, [0, 1, 0, 0.5, 0, 0.5, 0, 0.5, 0]])  # equal weights: the lower position
+    assert [tuple(r.nonzero().flatten().tolist()) for r in top_patterns(ties, 4)] == [(0, 1, 2, 4), (1, 3, 4, 5)]
+    # nine kernels over two layers (3 + 6): the counts are over the whole network
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.Conv2d(3, 2, 3, padding=1, bias=False),
+                        nn.Flatten(), nn.Linear(2 * 16, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.stack(kernels[:3]).view(3, 1, 3, 3))
+        net[1].weight.copy_(torch.stack(kernels[3:]).view(2, 3, 3, 3))
+    x = torch.randn(2, 1, 4, 4)
+    for count, want in [(2, [a, b]), (3, [a, b, c]), (8, [a, b, c, d])]:
+        for criterion in ("l1", "l2"):
+            cfg = cfg_of(method="intra_kernel", ratio=0.0, pattern_count=count, criterion=criterion)
+            plan = prune_model(copy.deepcopy(net), PruneContext(cfg, x))
+            assert [tuple(p) for p in plan.stats["patterns"]] == want
+def three_convs() -> nn.Module:
+    """3x3 (24 kernels) -> 3x3 (48 kernels) -> 1x1 (32 kernels) -> linear, random weights."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.ReLU(),
+                         nn.Conv2d(6, 8, 3, padding=1, bias=False), nn.ReLU(),
+                         nn.Conv2d(8, 4, 1, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 2)).eval()
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2"])
+def test_every_kernel_keeps_its_best_library_pattern_or_is_removed(criterion):
+    net = three_convs()
+    dense = {n: net.get_submodule(n).weight.detach().clone() for n in ("0", "2", "4")}
+    cfg = cfg_of(method="intra_kernel", ratio=0.25, criterion=criterion, pattern_count=5)
+    plan = prune_model(net, PruneContext(cfg, torch.randn(2, 4, 6, 6)))
+    library = [tuple(p) for p in plan.stats["patterns"]]
+    assert len(library) == 5 and all(len(p) == 4 and 4 in p for p in library)
+    for name in ("0", "2"):
+        for kernel, row in zip(dense[name].reshape(-1, 9), plan.masks[name].reshape(-1, 9)):
+            if not bool(row.any()):
+                continue  # removed whole (connectivity)
+            kept = tuple(row.nonzero().flatten().tolist())
+            assert kept in library
+            sal = kernel.abs() if criterion == "l1" else kernel.pow(2)
+            best = max(float(sal[list(p)].sum()) for p in library)  # brute force over the library
+            assert float(sal[list(kept)].sum()) == pytest.approx(best, rel=1e-6)
+    assert set(plan.masks["4"].flatten().tolist()) == {0.0, 1.0}  # 1x1 kernels: connectivity only
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2"])
+def test_connectivity_removes_the_lowest_norm_kernels_of_each_layer(criterion):
+    net = three_convs()
+    dense = {n: net.get_submodule(n).weight.detach().clone() for n in ("0", "2", "4")}
+    plan = prune_model(net, PruneContext(cfg_of(method="intra_kernel", ratio=0.25, criterion=criterion),
+                                         torch.randn(2, 4, 6, 6)))
+    for name, w in dense.items():
+        per_kernel = w.flatten(2)
+        norms = (per_kernel.abs().sum(2) if criterion == "l1" else per_kernel.pow(2).sum(2)).flatten()
+        k = round(0.25 * norms.numel())
+        removed = (plan.masks[name].flatten(2).amax(2) == 0).flatten()
+        assert set(removed.nonzero().flatten().tolist()) == set(norms.argsort()[:k].tolist()), name
+        if name != "4":  # every other kernel keeps 4 of 9, so the sparsity is r + (1 - r) * 5/9
+            assert 1 - float(plan.masks[name].mean()) == pytest.approx(0.25 + 0.75 * 5 / 9)
+    assert plan.stats["unit_ratio"] == pytest.approx(0.25)
+
+
+def test_global_connectivity_respects_max_layer_ratio():
+    net = three_convs()
+    with torch.no_grad():
+        net[2].weight.mul_(1e-3)  # the middle layer's kernels are the weakest of the network
+    plan = prune_model(net, PruneContext(cfg_of(method="intra_kernel", ratio=0.5, scope="global",
+                                                max_layer_ratio=0.6), torch.randn(2, 4, 6, 6)))
+    removed = {n: int((m.flatten(2).amax(2) == 0).sum()) for n, m in plan.masks.items()}
+    assert removed["2"] == math.floor(0.6 * 48)  # capped; the rest of the budget goes elsewhere
+    assert sum(removed.values()) == round(0.5 * (24 + 48 + 32))
 
 
 def test_pattern_and_magnitude_modes_on_a_real_network():
     torch.manual_seed(0)
     net = build_model("resnet20", 10, 3, 32).eval()
     x = torch.randn(2, 3, 32, 32)
-    lib = {tuple(r.tolist()) for r in PATTERNS[4]}
     model = copy.deepcopy(net)
     plan = prune_model(model, PruneContext(cfg_of(method="intra_kernel", ratio=0.5), x))
+    lib = {tuple(p) for p in plan.stats["patterns"]}
+    assert len(lib) == 8
     for name, mask in plan.masks.items():
-        rows = mask.reshape(-1, 9)
-        pruned = rows[rows.sum(1) < 9]
-        assert len(pruned) == math.floor(0.5 * len(rows) + 0.5), name
-        assert all(tuple(r.tolist()) in lib for r in pruned), name
+        rows = mask.flatten(2).reshape(-1, mask[0, 0].numel())
+        gone = rows.sum(1) == 0
+        assert int(gone.sum()) == math.floor(0.5 * len(rows) + 0.5), name
+        if mask.shape[-1] == 3:
+            assert all(tuple(r.nonzero().flatten().tolist()) in lib for r in rows[~gone]), name
+        else:  # the 1x1 shortcuts: connectivity only
+            assert bool((rows[~gone] == 1).all()), name
     model = copy.deepcopy(net)
-    plan = prune_model(model, PruneContext(cfg_of(method="intra_kernel", ratio=0.5, pattern="magnitude",
+    plan = prune_model(model, PruneContext(cfg_of(method="intra_kernel", ratio=0.0, pattern="magnitude",
                                                   pattern_keep=3), x))
     for name, mask in plan.masks.items():
+        if mask.shape[-1] == 1:
+            assert bool((mask == 1).all()), name
+            continue
         w = net.get_submodule(name).weight.detach().reshape(-1, 9).abs()
         rows = mask.reshape(-1, 9)
-        pruned = (rows.sum(1) < 9).nonzero().flatten()
-        assert bool((rows[pruned].sum(1) == 3).all())
-        top = w[pruned].topk(3, dim=1).indices
-        assert torch.equal(rows[pruned].gather(1, top), torch.ones_like(top, dtype=rows.dtype))
+        assert bool((rows.sum(1) == 3).all()), name  # ratio 0: every kernel keeps its pattern
+        top = w.topk(3, dim=1).indices
+        assert torch.equal(rows.gather(1, top), torch.ones_like(top, dtype=rows.dtype))
 
 
 def test_mask_rebuild_removes_channels_nothing_reads_and_keeps_the_rest():

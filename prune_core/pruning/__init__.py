@@ -7,8 +7,8 @@ method's unit removed:
 ========== =====================================================================================
 channel    prunable conv output channels (dependency groups removed whole; classifier kept)
 kernel     k x k conv kernels (single input -> output connections)
-intra_kernel  eligible conv kernels pruned to ``pattern_keep`` weights (a fixed pattern or the
-           largest weights)
+intra_kernel  conv kernels removed whole (connectivity), on top of every 3x3 kernel keeping one
+           pattern of a library chosen from the weights (PatDNN); ``ratio: 0`` = patterns only
 imp        conv and linear weights, reached over ``rounds`` rounds with rewinding
 snip       conv and linear weights, chosen at initialisation
 none       nothing

@@ -7,7 +7,7 @@ FLOPs times the fraction of its weights kept (DESIGN.md, contract 6).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.utils.prune as torch_prune
@@ -64,21 +64,24 @@ class EffectiveFlops:
 
 def ranked_masks(ctx: PruneContext, names: Sequence[str], scores: Sequence[torch.Tensor],
                  to_mask: Callable[[int, torch.Tensor], torch.Tensor], flops: EffectiveFlops,
-                 unit_share: Sequence[float]) -> Tuple[Dict[str, torch.Tensor], float, Dict[str, float]]:
+                 unit_share: Sequence[float], base_removed: Optional[Sequence[float]] = None
+                 ) -> Tuple[Dict[str, torch.Tensor], float, Dict[str, float]]:
     """Masks from per-layer unit scores, at ``prune.ratio`` of the units or, with ``target: flops``,
     at the unit ratio that removes that fraction of FLOPs.
 
     ``to_mask(i, removed_unit_indices)`` turns layer ``i``'s removed units into its weight mask;
     ``unit_share[i]`` is the fraction of layer ``i``'s weights one removed unit zeroes (what the
-    FLOPs search counts with, without building masks).
+    FLOPs search counts with, without building masks); ``base_removed[i]`` is the fraction of layer
+    ``i``'s weights its masks remove before any unit goes (intra_kernel's patterns; default 0).
     Returns (masks, unit ratio applied, stats).
     """
     p = ctx.cfg.prune
     ranking = Ranking([lamp_normalize(s) if p.lamp else s for s in scores], p.scope, p.max_layer_ratio)
     ratio = p.ratio
+    base = list(base_removed) if base_removed is not None else [0.0] * len(names)
     if p.target == "flops":
         ratio, _ = solve_ratio(p.ratio, lambda r: flops.removed_by_counts(
-            names, [k * share for k, share in zip(ranking.counts(r), unit_share)]))
+            names, [b + k * share for k, share, b in zip(ranking.counts(r), unit_share, base)]))
     chosen = ranking.select(ratio)
     masks = {n: to_mask(i, idx) for i, (n, idx) in enumerate(zip(names, chosen))}
     stats = {"unit_ratio": sum(len(idx) for idx in chosen) / max(sum(int(s.numel()) for s in scores), 1),
