@@ -137,8 +137,13 @@ class PruneConfig:
     calib_batches: int = 4  # batches for taylor and snip scores
     pattern: str = "pattern"  # intra_kernel: pattern (best of a fixed set) | magnitude
     pattern_keep: int = 4  # intra_kernel: weights kept per 3x3 kernel
-    rounds: int = 3  # imp: pruning rounds, each removing the same fraction of what remains
-    rewind_epoch: int = 1  # imp: rewind weights to this base epoch (0 = initialisation)
+    # imp: each level removes this fraction of the remaining weights (Frankle & Carbin 2019 and
+    # open_lth's sparse_global default: 0.2); the number of levels follows from ratio
+    imp_fraction: float = 0.2
+    rounds: int = 0  # imp: 0 = levels derived from imp_fraction; R > 0 = R levels of 1-(1-ratio)**(1/R)
+    rewind_epoch: int = 1  # imp: rewind to / retrain from this base epoch (0 = initialisation)
+    rewind: str = "weights"  # imp: weights (lottery tickets) | lr (Renda et al. 2020: keep weights, rewind LR)
+    reinit: bool = False  # imp: Frankle & Carbin's control, final masks on a fresh random init
 
     def validate(self) -> None:
         from .pruning import CRITERIA, METHOD_CRITERIA, METHODS
@@ -163,8 +168,11 @@ class PruneConfig:
         _choice("prune.pattern", self.pattern, ("pattern", "magnitude"))
         _check(isinstance(self.pattern_keep, int) and 1 <= self.pattern_keep <= 8, "prune.pattern_keep",
                self.pattern_keep, "an integer in [1, 8]")
-        _check(isinstance(self.rounds, int) and self.rounds >= 1, "prune.rounds", self.rounds,
-               "a positive integer")
+        _check(isinstance(self.imp_fraction, (int, float)) and 0.0 < self.imp_fraction < 1.0,
+               "prune.imp_fraction", self.imp_fraction, "a number in (0, 1)")
+        _check(isinstance(self.rounds, int) and self.rounds >= 0, "prune.rounds", self.rounds,
+               "an integer >= 0 (0 = derived from prune.imp_fraction)")
+        _choice("prune.rewind", self.rewind, ("weights", "lr"))
         _check(isinstance(self.rewind_epoch, int) and self.rewind_epoch >= 0, "prune.rewind_epoch",
                self.rewind_epoch, "an integer >= 0")
         _check(not (self.lamp and self.scope != "global"), "prune.lamp", self.lamp,
