@@ -315,3 +315,9 @@ def test_fit_from_a_start_epoch_resumes_where_it_stopped(tmp_path):
     assert resumed.last["lr"] == pytest.approx(straight.last["lr"])
     with pytest.raises(ValueError, match="start_epoch=0"):
         fit(copy.deepcopy(model), cfg.train, data, device=CPU, amp=False, checkpoint=tmp_path / "c.pt", resume=True)
+
+
+def test_imp_refuses_a_rewind_epoch_that_leaves_nothing_to_retrain():
+    with pytest.raises(ValueError, match="prune.rewind_epoch=7: IMP retrains train.epochs=7"):
+        prune_model(hand_net(), PruneContext(cfg_of(method="imp", rewind_epoch=7), torch.randn(1, 3, 3, 3),
+                                             early_states={7: {}}))

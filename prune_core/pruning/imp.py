@@ -1,8 +1,10 @@
 """``imp``: Iterative Magnitude Pruning with rewinding (lottery tickets).
 
-Papers: Frankle & Carbin 2019, "The Lottery Ticket Hypothesis" (sec. 2, iterative pruning; sec. 2-4,
-the random-reinitialisation control) and Frankle et al. 2020, "Linear Mode Connectivity and the
+Papers: Frankle & Carbin 2019, "The Lottery Ticket Hypothesis" (iterative pruning, sec. 2, and its
+random-reinitialisation control) and Frankle et al. 2020, "Linear Mode Connectivity and the
 Lottery Ticket Hypothesis" (rewinding to an early epoch ``k`` instead of initialisation).
+open_lth prunes a fixed fraction per level for as many levels as asked; landing the last level
+exactly on ``ratio`` is this project's addition, so that IMP meets the other methods at equal ratios.
 Reference implementation: facebookresearch/open_lth, ``pruning/sparse_global.py`` (one level) and
 ``training/train.py`` (retraining from ``start_step``, the LR schedule stepped up to it).
 
