@@ -564,13 +564,14 @@ def num_trials(sweep: Sweep) -> int:
 
 
 def trial_epochs(sweep: Sweep, configs: Iterable[Mapping[str, Any]]) -> int:
-    """Most epochs a trial trains after pruning (SNIP trains from scratch with the base budget)."""
-    from prune_core.pruning import BASE_NEEDS
+    """Most epochs a trial trains after pruning (``prune_core.pruning.post_prune_training``: SNIP
+    trains from scratch with the base budget, IMP with it from its rewind epoch)."""
+    from prune_core.pruning import post_prune_training
 
     most = 1
     for c in configs:
-        cfg = ExperimentConfig.from_dict({**sweep.base, **c})
-        most = max(most, (cfg.train if BASE_NEEDS[cfg.prune.method] == "init" else cfg.finetune).epochs)
+        tcfg, start = post_prune_training(ExperimentConfig.from_dict({**sweep.base, **c}))
+        most = max(most, tcfg.epochs - start)
     return most
 
 

@@ -141,8 +141,13 @@ class PruneConfig:
     pattern: str = "library"  # intra_kernel: library (PatDNN's, chosen by frequency) | fixed | magnitude
     pattern_keep: int = 4  # intra_kernel: weights kept per 3x3 kernel (PatDNN and PCONV keep 4)
     pattern_count: int = 8  # intra_kernel library: its size (PatDNN uses 8 patterns)
-    rounds: int = 3  # imp: pruning rounds, each removing the same fraction of what remains
-    rewind_epoch: int = 1  # imp: rewind weights to this base epoch (0 = initialisation)
+    # imp: each level removes this fraction of the remaining weights (Frankle & Carbin 2019 and
+    # open_lth's sparse_global default: 0.2); the number of levels follows from ratio
+    imp_fraction: float = 0.2
+    rounds: int = 0  # imp: 0 = levels derived from imp_fraction; R > 0 = R levels of 1-(1-ratio)**(1/R)
+    rewind_epoch: int = 1  # imp: rewind to / retrain from this base epoch (0 = initialisation)
+    rewind: str = "weights"  # imp: weights (lottery tickets) | lr (Renda et al. 2020: keep weights, rewind LR)
+    reinit: bool = False  # imp: Frankle & Carbin's control, final masks on a fresh random init
     # re-estimate BN statistics on this many training batches after pruning, before acc_pruned is read
     # and fine-tuning starts (EagleEye's adaptive BN, Li et al. 2020; 0 = off): channel 0.3 on
     # resnet20/mnist5k read 10% (chance) for every criterion before, 28-83% after
@@ -174,8 +179,11 @@ class PruneConfig:
                self.pattern_keep, "an integer in [1, 8]")
         _check(isinstance(self.pattern_count, int) and self.pattern_count >= 1, "prune.pattern_count",
                self.pattern_count, "a positive integer")
-        _check(isinstance(self.rounds, int) and self.rounds >= 1, "prune.rounds", self.rounds,
-               "a positive integer")
+        _check(isinstance(self.imp_fraction, (int, float)) and 0.0 < self.imp_fraction < 1.0,
+               "prune.imp_fraction", self.imp_fraction, "a number in (0, 1)")
+        _check(isinstance(self.rounds, int) and self.rounds >= 0, "prune.rounds", self.rounds,
+               "an integer >= 0 (0 = derived from prune.imp_fraction)")
+        _choice("prune.rewind", self.rewind, ("weights", "lr"))
         _check(isinstance(self.rewind_epoch, int) and self.rewind_epoch >= 0, "prune.rewind_epoch",
                self.rewind_epoch, "an integer >= 0")
         _check(not (self.lamp and self.scope != "global"), "prune.lamp", self.lamp,

@@ -27,7 +27,7 @@ from .data import DataSplits, load_data
 from .metrics import (WEIGHTED, count_flops, count_params, evaluate, layer_channels, layer_params,
                       measure_latency, sparsity)
 from .models import build_model
-from .pruning import BASE_NEEDS, PruneContext, load_pruned, prune_model, rebuild, save_pruned
+from .pruning import BASE_NEEDS, PruneContext, load_pruned, post_prune_training, prune_model, rebuild, save_pruned
 from .schema import METRIC_KEYS
 from .train import History, amp_dtype, fit, recalibrate_bn, save_atomic, seed_everything
 
@@ -73,6 +73,17 @@ def _file_lock(path: Path) -> Iterator[None]:
 def fresh_model(cfg: ExperimentConfig, data: DataSplits) -> nn.Module:
     c, h, _ = data.input_shape
     return build_model(cfg.model.name, data.num_classes, c, h, cfg.model.width)
+
+
+def _fresh_state(cfg: ExperimentConfig, data: DataSplits) -> Callable[[int], Dict[str, torch.Tensor]]:
+    """seed -> the state dict of ``fresh_model`` built under that seed (what ``ensure_base`` does
+    with ``runtime.seed``), without touching the caller's random state."""
+    def draw(seed: int) -> Dict[str, torch.Tensor]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return fresh_model(cfg, data).state_dict()
+
+    return draw
 
 
 def ensure_base(cfg: ExperimentConfig, data: DataSplits, device: torch.device, log=print) -> Tuple[Dict, bool]:
@@ -252,11 +263,13 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
         raise ValueError(f"prune.rewind_epoch={rewind}: the base keeps epochs {sorted(artifact['early'])}")
     ctx = PruneContext(cfg=cfg, example_input=_example_input(data, device),
                        calib_batches=_calib(data, cfg.prune.calib_batches),
-                       train=lambda m, tcfg, stage: fit(m, tcfg, data, device=device, amp=cfg.runtime.amp,
-                                                         cpu_bf16=cfg.runtime.cpu_bf16, stage=stage,
-                                                         progress=cfg.runtime.progress, log=log),
-                       early_states=artifact["early"])
+                       train=lambda m, tcfg, stage, start=0: fit(m, tcfg, data, device=device, amp=cfg.runtime.amp,
+                                                                  cpu_bf16=cfg.runtime.cpu_bf16, stage=stage,
+                                                                  progress=cfg.runtime.progress, log=log,
+                                                                  start_epoch=start),
+                       early_states=artifact["early"], fresh_state=_fresh_state(cfg, data))
     plan = prune_model(model, ctx)
+    metrics.update(plan.stats.get("metrics", {}))  # method-specific extras, e.g. imp_levels
     metrics["time_prune_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -291,19 +304,19 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
                           ) -> Dict[str, Any]:
     t0 = time.perf_counter()
     _mask_zeros(model)
-    # SNIP trains its sparse network from scratch with the base budget; the others fine-tune
-    tcfg = cfg.train if BASE_NEEDS[cfg.prune.method] == "init" else cfg.finetune
+    # fine-tune; SNIP trains from scratch with the base budget; IMP retrains with it from its rewind epoch
+    tcfg, start = post_prune_training(cfg)
 
     costs = {k: metrics[k] for k in EPOCH_COSTS}
 
     def on_epoch(record, _ckpt):
-        if reporter:
-            reporter({**record, **costs}, wd.root)
+        if reporter:  # "epoch" counts epochs trained since pruning, as launch.trial_epochs does
+            reporter({**record, "epoch": record["epoch"] - start, **costs}, wd.root)
 
     history: History = fit(model, tcfg, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
                            stage="finetune",
                            checkpoint=wd.finetune_ckpt, resume=cfg.runtime.resume, on_epoch=on_epoch,
-                           progress=cfg.runtime.progress, log=log)
+                           progress=cfg.runtime.progress, log=log, start_epoch=start)
     _make_permanent(model)
     metrics["time_finetune_s"] = time.perf_counter() - t0
     metrics["finetune_epochs"] = len(history.epochs)

@@ -1,4 +1,4 @@
-"""One training loop for base training, fine-tuning and IMP's retraining rounds.
+"""One training loop for base training, fine-tuning and IMP's retraining levels.
 
 SGD (momentum, Nesterov) or AdamW; cosine (with linear warm-up), step or constant schedules
 stepped per batch; no weight decay on norm and bias parameters; label smoothing; AMP on CUDA
@@ -132,8 +132,13 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: bool = True,
         cpu_bf16: bool = False, stage: str = "train", checkpoint: Optional[Path] = None, resume: bool = False,
-        on_epoch: Optional[EpochCallback] = None, progress: str = "off", log=None) -> History:
+        on_epoch: Optional[EpochCallback] = None, progress: str = "off", log=None, start_epoch: int = 0) -> History:
     """Train ``model`` in place for ``cfg.epochs`` on ``data.train``, validating on ``data.val``.
+
+    ``start_epoch``: train epochs ``start_epoch..cfg.epochs-1`` only, with a fresh optimizer, the
+    per-step LR schedule starting at global step ``start_epoch * steps_per_epoch`` and each epoch's
+    data order (open_lth ``train(start_step=...)``; IMP retrains this way from its rewind epoch).
+    Records carry the epoch of the schedule (``start_epoch + 1`` first).
 
     ``checkpoint``: file written after every epoch (model, optimizer, schedule position, epoch,
     RNG state, config, history); with ``resume`` an existing one is loaded and training goes on at
@@ -148,27 +153,31 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = len(data.train) if not cfg.max_steps else min(len(data.train), cfg.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, cfg))
+    offset = start_epoch * steps_per_epoch  # the schedule fast-forwarded to start_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + offset, steps_per_epoch, cfg))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history = History()
     best_state: Optional[Dict[str, torch.Tensor]] = None
-    start_epoch, stale = 0, 0
+    first_epoch, stale = start_epoch, 0
 
     if resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state.get("start_epoch", 0) != start_epoch:
+            raise ValueError(f"{stage}: {checkpoint} trained from epoch {state.get('start_epoch', 0)}, "
+                             f"not start_epoch={start_epoch}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history = History(**state["history"])
         best_state, stale = state["best_state"], state["stale"]
-        start_epoch = state["epoch"] + 1
+        first_epoch = state["epoch"] + 1
         _set_rng_state(state["rng"])
         if log:
-            log(f"{stage}: resumed from {checkpoint} at epoch {start_epoch + 1}")
+            log(f"{stage}: resumed from {checkpoint} at epoch {first_epoch + 1}")
 
     bar_cls = _progress(progress)
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(first_epoch, cfg.epochs):
         if history.stopped_early:
             break
         t0 = time.perf_counter()
@@ -224,7 +233,8 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                          "history": asdict(history), "best_state": best_state, "stale": stale,
-                         "epoch": epoch, "rng": _rng_state(), "config": asdict(cfg)}, checkpoint)
+                         "epoch": epoch, "start_epoch": start_epoch, "rng": _rng_state(), "config": asdict(cfg)},
+                        checkpoint)
         if on_epoch:
             on_epoch(record, checkpoint)
 

@@ -156,7 +156,7 @@ def test_mask_methods_rebuild_exactly(name, case):
     x = torch.randn(2, *SHAPE)
     early = {0: {k: v.clone() for k, v in model.state_dict().items()}}
     cfg = ExperimentConfig.from_dict({"model.name": name, **case})
-    plan = prune_model(model, context(cfg, x, train=lambda m, tcfg, stage: None, early_states=early))
+    plan = prune_model(model, context(cfg, x, train=lambda *a: None, early_states=early))
     before = count_flops(model, SHAPE)
     result = rebuild(model, plan, x)
     assert result.max_abs_diff <= 1e-4

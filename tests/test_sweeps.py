@@ -201,6 +201,15 @@ def test_asha_counts_fine_tune_epochs_and_lets_trials_finish(tmp_path):
     assert max(milestones) < 4  # no rung at the last epoch: a surviving trial reaches its final report
 
 
+def test_trial_epochs_count_what_trains_after_pruning(tmp_path):
+    sweep = launch.load_sweep(write(tmp_path, with_(base__train_epochs=9, base__finetune_epochs=2)))
+    assert launch.trial_epochs(sweep, [{"prune.method": "channel"}]) == 2  # the fine-tune
+    assert launch.trial_epochs(sweep, [{"prune.method": "snip"}]) == 9  # the base budget from scratch
+    # IMP's last level retrains with the base schedule from its rewind epoch: 9 - 3
+    assert launch.trial_epochs(sweep, [{"prune.method": "imp", "prune.rewind_epoch": 3}]) == 6
+    assert launch.trial_epochs(sweep, [{"prune.method": "channel"}, {"prune.method": "imp"}]) == 8
+
+
 # ---------------------------------------------------------------------------------------------
 # bad sweep files: exit 2, one line naming the key, before Ray starts
 

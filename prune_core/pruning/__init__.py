@@ -9,7 +9,7 @@ channel    prunable conv output channels (dependency groups removed whole; class
 kernel     k x k conv kernels (single input -> output connections)
 intra_kernel  conv kernels removed whole (connectivity), on top of every 3x3 kernel keeping one
            pattern of a library chosen from the weights (PatDNN); ``ratio: 0`` = patterns only
-imp        conv and linear weights, reached over ``rounds`` rounds with rewinding
+imp        conv and linear weights, reached in levels of ``imp_fraction`` with rewinding
 snip       conv and linear weights, chosen at initialisation
 none       nothing
 ========== =====================================================================================
@@ -32,15 +32,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import (BASE_NEEDS, CRITERIA, METHOD_CRITERIA, METHODS, Method, PruneContext, PruningPlan,
-                    RebuildMismatch, RebuildResult)
+from ._base import (BASE_NEEDS, CRITERIA, METHOD_CRITERIA, METHODS, RETRAIN, Method, PruneContext,
+                    PruningPlan, RebuildMismatch, RebuildResult, post_prune_training)
 from . import criteria as _criteria  # noqa: F401  (fills CRITERIA)
 from . import baseline, channel, imp, kernel, snip  # noqa: F401  (fill METHODS)
 from .surgery import rebuild
 from .serialize import load_pruned, save_pruned
 
-__all__ = ["METHODS", "CRITERIA", "METHOD_CRITERIA", "BASE_NEEDS", "Method", "PruneContext", "PruningPlan",
-           "RebuildResult", "RebuildMismatch", "prune_model", "rebuild", "save_pruned", "load_pruned"]
+__all__ = ["METHODS", "CRITERIA", "METHOD_CRITERIA", "BASE_NEEDS", "RETRAIN", "post_prune_training", "Method",
+           "PruneContext", "PruningPlan", "RebuildResult", "RebuildMismatch", "prune_model", "rebuild", "save_pruned",
+           "load_pruned"]
 
 
 def prune_model(model: nn.Module, ctx: PruneContext) -> PruningPlan:

@@ -14,15 +14,20 @@ if TYPE_CHECKING:  # config imports this package to validate method names; no cy
     from ..config import ExperimentConfig, TrainConfig
 
 Batches = Callable[[], Iterable[Tuple[torch.Tensor, torch.Tensor]]]
-Trainer = Callable[[nn.Module, "TrainConfig", str], Any]
+Trainer = Callable[[nn.Module, "TrainConfig", str, int], Any]  # (model, config, stage, start_epoch)
+StateDraw = Callable[[int], Dict[str, torch.Tensor]]  # seed -> state dict of a freshly built model
 
 
 def _missing_batches() -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
     raise RuntimeError("this pruning method needs calibration batches: pass PruneContext(calib_batches=...)")
 
 
-def _missing_train(model: nn.Module, cfg: "TrainConfig", stage: str) -> None:
+def _missing_train(model: nn.Module, cfg: "TrainConfig", stage: str, start_epoch: int = 0) -> None:
     raise RuntimeError("this pruning method retrains the model: pass PruneContext(train=...)")
+
+
+def _missing_fresh_state(seed: int) -> Dict[str, torch.Tensor]:
+    raise RuntimeError("this pruning method draws a fresh initialisation: pass PruneContext(fresh_state=...)")
 
 
 @dataclass
@@ -35,8 +40,13 @@ class PruneContext:
     cfg: "ExperimentConfig"
     example_input: torch.Tensor  # a small batch on the model's device; traces the dependency graph
     calib_batches: Batches = _missing_batches  # yields cfg.prune.calib_batches (x, y) training batches
-    train: Trainer = _missing_train  # train(model, train_config, stage_name) trains in place (IMP rounds)
+    # train(model, train_config, stage_name, start_epoch) trains in place from start_epoch, the LR
+    # schedule fast-forwarded to it (IMP levels)
+    train: Trainer = _missing_train
     early_states: Dict[int, Dict[str, torch.Tensor]] = field(default_factory=dict)  # base epoch -> state dict
+    # fresh_state(seed): the state dict of the registry model built anew under ``seed`` (its own
+    # initialiser, BN at init); only the caller knows the model's constructor (classes, input size)
+    fresh_state: StateDraw = _missing_fresh_state
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
@@ -56,8 +66,9 @@ class PruningPlan:
     the model in place with ``torch.nn.utils.prune`` (IMP trains through them).
 
     ``ratio`` is the unit ratio applied (after a FLOPs-target search, the one found);
-    ``stats`` holds method-specific numbers (achieved unit ratio, FLOPs removed, IMP's per-round
-    sparsity) for logs and tests.
+    ``stats`` holds method-specific numbers (achieved unit ratio, FLOPs removed, IMP's per-level
+    sparsity) for logs and tests; ``stats["metrics"]``, where present, holds extra keys the pipeline
+    copies into the run's metrics dict (e.g. ``imp_levels``).
     """
 
     method: str
@@ -85,18 +96,41 @@ Method = Callable[[nn.Module, PruneContext], PruningPlan]
 METHODS: Dict[str, Method] = {}
 METHOD_CRITERIA: Dict[str, Tuple[str, ...]] = {}  # allowed criteria per method; the first is the default
 BASE_NEEDS: Dict[str, str] = {}  # "trained": prunes the trained base; "init": prunes the network at init
+# what trains after pruning: "finetune" (cfg.finetune from epoch 0), "train" (cfg.train from epoch 0:
+# SNIP's training from scratch), "rewind" (cfg.train from prune.rewind_epoch to its end: IMP)
+RETRAIN: Dict[str, str] = {}
 CRITERIA: Dict[str, Any] = {}
 
 
-def method(name: str, criteria: Tuple[str, ...], base: str = "trained") -> Callable[[Method], Method]:
-    """Register a pruning method, the criteria it accepts (first = default) and the base it needs."""
+def method(name: str, criteria: Tuple[str, ...], base: str = "trained", retrain: str = ""
+           ) -> Callable[[Method], Method]:
+    """Register a pruning method, the criteria it accepts (first = default), the base it needs and
+    what trains after it (``RETRAIN``; default: "train" for an init base, else "finetune")."""
     if base not in ("trained", "init"):
         raise ValueError(f"base={base!r}: expected trained or init")
+    retrain = retrain or ("train" if base == "init" else "finetune")
+    if retrain not in ("finetune", "train", "rewind"):
+        raise ValueError(f"retrain={retrain!r}: expected finetune, train or rewind")
 
     def deco(fn: Method) -> Method:
         register(METHODS, name)(fn)
         METHOD_CRITERIA[name] = tuple(criteria)
         BASE_NEEDS[name] = base
+        RETRAIN[name] = retrain
         return fn
 
     return deco
+
+
+def post_prune_training(cfg: "ExperimentConfig") -> Tuple["TrainConfig", int]:
+    """(settings, start epoch) of the training that follows pruning: the fine-tune, SNIP's training
+    from scratch (``cfg.train`` from 0) or IMP's last-level retraining (``cfg.train`` from
+    ``prune.rewind_epoch``, the schedule fast-forwarded to it). It trains ``epochs - start`` epochs.
+
+    >>> post_prune_training(ExperimentConfig.from_dict({"prune.method": "imp"}))[1]  # doctest: +SKIP
+    1
+    """
+    how = RETRAIN[cfg.prune.method]
+    if how == "finetune":
+        return cfg.finetune, 0
+    return cfg.train, (cfg.prune.rewind_epoch if how == "rewind" else 0)

@@ -1,17 +1,49 @@
-"""``imp``: Iterative Magnitude Pruning with weight rewinding (lottery tickets).
+"""``imp``: Iterative Magnitude Pruning with rewinding (lottery tickets).
 
-Frankle & Carbin 2019 (sec. 2, "iterative pruning") and Frankle et al. 2020 (rewinding to an early
-iteration, "Linear Mode Connectivity and the Lottery Ticket Hypothesis"): ``rounds`` times, remove
-the fraction ``p = 1 - (1 - ratio) ** (1 / rounds)`` of the *remaining* conv and linear weights
-with the smallest magnitude, ranked globally (``prune.global_unstructured``), then reset every
-surviving weight, and the rest of the network state, to the base's state at ``rewind_epoch``
-(0 = initialisation) and retrain. After round ``k`` the sparsity is ``1 - (1 - p) ** k``.
-``ratio`` = final fraction of conv and linear weights removed.
+Papers: Frankle & Carbin 2019, "The Lottery Ticket Hypothesis" (iterative pruning, sec. 2, and its
+random-reinitialisation control) and Frankle et al. 2020, "Linear Mode Connectivity and the
+Lottery Ticket Hypothesis" (rewinding to an early epoch ``k`` instead of initialisation).
+open_lth prunes a fixed fraction per level for as many levels as asked; landing the last level
+exactly on ``ratio`` is this project's addition, so that IMP meets the other methods at equal ratios.
+Reference implementation: facebookresearch/open_lth, ``pruning/sparse_global.py`` (one level) and
+``training/train.py`` (retraining from ``start_step``, the LR schedule stepped up to it).
 
-Rounds 1..R-1 retrain here through ``ctx.train`` with the ``finetune`` settings; the last round's
-retraining is the pipeline's fine-tune stage, so every round trains with the same schedule.
-With ``target: flops`` round ``k`` removes weights until ``1 - (1 - target) ** (k / R)`` of the
-(effective) FLOPs are gone.
+Protocol, on the base trained for ``T = train.epochs`` epochs:
+
+1. Each level removes ``prune.imp_fraction`` ``f`` (default 0.2) of the *remaining* prunable weights
+   by global magnitude, as open_lth's ``sparse_global`` does: ``n = ceil(f * remaining)``, threshold
+   the ``n``-th (0-based) smallest remaining magnitude, keep what is strictly above it (so ``n + 1``
+   weights go when magnitudes are distinct; ``select.sparse_global_keep``). Levels go on while such
+   a step stays below ``round(ratio * N)`` pruned of the ``N`` prunable weights; the level whose
+   step would reach it is the last, ``L``, and removes exactly the rest (the lowest magnitudes), so
+   the final sparsity is ``ratio``. ``L`` is ``select.imp_levels(ratio, f)``, the smallest count with
+   ``1 - (1 - f) ** L >= ratio``, or one fewer where open_lth's rounding up has already reached the
+   target (small networks, ratios just above a level). ``prune.rounds = R > 0`` instead runs ``R``
+   levels of ``f = 1 - (1 - ratio) ** (1 / R)`` (the last again exact).
+   Prunable: every conv and linear weight, the output layer included: open_lth's default
+   (``Model.prunable_layer_names``; ``pruning_layers_to_ignore`` is empty for its CIFAR ResNets).
+2. After each level (``prune.rewind: weights``) the surviving weights and all other state (biases,
+   BN affine parameters and running statistics) are reset to the base's state at epoch
+   ``k = prune.rewind_epoch`` (0 = initialisation), and the network retrains with the *base*
+   settings ``cfg.train`` from epoch ``k`` to ``T``: a fresh optimizer, the per-step LR schedule
+   starting at global step ``k * steps_per_epoch``, the data order of epochs ``k..T-1``.
+   ``prune.rewind: lr`` is learning-rate rewinding (Renda et al. 2020, "Comparing Rewinding and
+   Fine-tuning in Neural Network Pruning"): nothing is reset, the trained survivors retrain with
+   the same schedule from epoch ``k``.
+3. Levels ``1..L-1`` retrain here through ``ctx.train``; the last level's retraining is the
+   pipeline's post-prune stage (``post_prune_training(cfg) == (cfg.train, k)``).
+4. ``prune.reinit: true``: Frankle & Carbin's control. The levels run as above; then the final
+   masks are kept and every weight and buffer is replaced by a fresh draw of the registry model's
+   initialisation (``ctx.fresh_state(runtime.seed + REINIT_SEED_OFFSET)``, BN at its init), which
+   trains with the ticket's schedule. The draw comes from the caller because only it knows how the
+   model is built (classes, input size, width); a seed of its own keeps the draw reproducible and
+   different from the base's epoch-0 weights (which ``runtime.seed`` would reproduce).
+
+Cost: ``T + L * (T - k)`` training epochs in all, the base included (``stats["epochs_trained"]``,
+``metrics["imp_epochs"]``); at ``f = 0.2`` a ratio of 0.5 takes 4 levels, 0.8 takes 8, 0.9 takes 11,
+0.95 takes 14 and 0.98 takes 18.
+With ``target: flops`` level ``l < L`` removes weights until ``1 - (1 - f) ** l`` of the (effective)
+FLOPs are gone and the last until ``ratio`` is, ``L`` derived from ``ratio`` in the same way.
 
 >>> plan = prune_model(model, PruneContext(cfg, x[:4], train=trainer, early_states=early))  # doctest: +SKIP
 """
@@ -26,7 +58,10 @@ from torch import nn
 
 from ._base import PruneContext, PruningPlan, method
 from .masks import EffectiveFlops, current_masks, global_count_for_flops, weight_layers
-from .select import imp_round_fraction, sparsity_after
+from .select import imp_levels, imp_round_fraction, lowest_count_keep, sparse_global_keep, sparsity_after
+
+# ``prune.reinit`` draws its initialisation with runtime.seed + this: no base of a seed sweep uses it
+REINIT_SEED_OFFSET = 1_000_003
 
 
 @torch.no_grad()
@@ -40,45 +75,94 @@ def rewind(model: nn.Module, state: Dict[str, torch.Tensor]) -> None:
         if key not in state:
             raise KeyError(f"rewind: the saved state has no {key!r}")
         tensor.copy_(state[key])
+    _refresh(model)
+
+
+@torch.no_grad()
+def _refresh(model: nn.Module) -> None:
+    """``weight = weight_orig * weight_mask`` now rather than at the next forward."""
+    for m in model.modules():
+        if hasattr(m, "weight_mask") and hasattr(m, "weight_orig"):
+            m.weight = m.weight_orig * m.weight_mask
 
 
 def weight_sparsity(layers) -> float:
-    zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
+    zeros = sum(int((_mask(m) == 0).sum()) for _, m in layers)
     return zeros / sum(m.weight.numel() for _, m in layers)
 
 
-@method("imp", criteria=("l1",))
+def _mask(m: nn.Module) -> torch.Tensor:
+    return m.weight_mask if hasattr(m, "weight_mask") else torch.ones_like(m.weight)
+
+
+def _magnitude_source(m: nn.Module) -> torch.Tensor:
+    """The weights a level ranks: the trained values (``weight_orig`` once the layer is masked;
+    only live weights are ranked, so the mask need not be applied)."""
+    return (m.weight_orig if hasattr(m, "weight_orig") else m.weight).detach()
+
+
+@torch.no_grad()
+def _set_masks(layers, masks: List[torch.Tensor]) -> None:
+    for (_, m), mask in zip(layers, masks):
+        if torch_prune.is_pruned(m):
+            m.weight_mask.copy_(mask)
+        else:
+            torch_prune.custom_from_mask(m, "weight", mask.to(m.weight.device, m.weight.dtype))
+    for _, m in layers:
+        m.weight = m.weight_orig * m.weight_mask
+
+
+@method("imp", criteria=("l1",), retrain="rewind")
 def imp(model: nn.Module, ctx: PruneContext) -> PruningPlan:
-    """Prune, rewind and retrain ``rounds`` times; masks applied to ``model`` in place."""
+    """Prune, rewind and retrain level by level; masks applied to ``model`` in place."""
     p = ctx.cfg.prune
     if p.rewind_epoch not in ctx.early_states:
         raise ValueError(f"prune.rewind_epoch={p.rewind_epoch}: the base kept the states of epochs "
                          f"{sorted(ctx.early_states)}")
+    if p.rewind_epoch >= ctx.cfg.train.epochs:
+        raise ValueError(f"prune.rewind_epoch={p.rewind_epoch}: IMP retrains train.epochs="
+                         f"{ctx.cfg.train.epochs} from it; expected a smaller epoch")
     early = ctx.early_states[p.rewind_epoch]
     layers = weight_layers(model)
     names = [n for n, _ in layers]
-    params = [(m, "weight") for _, m in layers]
-    fraction = imp_round_fraction(p.ratio, p.rounds)
+    n_total = sum(m.weight.numel() for _, m in layers)
+    fraction = imp_round_fraction(p.ratio, p.rounds) if p.rounds else p.imp_fraction
+    nominal = p.rounds or imp_levels(p.ratio, fraction)
+    target = int(round(p.ratio * n_total))  # weights pruned after the last level
     flops = EffectiveFlops(model, ctx) if p.target == "flops" else None
-    round_sparsity: List[float] = []
-    for k in range(1, p.rounds + 1):
-        # training may leave weights channels_last; global_unstructured flattens them with view(-1)
-        model.to(memory_format=torch.contiguous_format)
-        amount: float | int = fraction
+    level_sparsity: List[float] = []
+    level_removed: List[int] = []
+    last = False
+    while not last:
+        level = len(level_sparsity) + 1
+        masks = [_mask(m).detach().cpu().clone() for _, m in layers]
+        scores = [_magnitude_source(m).cpu() for _, m in layers]
+        already = sum(int((mk == 0).sum()) for mk in masks)
         if flops is not None:
-            goal = sparsity_after(imp_round_fraction(p.ratio, p.rounds), k)
-            already = sum(int((getattr(m, "weight_mask", torch.ones(1)) == 0).sum()) for _, m in layers)
+            last = level >= nominal
+            goal = p.ratio if last else sparsity_after(fraction, level)
             # weights already pruned rank below every live one
-            live = [torch.where(getattr(m, "weight_mask", torch.ones_like(m.weight)) > 0, m.weight.abs(),
-                                torch.full_like(m.weight, -1.0)) for _, m in layers]
-            amount = max(0, global_count_for_flops(goal, names, live, flops) - already)
-        with torch.no_grad():
-            torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=amount)
-        rewind(model, early)
-        round_sparsity.append(weight_sparsity(layers))
-        if k < p.rounds:
-            ctx.train(model, ctx.cfg.finetune, f"imp_round{k}")
-    stats = {"round_fraction": fraction, "round_sparsity": round_sparsity, "unit_ratio": round_sparsity[-1]}
+            live = [torch.where(mk > 0, s.abs(), torch.full_like(s, -1.0)) for s, mk in zip(scores, masks)]
+            new = lowest_count_keep(scores, masks, global_count_for_flops(goal, names, live, flops) - already)
+        else:
+            new = sparse_global_keep(scores, masks, fraction)
+            last = level == p.rounds or sum(int((mk == 0).sum()) for mk in new) >= target
+            if last:  # the last level lands exactly on the ratio
+                new = lowest_count_keep(scores, masks, target - already)
+        _set_masks(layers, new)
+        level_removed.append(sum(int((mk == 0).sum()) for mk in new) - already)
+        level_sparsity.append(weight_sparsity(layers))
+        if p.rewind == "weights":
+            rewind(model, early)
+        if not last:
+            ctx.train(model, ctx.cfg.train, f"imp_level{level}", p.rewind_epoch)
+    levels = len(level_sparsity)
+    if p.reinit:
+        rewind(model, ctx.fresh_state(ctx.cfg.runtime.seed + REINIT_SEED_OFFSET))
+    epochs = ctx.cfg.train.epochs + levels * max(0, ctx.cfg.train.epochs - p.rewind_epoch)
+    stats = {"levels": levels, "level_fraction": fraction, "level_removed": level_removed,
+             "level_sparsity": level_sparsity, "unit_ratio": level_sparsity[-1], "epochs_trained": epochs,
+             "metrics": {"imp_levels": levels, "imp_epochs": epochs}}
     if flops is not None:
         stats["flops_removed"] = flops.removed(current_masks(model))
-    return PruningPlan("imp", ratio=round_sparsity[-1], masks=current_masks(model), stats=stats)
+    return PruningPlan("imp", ratio=level_sparsity[-1], masks=current_masks(model), stats=stats)

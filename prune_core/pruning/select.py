@@ -1,8 +1,8 @@
 """The arithmetic of pruning, as pure functions on score tensors.
 
 Which units go given per-layer scores (local or global ranking, per-layer caps, channel-count
-rounding), LAMP normalisation, IMP's per-round fraction, and the search for the unit ratio that
-removes a target fraction of FLOPs. Nothing here knows about models.
+rounding), LAMP normalisation, IMP's levels (open_lth's sparse_global step), and the search for
+the unit ratio that removes a target fraction of FLOPs. Nothing here knows about models.
 
 >>> import torch
 >>> [i.tolist() for i in select_lowest([torch.tensor([3., 1., 2.]), torch.tensor([.5, 9.])], 0.5, "global")]
@@ -125,6 +125,52 @@ def imp_round_fraction(ratio: float, rounds: int) -> float:
 def sparsity_after(p: float, k: int) -> float:
     """Sparsity after ``k`` rounds that each remove a fraction ``p`` of what remains."""
     return 1.0 - (1.0 - p) ** k
+
+
+def imp_levels(ratio: float, fraction: float) -> int:
+    """How many IMP levels reach sparsity ``ratio`` when every level but the last removes
+    ``fraction`` of the remaining weights: the smallest ``L`` with ``1 - (1 - fraction) ** L >= ratio``
+    (at least 1; the last level then removes what is left to reach ``ratio`` exactly)."""
+    if ratio <= 0.0:
+        return 1
+    # the tolerance keeps a ratio that a whole number of levels reaches (0.36 at 0.2) at that number
+    return max(1, math.ceil(math.log1p(-ratio) / math.log1p(-fraction) - 1e-9))
+
+
+def sparse_global_keep(scores: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], fraction: float
+                       ) -> List[torch.Tensor]:
+    """One level of open_lth's ``pruning/sparse_global.py`` (``Strategy.prune``), transcribed.
+
+    ``n = ceil(fraction * remaining)``; the threshold is the ``n``-th (0-based) smallest ``|score|``
+    among the live weights (mask 1), and a live weight survives where ``|score| > threshold``. So it
+    removes ``n + 1`` weights when the magnitudes are distinct, and every weight tied with the
+    threshold. Returns the new masks (never reviving a removed weight). Where ``n`` reaches the
+    number of live weights (open_lth: an IndexError) nothing survives.
+    """
+    remaining = sum(int(m.sum()) for m in masks)
+    n = math.ceil(fraction * remaining)
+    live = torch.cat([s.detach().reshape(-1)[m.reshape(-1) == 1].abs() for s, m in zip(scores, masks)])
+    if n >= live.numel():
+        return [torch.zeros_like(m) for m in masks]
+    threshold = torch.sort(live).values[n]
+    return [torch.where(s.detach().abs() > threshold, m, torch.zeros_like(m)) for s, m in zip(scores, masks)]
+
+
+def lowest_count_keep(scores: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], n_remove: int
+                      ) -> List[torch.Tensor]:
+    """New masks with exactly ``n_remove`` more live weights removed: the lowest ``|score|`` over
+    all tensors (ties by position). IMP's last level uses it to land exactly on its ratio."""
+    flat = torch.cat([torch.where(m.reshape(-1) == 1, s.detach().reshape(-1).abs().double(),
+                                  torch.full((m.numel(),), -1.0, dtype=torch.float64))
+                      for s, m in zip(scores, masks)])
+    dead = int((flat < 0).sum())
+    gone = torch.zeros(flat.numel(), dtype=torch.bool)
+    gone[torch.argsort(flat, stable=True)[: dead + max(0, n_remove)]] = True
+    out, start = [], 0
+    for m in masks:
+        out.append(torch.where(gone[start: start + m.numel()].reshape(m.shape), torch.zeros_like(m), m))
+        start += m.numel()
+    return out
 
 
 def solve_ratio(target: float, removed_at: Callable[[float], float], hi: float = 0.99, tol: float = 0.005,
