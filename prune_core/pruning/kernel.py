@@ -28,6 +28,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
+from ..config import ConfigError
 from ._base import CRITERIA, PruneContext, PruningPlan, method
 from .masks import EffectiveFlops, apply_masks, conv_layers, ranked_masks
 
@@ -107,7 +108,9 @@ def intra_kernel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
         if (pattern_mode and tuple(m.kernel_size) == (3, 3)) or (not pattern_mode and area > 1):
             layers.append((name, m))
     if not layers:
-        raise ValueError(f"intra_kernel ({p.pattern}): the model has no conv kernel it can prune")
+        raise ConfigError(f"prune.pattern={p.pattern!r}: model {ctx.cfg.model.name} has no "
+                          f"{'3x3' if pattern_mode else 'k x k (k > 1)'} conv kernel; expected "
+                          f"{'magnitude (any k x k kernel, k > 1) or ' if pattern_mode else ''}another method for it")
     names = [n for n, _ in layers]
     scores, kept_masks, shares = [], [], []
     for _, m in layers:
