@@ -40,6 +40,11 @@ def _trained_like(name: str) -> nn.Module:
     model.train()
     with torch.no_grad():
         model(torch.randn(8, *SHAPE))
+        if not has_batch_norm(model):  # conv6's Glorot init gives ~0.05 logits: scale the head to O(1)
+            head = output_layer(model, torch.zeros(1, *SHAPE))
+            scale = 1.0 / float(model(torch.randn(8, *SHAPE)).std())
+            head.weight.mul_(scale)
+            head.bias.mul_(scale)
     return model.eval()
 
 
