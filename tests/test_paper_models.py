@@ -95,3 +95,18 @@ def test_kernel_methods_on_an_mlp_fail_in_one_line(method):
     message = str(err.value)
     assert "\n" not in message and "lenet300" in message and method in message
     assert all(m in message for m in ("channel", "imp", "snip", "none"))
+
+
+def test_lenet5_channel_pruning_prunes_filters_and_keeps_the_hidden_fc_layer():
+    """With conv layers present only their filters are channels (Li et al. 2017 prune filters):
+    fc1's 500 neurons stay, its input columns of the removed conv2 channels go."""
+    torch.manual_seed(0)
+    net = build_model("lenet5", 10, 1, 28).eval()
+    x = torch.randn(4, 1, 28, 28)
+    cfg = ExperimentConfig.from_dict({"model.name": "lenet5", "prune.ratio": 0.5, "prune.scope": "global"})
+    result = rebuild(net, prune_model(net, PruneContext(cfg, example_input=x)), x)
+    after = result.layer_channels_after
+    assert after["fc1"] == 500 and after["fc2"] == 10
+    assert after["conv1"] + after["conv2"] == 35  # half of 20 + 50
+    assert result.model.fc1.in_features == after["conv2"] * 4 * 4
+    assert result.max_abs_diff <= 1e-4
