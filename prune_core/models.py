@@ -1,4 +1,5 @@
-"""The ``MODELS`` registry: torchvision networks adapted to any input, and the CIFAR ResNets.
+"""The ``MODELS`` registry: torchvision networks adapted to any input, the CIFAR ResNets, and the
+small networks of the pruning papers (LeNet-300-100, LeNet-5, Conv-6).
 
 Every builder has one signature, ``build(num_classes, in_channels, image_size, width) -> nn.Module``.
 torchvision models switch to a small-input stem (3x3 stride-1 first convolution, no max-pool) for
@@ -10,6 +11,7 @@ inputs of 64 px or less, as CIFAR papers do; otherwise a 28-px digit would shrin
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable, Dict
 
 import torch
@@ -170,3 +172,79 @@ def mobilenet_v3_large(nc: int, cin: int, size: int, width: float) -> nn.Module:
     if cin != 3 or stride != 2:
         net.features[0][0] = nn.Conv2d(cin, stem.out_channels, 3, stride, 1, bias=False)
     return net
+
+
+# ---------------------------------------------------------------------------------------------
+# The small networks of the pruning papers (Han et al. 2015, Frankle & Carbin 2019, Lee et al. 2019).
+# No batch norm, as in the papers. Weights are Gaussian Glorot and biases zero, as Frankle & Carbin
+# 2019 (appendix) initialise (the Caffe LeNets' "xavier" filler is a uniform variant on the fan-in). He-normal
+# (open_lth's default) diverged here: conv6 on mnist5k, SGD at lr 0.1 and 0.05, loss NaN in the first
+# epoch, where Glorot reached 64% after two 1,500-image epochs.
+
+
+def _glorot(net: nn.Module) -> nn.Module:
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+    return net
+
+
+@register(MODELS, "lenet300")
+def lenet300(nc: int, cin: int, size: int, width: float) -> nn.Module:
+    """LeNet-300-100 (LeCun et al. 1998): flatten -> 300 -> 100 -> classes, ReLU between.
+
+    As open_lth ``models/mnist_lenet.py`` (``mnist_lenet_300_100``) and snip-public
+    ``snip/network.py`` (``LeNet300``) define it, for any input: the first layer reads all
+    ``cin * size * size`` pixels. No conv layer: channel pruning removes hidden neurons.
+    """
+    h1, h2 = _ch(300, width), _ch(100, width)
+    return _glorot(nn.Sequential(OrderedDict(
+        flatten=nn.Flatten(), fc1=nn.Linear(cin * size * size, h1), relu1=nn.ReLU(inplace=True),
+        fc2=nn.Linear(h1, h2), relu2=nn.ReLU(inplace=True), fc3=nn.Linear(h2, nc))))
+
+
+@register(MODELS, "lenet5")
+def lenet5(nc: int, cin: int, size: int, width: float) -> nn.Module:
+    """LeNet-5-Caffe (Han et al. 2015; SNIP, Lee et al. 2019): conv 20 5x5 -> max-pool 2 -> conv 50
+    5x5 -> max-pool 2 -> fc 500 -> ReLU -> fc classes; unpadded convs (28 px: 800 features).
+
+    No ReLU after the convolutions, as in BVLC/caffe ``examples/mnist/lenet_train_test.prototxt``
+    (conv1, pool1, conv2, pool2, ip1, relu1, ip2) and snip-public ``snip/network.py`` (``LeNet5``):
+    max-pooling is the only non-linearity before ip1. Without batch norm or those ReLUs it needs a
+    smaller learning rate than the pipeline's default: on mnist5k its loss went NaN in the first
+    epoch at ``train.lr`` 0.1 (0.05 reached 96.5% in 5 epochs; Caffe's ``lenet_solver.prototxt`` uses 0.01).
+    """
+    c1, c2, hidden = _ch(20, width), _ch(50, width), _ch(500, width)
+    side = ((size - 4) // 2 - 4) // 2  # two unpadded 5x5 convs, each followed by a 2x2 pool
+    if side < 1:
+        raise ValueError(f"lenet5: image_size={size} is too small (at least 16 px; the paper uses 28)")
+    return _glorot(nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(cin, c1, 5), pool1=nn.MaxPool2d(2, 2), conv2=nn.Conv2d(c1, c2, 5),
+        pool2=nn.MaxPool2d(2, 2), flatten=nn.Flatten(), fc1=nn.Linear(c2 * side * side, hidden),
+        relu1=nn.ReLU(inplace=True), fc2=nn.Linear(hidden, nc))))
+
+
+@register(MODELS, "conv6")
+def conv6(nc: int, cin: int, size: int, width: float) -> nn.Module:
+    """Conv-6 of Frankle & Carbin 2019 (fig. 2): 64, 64, pool, 128, 128, pool, 256, 256, pool
+    (3x3 convs, padding 1, ReLU), then fc 256, 256, classes (ReLU between); no batch norm.
+
+    As allenai/hidden-networks ``models/frankle.py`` (``Conv6``, written as 1x1 convs there) defines
+    it; 32 px gives 256 x 4 x 4 features, 28 px 256 x 3 x 3.
+    """
+    side = size // 8
+    if side < 1:
+        raise ValueError(f"conv6: image_size={size} is too small (at least 8 px; the paper uses 32)")
+    layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+    c = cin
+    for i, out in enumerate(_ch(v, width) for v in (64, 64, 128, 128, 256, 256)):
+        layers[f"conv{i + 1}"] = nn.Conv2d(c, out, 3, padding=1)
+        layers[f"relu{i + 1}"] = nn.ReLU(inplace=True)
+        if i % 2:
+            layers[f"pool{i // 2 + 1}"] = nn.MaxPool2d(2, 2)
+        c = out
+    hidden = _ch(256, width)
+    layers.update(flatten=nn.Flatten(), fc1=nn.Linear(c * side * side, hidden), relu7=nn.ReLU(inplace=True),
+                  fc2=nn.Linear(hidden, hidden), relu8=nn.ReLU(inplace=True), fc3=nn.Linear(hidden, nc))
+    return _glorot(nn.Sequential(layers))

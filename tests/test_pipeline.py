@@ -6,6 +6,7 @@ import pytest
 
 from prune_core import METHODS, METRIC_KEYS, ExperimentConfig, run
 from prune_core.cli import SMOKE
+from prune_core.config import ConfigError
 from prune_core.pipeline import STATS
 
 
@@ -90,3 +91,22 @@ def test_channel_pruning_keeps_accuracy_on_mnist5k(tmp_path):
     assert m["acc_base"] >= 95.0
     assert m["acc_final"] >= m["acc_base"] - 1.5, (m["acc_base"], m["acc_final"])
     assert m["flops_kept"] < 0.5
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("method", ["channel", "snip", "kernel"])
+def test_lenet300_end_to_end_on_mnist5k(cache, method, tmp_path):
+    """The MLP through the whole pipeline: channel pruning removes hidden neurons, SNIP masks
+    weights; kernel pruning, which needs a conv layer, stops with one line naming what applies."""
+    cfg = smoke(cache, **{"model.name": "lenet300", "prune.method": method, "prune.ratio": 0.5,
+                          "runtime.workdir": str(tmp_path)})
+    if method == "kernel":
+        with pytest.raises(ConfigError, match="^prune.method='kernel': model lenet300 has no conv layer"):
+            run(cfg, log=quiet)
+        return
+    m = run(cfg, log=quiet)
+    assert m["rebuild_max_abs_diff"] <= 1e-4
+    assert m["flops_nz_final"] < 0.6 * m["flops_base"]
+    assert m["acc_final"] > 10.0  # better than chance after a few steps
+    if method == "channel":  # model.width 0.5: 150 and 50 hidden neurons, halved; the 10 outputs kept
+        assert m["layer_channels_final"] == {"fc1": 75, "fc2": 25, "fc3": 10}

@@ -43,6 +43,8 @@ TARGETS = [
                   "prune.ratio": 0.85, "prune.scope": "global"}),
     ("resnet20", {"prune.method": "snip"}),
     ("resnet20", {"prune.method": "imp", "prune.rounds": 2, "prune.rewind_epoch": 0}),
+    ("lenet300", {"prune.method": "channel"}),  # hidden neurons
+    ("lenet5", {"prune.method": "channel", "prune.scope": "global"}),
 ]
 
 
@@ -60,7 +62,7 @@ def test_flops_target_is_reached(name, extra):
     assert removed == pytest.approx(cfg.prune.ratio, abs=0.01)
 
 
-@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v3_large", "vgg16"])
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v3_large", "vgg16", "lenet300", "conv6"])
 def test_channel_pruned_model_round_trips(name, tmp_path):
     model = fresh(name)
     x = torch.randn(2, *SHAPE)

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import count_flops
-from ._base import CRITERIA, PruneContext, PruningPlan, method
+from ..config import ConfigError
+from ._base import CRITERIA, METHOD_CRITERIA, PruneContext, PruningPlan, method
 from .graph import ChannelGroup, build_graph, copy_model
 from .select import Ranking, lamp_normalize, solve_ratio
 
@@ -113,6 +114,10 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     criterion = CRITERIA[p.criterion]()
     raw = group_scores(work, groups, criterion, ctx)
     ranked: List[Tuple[ChannelGroup, torch.Tensor]] = [(g, s) for g, s in zip(groups, raw) if s is not None]
+    if groups and not ranked:  # e.g. bn_scale on a model without batch norm
+        others = [c for c in METHOD_CRITERIA["channel"] if c != p.criterion]
+        raise ConfigError(f"prune.criterion={p.criterion!r}: model {ctx.cfg.model.name} has no channel it can "
+                          f"score; expected one of {', '.join(others)} for it")
     how = ranking_of(p, criterion, ctx.cfg.train.bn_l1)
     scores = [_comparable(s, how) for _, s in ranked]
     weights = [g.conv_outputs for g, _ in ranked]

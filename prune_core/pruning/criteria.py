@@ -26,16 +26,17 @@ class FilterNormImportance(tp.importance.GroupMagnitudeImportance):
     Torch-Pruning's group magnitude also sums the next layer's input columns and BN scales; this
     keeps only the output filters of the group's convolutions (for a residual group, every conv
     whose output is added; their norms are averaged, as DepGraph (Fang et al. 2023) aggregates
-    coupled layers).
+    coupled layers). A hidden neuron of an MLP (a linear-rooted group) is scored by its weight row.
     """
 
     def __init__(self, p: int):
         super().__init__(p=p, group_reduction="mean", normalizer=None, bias=False,
-                         target_types=[nn.modules.conv._ConvNd])
+                         target_types=[nn.modules.conv._ConvNd, nn.Linear])
 
     def __call__(self, group):
         filters = tp.dependency.Group()
-        filters.items.extend(item for item in group.items if item.dep.handler == tp.prune_conv_out_channels)
+        filters.items.extend(item for item in group.items
+                             if item.dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels))
         filters._DG = group._DG
         return super().__call__(filters)
 

@@ -66,9 +66,9 @@ def copy_model(model: nn.Module) -> nn.Module:
 class ChannelGroup:
     """One set of coupled channels: removing channel ``i`` of ``root`` removes it everywhere in ``group``."""
 
-    root: str  # name of the conv the group is rooted at
+    root: str  # name of the conv (in a model without conv groups, the linear layer) the group is rooted at
     group: tp.dependency.Group  # with full indices, as Torch-Pruning's importances expect
-    conv_outputs: int  # how many conv layers lose an output channel per channel removed
+    conv_outputs: int  # how many conv (linear) layers lose an output channel per channel removed
 
     @property
     def size(self) -> int:
@@ -102,11 +102,18 @@ class Graph:
         Only conv-rooted groups are candidates: a channel ratio means a fraction of conv channels,
         and ranking hidden linear neurons alongside them lets a global ranking spend the budget
         on classifier neurons that cost parameters but almost no FLOPs (vgg16_bn's 4096-wide head).
+        A model with no conv group (an MLP such as lenet300) has its hidden neurons as channels:
+        the groups rooted at its linear layers, the classifier's outputs still excluded.
         """
+        kind: type = CONV
+        groups = list(self.DG.get_all_groups(ignored_layers=[self.classifier], root_module_types=[CONV]))
+        if not groups:
+            kind = nn.Linear
+            groups = list(self.DG.get_all_groups(ignored_layers=[self.classifier], root_module_types=[kind]))
         out = []
-        for group in self.DG.get_all_groups(ignored_layers=[self.classifier], root_module_types=[CONV]):
+        for group in groups:
             convs = {id(item.dep.target.module) for item in group.items
-                     if isinstance(item.dep.target.module, CONV) and self.DG.is_out_channel_pruning_fn(item.dep.handler)}
+                     if isinstance(item.dep.target.module, kind) and self.DG.is_out_channel_pruning_fn(item.dep.handler)}
             root = self.names[group[0].dep.target.module]
             out.append(ChannelGroup(root=root, group=group, conv_outputs=max(1, len(convs))))
         return out

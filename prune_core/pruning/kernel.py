@@ -68,6 +68,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch import nn
 
+from ..config import ConfigError
 from ._base import CRITERIA, PruneContext, PruningPlan, method
 from .masks import EffectiveFlops, apply_masks, conv_layers, ranked_masks
 
@@ -185,7 +186,10 @@ def intra_kernel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     else:  # PatDNN's patterns are 3x3; other kernels get connectivity pruning only
         patterned = [tuple(m.kernel_size) == (3, 3) for _, m in layers]
     if not any(patterned):
-        raise ValueError(f"intra_kernel ({p.pattern}): the model has no conv kernel that takes a pattern")
+        wanted = "k x k (k > 1)" if p.pattern == "magnitude" else "3x3"
+        other = "" if p.pattern == "magnitude" else "magnitude (any k x k kernel, k > 1) or "
+        raise ConfigError(f"prune.pattern={p.pattern!r}: model {ctx.cfg.model.name} has no {wanted} conv kernel; "
+                          f"expected {other}another method for it")
     names = [n for n, _ in layers]
     sal = [kernel_saliency(m.weight, criterion) for _, m in layers]  # (out, in, area) each
     flat = [s.reshape(-1, s.shape[2]) for s in sal]

@@ -14,15 +14,23 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 from ..metrics import count_flops
-from ._base import PruneContext
+from ..config import ConfigError
+from ._base import METHODS, PruneContext
 from .graph import CONV, WEIGHTED, output_layer
 from .select import Ranking, lamp_normalize, solve_ratio
 
 
 def conv_layers(model: nn.Module, ctx: PruneContext) -> List[Tuple[str, nn.Module]]:
-    """Conv layers that kernel-level methods prune (a conv classifier excepted)."""
+    """Conv layers that kernel-level methods prune (a conv classifier excepted); a model without
+    any (an MLP such as lenet300) is refused in one line naming the methods that apply to it."""
     last = output_layer(model, ctx.example_input)
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, CONV) and m is not last]
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, CONV) and m is not last]
+    if not layers:
+        cfg = ctx.cfg
+        usable = [m for m in METHODS if m not in ("kernel", "intra_kernel")]
+        raise ConfigError(f"prune.method={cfg.prune.method!r}: model {cfg.model.name} has no conv layer to "
+                          f"prune kernels in; expected one of {', '.join(usable)} for it")
+    return layers
 
 
 def weight_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
