@@ -10,7 +10,9 @@ kernel     k x k conv kernels (single input -> output connections)
 intra_kernel  eligible conv kernels pruned to ``pattern_keep`` weights (a fixed pattern or the
            largest weights)
 imp        conv and linear weights, reached over ``rounds`` rounds with rewinding
-snip       conv and linear weights, chosen at initialisation
+snip       conv and linear weights, chosen at initialisation by connection sensitivity
+random_init  conv and linear weights, chosen at random at initialisation, the same fraction in
+           every layer (the control of Frankle et al. 2021)
 none       nothing
 ========== =====================================================================================
 

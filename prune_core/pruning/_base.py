@@ -85,18 +85,25 @@ Method = Callable[[nn.Module, PruneContext], PruningPlan]
 METHODS: Dict[str, Method] = {}
 METHOD_CRITERIA: Dict[str, Tuple[str, ...]] = {}  # allowed criteria per method; the first is the default
 BASE_NEEDS: Dict[str, str] = {}  # "trained": prunes the trained base; "init": prunes the network at init
+CALIB_BATCHES: Dict[str, int] = {}  # what prune.calib_batches = 0 resolves to, per method
 CRITERIA: Dict[str, Any] = {}
 
 
-def method(name: str, criteria: Tuple[str, ...], base: str = "trained") -> Callable[[Method], Method]:
-    """Register a pruning method, the criteria it accepts (first = default) and the base it needs."""
+def method(name: str, criteria: Tuple[str, ...], base: str = "trained", calib_batches: int = 4
+           ) -> Callable[[Method], Method]:
+    """Register a pruning method, the criteria it accepts (first = default), the base it needs and
+    its default number of calibration batches (4: the taylor criterion's; unused by methods that
+    read no gradient)."""
     if base not in ("trained", "init"):
         raise ValueError(f"base={base!r}: expected trained or init")
+    if calib_batches < 1:
+        raise ValueError(f"calib_batches={calib_batches}: expected a positive integer")
 
     def deco(fn: Method) -> Method:
         register(METHODS, name)(fn)
         METHOD_CRITERIA[name] = tuple(criteria)
         BASE_NEEDS[name] = base
+        CALIB_BATCHES[name] = calib_batches
         return fn
 
     return deco
