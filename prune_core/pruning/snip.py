@@ -37,8 +37,8 @@ Deviations, each a named option or negligible:
 * ``prune.snip_init: model`` scores and trains the registry model's own initialisation (e.g.
   kaiming-normal ``fan_out`` for the CIFAR ResNets, PyTorch's default for linear layers), what this
   module did before. Not the default: the ranking is global, so each layer's share of the kept
-  weights depends on how its weight scale relates to its fan-in, and the paper picks variance
-  scaling precisely so that the sensitivities of layers of different sizes are comparable.
+  weights depends on each layer's weight scale, and the paper (sec. 4.2) chooses variance scaling
+  so that signals, hence gradients, keep a similar scale through the layers it compares.
 * The reference also scores the biases (``prn_keys`` takes the ``b`` keys too, with variance
   scaled biases while scoring) and may prune them. Here biases are neither scored nor pruned:
   ``ratio`` counts conv and linear weights, as for ``imp``, and biases are a tiny fraction of them.
