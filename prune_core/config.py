@@ -129,7 +129,7 @@ LAMP_METHODS = ("channel", "kernel", "intra_kernel")  # the methods whose layer-
 
 @dataclass(frozen=True)
 class PruneConfig:
-    method: str = "channel"  # channel | kernel | intra_kernel | imp | snip | none
+    method: str = "channel"  # channel | kernel | intra_kernel | imp | snip | random_init | none
     criterion: str = ""  # "" = the method's default (first of pruning.METHOD_CRITERIA[method])
     ratio: float = 0.5  # fraction of the method's unit removed (channels, kernels, weights)
     scope: str = "local"  # local: same ratio per layer; global: one ranking across layers
@@ -137,7 +137,11 @@ class PruneConfig:
     target: str = "unit"  # unit: ratio of the method's unit; flops: ratio of FLOPs removed
     max_layer_ratio: float = 0.9  # global scope never empties a layer beyond this
     round_to: int = 1  # keep channel counts multiples of this (16 helps CPU/GPU kernels)
-    calib_batches: int = 4  # batches for taylor and snip scores
+    # batches of data.batch_size the gradient scores read; 0 = the method's default, resolved once
+    # (pruning.CALIB_BATCHES: snip 1, as Lee et al. 2019; taylor channel scores and the rest 4)
+    calib_batches: int = 0
+    snip_init: str = "vs"  # snip, random_init: vs (SNIP's variance scaling) | vs_redraw | model (registry init)
+    shuffle: bool = False  # snip: shuffle each layer's mask at random (Frankle et al. 2021's control)
     pattern: str = "library"  # intra_kernel: library (PatDNN's, chosen by frequency) | fixed | magnitude
     pattern_keep: int = 4  # intra_kernel: weights kept per 3x3 kernel (PatDNN and PCONV keep 4)
     pattern_count: int = 8  # intra_kernel library: its size (PatDNN uses 8 patterns)
@@ -155,12 +159,15 @@ class PruneConfig:
 
     def validate(self) -> None:
         from .pruning import CRITERIA, METHOD_CRITERIA, METHODS
+        from .pruning._base import CALIB_BATCHES
 
         _choice("prune.method", self.method, METHODS)
         allowed = METHOD_CRITERIA[self.method]
         if not self.criterion:  # resolved once, so hashes are stable; LAMP is defined on squared magnitudes
             default = "l2" if self.lamp and "l2" in allowed else allowed[0]
             object.__setattr__(self, "criterion", default)
+        if self.calib_batches == 0:
+            object.__setattr__(self, "calib_batches", CALIB_BATCHES[self.method])  # likewise
         _choice("prune.criterion", self.criterion, CRITERIA)
         _check(self.criterion in allowed, "prune.criterion", self.criterion,
                f"one of {', '.join(allowed)} for method {self.method}")
@@ -173,7 +180,10 @@ class PruneConfig:
         _check(isinstance(self.round_to, int) and self.round_to >= 1, "prune.round_to", self.round_to,
                "a positive integer")
         _check(isinstance(self.calib_batches, int) and self.calib_batches >= 1, "prune.calib_batches",
-               self.calib_batches, "a positive integer")
+               self.calib_batches, "a positive integer (0 = the method's default)")
+        _choice("prune.snip_init", self.snip_init, ("vs", "vs_redraw", "model"))
+        _check(not self.shuffle or self.method == "snip", "prune.shuffle", self.shuffle,
+               "false unless prune.method is snip")
         _choice("prune.pattern", self.pattern, ("library", "fixed", "magnitude"))
         _check(isinstance(self.pattern_keep, int) and 1 <= self.pattern_keep <= 8, "prune.pattern_keep",
                self.pattern_keep, "an integer in [1, 8]")
@@ -266,6 +276,8 @@ class ExperimentConfig:
         current = (base or cls()).to_flat()
         if ("prune.method" in flat or "prune.lamp" in flat) and "prune.criterion" not in flat:
             current["prune.criterion"] = ""  # a new method (or LAMP) brings its own default criterion
+        if "prune.method" in flat and "prune.calib_batches" not in flat:
+            current["prune.calib_batches"] = 0  # ... and its own default number of calibration batches
         for key, value in flat.items():
             if key not in current:
                 section = key.split(".")[0]

@@ -27,7 +27,8 @@ from .data import DataSplits, load_data
 from .metrics import (WEIGHTED, count_flops, count_params, evaluate, layer_channels, layer_params,
                       measure_latency, sparsity)
 from .models import build_model
-from .pruning import BASE_NEEDS, PruneContext, load_pruned, post_prune_training, prune_model, rebuild, save_pruned
+from .pruning import (BASE_NEEDS, RETRAIN, PruneContext, load_pruned, post_prune_training, prune_model, rebuild,
+                      save_pruned)
 from .schema import METRIC_KEYS
 from .train import History, amp_dtype, fit, recalibrate_bn, save_atomic, seed_everything
 
@@ -281,9 +282,13 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     t0 = time.perf_counter()
     dtype = amp_dtype(device, cfg.runtime.amp, cfg.runtime.cpu_bf16)
     metrics["acc_pruned_raw"] = evaluate(model, data.test, data.num_classes, dtype).top1
-    if cfg.prune.bn_recalib_batches:  # judge (and fine-tune) the pruned network with fitting BN statistics
-        recalibrate_bn(model, _calib(data, cfg.prune.bn_recalib_batches)(), device)
-    metrics["acc_pruned"] = evaluate(model, data.test, data.num_classes, dtype).top1
+    judged = model
+    if cfg.prune.bn_recalib_batches:  # judge the pruned network with BN statistics that fit it
+        # a fine-tune starts from the re-estimated model; IMP's retraining and SNIP's training from
+        # scratch start from the exact state their papers prescribe (rewound, or at initialisation)
+        judged = model if RETRAIN[cfg.prune.method] == "finetune" else copy.deepcopy(model)
+        recalibrate_bn(judged, _calib(data, cfg.prune.bn_recalib_batches)(), device)
+    metrics["acc_pruned"] = evaluate(judged, data.test, data.num_classes, dtype).top1
     metrics["prune_ranking"] = plan.stats.get("ranking", "")
     flops = count_flops(model, data.input_shape)  # known now: epoch reports carry it for schedulers' early stops
     metrics.update(flops_final=flops.total, flops_nz_final=flops.effective, macs_final=flops.macs,

@@ -41,7 +41,7 @@ def test_every_method_reports_every_key(cache, method, tmp_path):
     if method != "none":
         assert metrics["flops_nz_final"] < metrics["flops_base"]
         assert metrics["params_nz_final"] < metrics["params_base"]
-    if method in ("imp", "snip"):
+    if method in ("imp", "snip", "random_init"):
         assert metrics["sparsity"] == pytest.approx(0.5, abs=0.02)
     epochs = [m for m, _ in reports if m["stage"] == "finetune"]
     assert len(epochs) == metrics["finetune_epochs"] >= 1

@@ -80,12 +80,12 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 def test_registries_agree():
     assert set(METHODS) == set(METHOD_CRITERIA) == set(BASE_NEEDS) == {
-        "channel", "kernel", "intra_kernel", "imp", "snip", "none"}
+        "channel", "kernel", "intra_kernel", "imp", "snip", "random_init", "none"}
     assert set(CRITERIA) == {"l1", "l2", "bn_scale", "taylor", "random"}
     assert METHOD_CRITERIA["channel"] == ("l1", "l2", "bn_scale", "taylor", "random")
     for name, allowed in METHOD_CRITERIA.items():
         assert allowed and set(allowed) <= set(CRITERIA), name
-    assert BASE_NEEDS["snip"] == "init"
+    assert BASE_NEEDS["snip"] == BASE_NEEDS["random_init"] == "init"
     assert {m for m, b in BASE_NEEDS.items() if b == "trained"} == {"channel", "kernel", "intra_kernel", "imp", "none"}
 
 
@@ -165,6 +165,8 @@ MASK_CASES = [
     {"prune.method": "intra_kernel", "prune.ratio": 0.0, "prune.pattern": "fixed"},
     {"prune.method": "imp", "prune.ratio": 0.9, "prune.rounds": 2, "prune.rewind_epoch": 0},
     {"prune.method": "snip", "prune.ratio": 0.95},
+    {"prune.method": "snip", "prune.ratio": 0.9, "prune.shuffle": True, "prune.target": "flops"},
+    {"prune.method": "random_init", "prune.ratio": 0.9},
     {"prune.method": "none"},
 ]
 

@@ -182,16 +182,19 @@ def test_imp_refuses_a_rewind_epoch_the_base_did_not_keep():
 
 
 def test_snip_keeps_exactly_the_top_k_connection_sensitivities():
+    """On the registry's own initialisation (``snip_init: model``; tests/test_snip.py covers the
+    variance-scaling default): one batch, batch norm in inference mode, |g * w| over its total."""
     net = tiny_net()
-    expected = copy.deepcopy(net).train()
-    for x, y in tiny_batches():
-        F.cross_entropy(expected(x), y).backward()
+    expected = copy.deepcopy(net).eval()
+    x, y = next(iter(tiny_batches()))  # the first batch only
+    F.cross_entropy(expected(x), y).backward()
     saliency = torch.cat([(m.weight.grad * m.weight).abs().flatten() for _, m in weights_of(expected)])
+    saliency = saliency / saliency.sum()
     keep = saliency.numel() - round(0.8 * saliency.numel())
 
     before = copy.deepcopy(net.state_dict())
-    plan = prune_model(net, PruneContext(cfg_of(method="snip", ratio=0.8), torch.randn(2, 3, 8, 8),
-                                         calib_batches=tiny_batches))
+    plan = prune_model(net, PruneContext(cfg_of(method="snip", ratio=0.8, snip_init="model"),
+                                         torch.randn(2, 3, 8, 8), calib_batches=tiny_batches))
     got = torch.cat([plan.masks[n].flatten() for n, _ in weights_of(net)])
     want = torch.zeros_like(got).scatter_(0, torch.topk(saliency, keep).indices, 1.0)
     assert torch.equal(got, want)

@@ -10,7 +10,9 @@ kernel     k x k conv kernels (single input -> output connections)
 intra_kernel  conv kernels removed whole (connectivity), on top of every 3x3 kernel keeping one
            pattern of a library chosen from the weights (PatDNN); ``ratio: 0`` = patterns only
 imp        conv and linear weights, reached in levels of ``imp_fraction`` with rewinding
-snip       conv and linear weights, chosen at initialisation
+snip       conv and linear weights, chosen at initialisation by connection sensitivity
+random_init  conv and linear weights, chosen at random at initialisation, the same fraction in
+           every layer (the control of Frankle et al. 2021)
 none       nothing
 ========== =====================================================================================
 

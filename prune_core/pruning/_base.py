@@ -99,24 +99,30 @@ BASE_NEEDS: Dict[str, str] = {}  # "trained": prunes the trained base; "init": p
 # what trains after pruning: "finetune" (cfg.finetune from epoch 0), "train" (cfg.train from epoch 0:
 # SNIP's training from scratch), "rewind" (cfg.train from prune.rewind_epoch to its end: IMP)
 RETRAIN: Dict[str, str] = {}
+CALIB_BATCHES: Dict[str, int] = {}  # what prune.calib_batches = 0 resolves to, per method
 CRITERIA: Dict[str, Any] = {}
 
 
-def method(name: str, criteria: Tuple[str, ...], base: str = "trained", retrain: str = ""
-           ) -> Callable[[Method], Method]:
-    """Register a pruning method, the criteria it accepts (first = default), the base it needs and
-    what trains after it (``RETRAIN``; default: "train" for an init base, else "finetune")."""
+def method(name: str, criteria: Tuple[str, ...], base: str = "trained", retrain: str = "",
+           calib_batches: int = 4) -> Callable[[Method], Method]:
+    """Register a pruning method, the criteria it accepts (first = default), the base it needs,
+    what trains after it (``RETRAIN``; default: "train" for an init base, else "finetune") and its
+    default number of calibration batches (4: the taylor criterion's; unused by methods that read
+    no gradient)."""
     if base not in ("trained", "init"):
         raise ValueError(f"base={base!r}: expected trained or init")
     retrain = retrain or ("train" if base == "init" else "finetune")
     if retrain not in ("finetune", "train", "rewind"):
         raise ValueError(f"retrain={retrain!r}: expected finetune, train or rewind")
+    if calib_batches < 1:
+        raise ValueError(f"calib_batches={calib_batches}: expected a positive integer")
 
     def deco(fn: Method) -> Method:
         register(METHODS, name)(fn)
         METHOD_CRITERIA[name] = tuple(criteria)
         BASE_NEEDS[name] = base
         RETRAIN[name] = retrain
+        CALIB_BATCHES[name] = calib_batches
         return fn
 
     return deco

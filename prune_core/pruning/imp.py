@@ -160,7 +160,7 @@ def imp(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     if p.reinit:
         rewind(model, ctx.fresh_state(ctx.cfg.runtime.seed + REINIT_SEED_OFFSET))
     epochs = ctx.cfg.train.epochs + levels * max(0, ctx.cfg.train.epochs - p.rewind_epoch)
-    stats = {"levels": levels, "level_fraction": fraction, "level_removed": level_removed,
+    stats = {"ranking": "global_raw", "levels": levels, "level_fraction": fraction, "level_removed": level_removed,
              "level_sparsity": level_sparsity, "unit_ratio": level_sparsity[-1], "epochs_trained": epochs,
              "metrics": {"imp_levels": levels, "imp_epochs": epochs}}
     if flops is not None:
