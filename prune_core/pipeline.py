@@ -129,7 +129,9 @@ def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def _calib(data: DataSplits, n: int) -> Callable[[], Iterator]:
+def calibration_batches(data: DataSplits, n: int) -> Callable[[], Iterator]:
+    """A callable yielding the first ``n`` training batches of epoch 0 (the same ones every call):
+    what gradient criteria score on and BN re-estimation averages over."""
     def batches():
         data.train.set_epoch(0)
         for i, batch in enumerate(data.train):
@@ -263,7 +265,7 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     if cfg.prune.method == "imp" and rewind not in artifact["early"]:
         raise ValueError(f"prune.rewind_epoch={rewind}: the base keeps epochs {sorted(artifact['early'])}")
     ctx = PruneContext(cfg=cfg, example_input=_example_input(data, device),
-                       calib_batches=_calib(data, cfg.prune.calib_batches),
+                       calib_batches=calibration_batches(data, cfg.prune.calib_batches),
                        train=lambda m, tcfg, stage, start=0: fit(m, tcfg, data, device=device, amp=cfg.runtime.amp,
                                                                   cpu_bf16=cfg.runtime.cpu_bf16, stage=stage,
                                                                   progress=cfg.runtime.progress, log=log,
@@ -287,7 +289,7 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
         # a fine-tune starts from the re-estimated model; IMP's retraining and SNIP's training from
         # scratch start from the exact state their papers prescribe (rewound, or at initialisation)
         judged = model if RETRAIN[cfg.prune.method] == "finetune" else copy.deepcopy(model)
-        recalibrate_bn(judged, _calib(data, cfg.prune.bn_recalib_batches)(), device)
+        recalibrate_bn(judged, calibration_batches(data, cfg.prune.bn_recalib_batches)(), device)
     metrics["acc_pruned"] = evaluate(judged, data.test, data.num_classes, dtype).top1
     metrics["prune_ranking"] = plan.stats.get("ranking", "")
     flops = count_flops(model, data.input_shape)  # known now: epoch reports carry it for schedulers' early stops

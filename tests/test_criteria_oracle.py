@@ -18,6 +18,7 @@ from prune_core.metrics import evaluate
 from prune_core.models import build_model
 from prune_core.pruning import CRITERIA, PruneContext, prune_model, rebuild
 from prune_core.pruning.channel import group_scores
+from prune_core.pipeline import calibration_batches
 from prune_core.pruning.graph import build_graph
 from prune_core.train import fit, recalibrate_bn, seed_everything
 
@@ -35,16 +36,6 @@ def trained():
     fit(model, CFG.train, data, device=CPU)
     assert evaluate(model, data.test, 10).top1 > 85
     return model.eval(), data
-
-
-def calib(data, n):
-    def batches():
-        data.train.set_epoch(0)
-        for i, batch in enumerate(data.train):
-            if i >= n:
-                break
-            yield batch
-    return batches
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -76,7 +67,7 @@ def test_taylor_ranks_channels_like_the_oracle_at_least_as_well_as_l1(trained, l
     rho = {}
     for name in ("taylor", "l1"):
         work = copy.deepcopy(model)
-        ctx = PruneContext(CFG, example_input=held[0][0][:4], calib_batches=calib(data, 4))
+        ctx = PruneContext(CFG, example_input=held[0][0][:4], calib_batches=calibration_batches(data, 4))
         group = [g for g in build_graph(work, ctx.example_input).channel_groups() if g.root == f"{layer}.conv1"]
         rho[name] = spearman(group_scores(work, group, CRITERIA[name](), ctx)[0], oracle)
     print(f"{layer}.conv1 Spearman with the oracle: {rho}")
@@ -92,10 +83,10 @@ def test_after_bn_re_estimation_random_prunes_worse_than_l1_and_taylor(trained):
     for name, seed in [("random", 0), ("random", 1), ("random", 2), ("l1", 0), ("taylor", 0)]:
         cfg = CFG.replace(**{"prune.criterion": name, "prune.ratio": 0.5, "runtime.seed": seed})
         work = copy.deepcopy(model)
-        ctx = PruneContext(cfg, example_input=next(iter(data.test))[0][:8], calib_batches=calib(data, 4))
+        ctx = PruneContext(cfg, example_input=next(iter(data.test))[0][:8], calib_batches=calibration_batches(data, 4))
         small = rebuild(work, prune_model(work, ctx), ctx.example_input).model
         before = evaluate(small, data.test, 10).top1
-        recalibrate_bn(small, calib(data, 20)(), CPU)
+        recalibrate_bn(small, calibration_batches(data, 20)(), CPU)
         acc.setdefault(name, []).append(evaluate(small, data.test, 10).top1)
         assert acc[name][-1] >= before  # the old statistics never fit better than re-estimated ones
     print(f"acc_pruned at channel ratio 0.5, local: {acc}")

@@ -155,11 +155,14 @@ def test_overrides_and_smoke_change_the_base(tmp_path):
 def test_optuna_space_draws_only_valid_conditional_trials(tmp_path):
     raw = with_(search={"algorithm": "optuna", "num_samples": 30},
                 space={"prune.method": {"choice": ["channel", "kernel", "imp"]},
-                       "prune.criterion": [{"choice": ["l1", "taylor", "bn_scale"], "when": {"prune.method": ["channel"]}},
+                       "prune.criterion": [{"choice": ["l1", "l2", "taylor", "bn_scale"],
+                                            "when": {"prune.method": ["channel"]}},
                                            {"choice": ["l1", "l2"], "when": {"prune.method": ["kernel"]}}],
                        "prune.ratio": {"uniform": [0.2, 0.7]},
                        "prune.scope": {"choice": ["local", "global"]},
-                       "prune.lamp": [{"choice": [False, True], "when": {"prune.scope": ["global"]}}],
+                       # LAMP ranks squared magnitudes globally: two conditions at once
+                       "prune.lamp": [{"choice": [False, True],
+                                       "when": {"prune.scope": ["global"], "prune.criterion": ["l2"]}}],
                        "finetune.lr": {"loguniform": [0.001, 0.1]}})
     sweep = launch.load_sweep(write(tmp_path, raw))
     space = launch.OptunaSpace(sweep)
@@ -169,7 +172,7 @@ def test_optuna_space_draws_only_valid_conditional_trials(tmp_path):
         config = space(trial)
         assert list(config) == list(sweep.keys)
         assert config["prune.criterion"] in METHOD_CRITERIA[config["prune.method"]]
-        assert not (config["prune.lamp"] and config["prune.scope"] == "local")
+        assert not (config["prune.lamp"] and (config["prune.scope"] == "local" or config["prune.criterion"] != "l2"))
         ExperimentConfig.from_dict({**sweep.base, **config})
         study.tell(trial, [config["prune.ratio"], config["finetune.lr"]])
     names = {n for t in study.trials for n in t.params}
