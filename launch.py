@@ -1049,7 +1049,7 @@ def make_tuner(sweep: Sweep, configs: List[Dict[str, Any]], storage: Store, exp:
         scheduler=make_scheduler(sweep, configs if not optuna else corner_configs(sweep)),
         num_samples=total,
         max_concurrent_trials=(sweep.search.max_concurrent or None) if optuna else None,
-        reuse_actors=True,  # same resources for every trial: 8 short trials 8.2 s -> 1.9 s (DESIGN.md)
+        reuse_actors=True,  # same resources for every trial: 8 short trials 8.2 s -> 1.9 s (ARCHITECTURE.md)
         trial_dirname_creator=trial_dirname)
     params = {k: _short_name(k) for k in sweep.keys}
     run_config = tune.RunConfig(

@@ -11,7 +11,7 @@ fell as much as FLOPs did).
     python bench/rebuild_speedup.py --round-to 16        # channel counts kept multiples of 16
     python bench/rebuild_speedup.py --smoke-test         # seconds: resnet18 at 64 px, one ratio
 
-Goal (issue): at ratio 0.5 the measured speedup is >= 0.7x the FLOPs reduction. DESIGN.md saw
+Goal (issue): at ratio 0.5 the measured speedup is >= 0.7x the FLOPs reduction. ARCHITECTURE.md records
 0.65-0.75 at batch 1 and about 0.72 at batch 16 on this kind of CPU, and round_to=16 raised
 resnet50 to 0.90.
 """

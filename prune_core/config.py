@@ -317,7 +317,7 @@ class ExperimentConfig:
         return ExperimentConfig.from_dict(dotted, base=self)
 
     def base_key(self) -> Dict[str, Any]:
-        """The settings that determine the trained base model (DESIGN contract 7)."""
+        """The settings that determine the trained base model (ARCHITECTURE.md, contract 7)."""
         return {"data": {k: v for k, v in dataclasses.asdict(self.data).items()
                          if k not in ("root", "download", "num_workers", "eval_batch_size")},
                 "model": dataclasses.asdict(self.model),

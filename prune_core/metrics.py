@@ -1,6 +1,6 @@
 """Exact cost and quality measurements: FLOPs, MACs, parameters, latency and accuracy.
 
-FLOPs convention (DESIGN.md): 2 x multiply-accumulates of convolutions and linear layers for one
+FLOPs convention (ARCHITECTURE.md, contract 6): 2 x multiply-accumulates of convolutions and linear layers for one
 image at the dataset's input size, as ``torch.utils.flop_counter.FlopCounterMode`` counts them
 (batch norm, activations, pooling and bias additions are not counted). MACs are FLOPs / 2; papers
 often quote MACs under the name "FLOPs" (ResNet-56: 1.25e8 in Li et al. 2017). Effective FLOPs of

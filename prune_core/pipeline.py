@@ -55,7 +55,7 @@ def cache_dir(cfg: ExperimentConfig) -> Path:
 
 
 def base_path(cfg: ExperimentConfig) -> Path:
-    """Where the trained base of this configuration lives (DESIGN contract 7)."""
+    """Where the trained base of this configuration lives (ARCHITECTURE.md, contract 7)."""
     return cache_dir(cfg) / cfg.base_hash() / "base.pt"
 
 

@@ -108,7 +108,11 @@ def _progress(enabled: str):
 
 
 def _rng_state() -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors, numbers and tuples only, so checkpoints load with
+    ``weights_only=True`` (numpy's key array is stored as a tensor)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss)}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -116,7 +120,8 @@ def _rng_state() -> Dict[str, Any]:
 
 def _set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -147,7 +152,7 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     """
     model.to(device)
     # channels_last: faster convolutions on CUDA, and on this 2-core CPU too (resnet20 on mnist5k:
-    # 620 -> 787 images/s measured; DESIGN.md saw 722 -> 1044)
+    # 620 -> 787 images/s measured; ARCHITECTURE.md records 722 -> 1044)
     model.to(memory_format=torch.channels_last)
     dtype = amp_dtype(device, amp, cpu_bf16)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -161,7 +166,7 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     first_epoch, stale = start_epoch, 0
 
     if resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
         if state.get("start_epoch", 0) != start_epoch:
             raise ValueError(f"{stage}: {checkpoint} trained from epoch {state.get('start_epoch', 0)}, "
                              f"not start_epoch={start_epoch}")
@@ -245,21 +250,13 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     return history
 
 
-def recalibrate_bn(model: nn.Module, batches: Iterable, device: torch.device) -> int:
-    """Re-estimate every batch norm's running statistics from ``batches`` of training data, with no
-    gradient and no weight change (EagleEye's adaptive BN, Li et al. 2020): after pruning, the old
-    statistics describe channels that changed. ``torch.optim.swa_utils.update_bn`` does the work
-    (running averages reset, then a cumulative average over the batches). Returns the batch count."""
-    seen = [0]
-
-    def inputs():
-        for x, _ in batches:
-            seen[0] += 1
-            yield x
-
+def recalibrate_bn(model: nn.Module, batches: Iterable, device: torch.device) -> None:
+    """Re-estimate every batch norm's running statistics from ``batches`` of (x, y) training data,
+    with no gradient and no weight change (EagleEye's adaptive BN, Li et al. 2020): after pruning,
+    the old statistics describe channels that changed. ``torch.optim.swa_utils.update_bn`` does the
+    work (running averages reset, then a cumulative average over the batches' inputs)."""
     with torch.no_grad():
-        torch.optim.swa_utils.update_bn(inputs(), model, device=device)
-    return seen[0]
+        torch.optim.swa_utils.update_bn(batches, model, device=device)
 
 
 def _refresh_masked_weights(model: nn.Module) -> None:

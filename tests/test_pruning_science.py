@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
+from _nets import tiny_net, weights_of
 from prune_core.config import ExperimentConfig
 from prune_core.metrics import count_flops
 from prune_core.models import build_model
@@ -101,21 +102,10 @@ def test_global_lamp_on_three_layers_follows_the_paper():
     assert plain.channels == {"convs.0": [0, 1, 2], "convs.1": [0, 1], "convs.2": [0]}
 
 
-def tiny_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
-
-
 def tiny_batches():
     g = torch.Generator().manual_seed(3)
     for _ in range(2):
         yield torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 5, (4,), generator=g)
-
-
-def weights_of(net):
-    return [(n, m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 def test_imp_rounds_follow_the_schedule_and_rewind():

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from _nets import tiny_net, weights_of
 from prune_core.config import ConfigError, ExperimentConfig
 from prune_core.pruning import PruneContext, prune_model
 from prune_core.pruning.snip import uniform_counts, variance_scaling_
@@ -18,21 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (scipy truncnorm(-2, 2).std())
 
 
-def tiny_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
-
-
 def batches():
     g = torch.Generator().manual_seed(3)
     for _ in range(3):  # more than SNIP reads: it must take only the first
         yield torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 5, (6,), generator=g)
-
-
-def weighted(net):
-    return [(n, m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 def snip_of(net, **prune):
@@ -49,7 +39,7 @@ def reference_masks(net, sparsity):
     ref.load_state_dict({k.replace("weight_orig", "weight"): v for k, v in net.state_dict().items()
                          if not k.endswith("_mask")})
     x, y = next(iter(batches()))
-    weights = {f"{n}.weight": m.weight.detach() for n, m in weighted(ref)}
+    weights = {f"{n}.weight": m.weight.detach() for n, m in weights_of(ref)}
     c = {k: torch.ones_like(w, requires_grad=True) for k, w in weights.items()}
     loss = F.cross_entropy(functional_call(ref, {k: w * c[k] for k, w in weights.items()}, (x,)), y)
     grads = torch.autograd.grad(loss, list(c.values()))
@@ -57,7 +47,7 @@ def reference_masks(net, sparsity):
     cs = cs / cs.sum()
     kappa = int(round(cs.numel() * (1.0 - sparsity)))
     keep = torch.zeros_like(cs).scatter_(0, torch.topk(cs, kappa).indices, 1.0)
-    return dict(zip([n for n, _ in weighted(net)], keep.split([w.numel() for w in weights.values()])))
+    return dict(zip([n for n, _ in weights_of(net)], keep.split([w.numel() for w in weights.values()])))
 
 
 @pytest.mark.parametrize("init", ["vs", "model"])
@@ -69,10 +59,10 @@ def test_snip_masks_are_the_reference_formula(init):
     before = copy.deepcopy(net.state_dict())
     plan = snip_of(net, snip_init=init)
     want = reference_masks(net, 0.8)  # on the weights the network now trains from
-    for name, _ in weighted(net):
+    for name, _ in weights_of(net):
         assert torch.equal(plan.masks[name].flatten(), want[name]), name
     assert sum(int(m.sum()) for m in plan.masks.values()) == round(0.2 * 832)  # 216 + 576 + 40 weights
-    for name, m in weighted(net):
+    for name, m in weights_of(net):
         if init == "model":  # the registry's initialisation, untouched
             assert torch.equal(m.weight_orig, before[f"{name}.weight"])
             assert torch.equal(m.bias, before[f"{name}.bias"])
@@ -119,7 +109,7 @@ def test_vs_redraw_scores_one_draw_and_trains_another():
     vs, redraw = tiny_net(), tiny_net()
     masks = snip_of(vs, snip_init="vs").masks
     assert all(torch.equal(masks[n], m) for n, m in snip_of(redraw, snip_init="vs_redraw").masks.items())
-    for (name, a), (_, b) in zip(weighted(vs), weighted(redraw)):
+    for (name, a), (_, b) in zip(weights_of(vs), weights_of(redraw)):
         assert not torch.equal(a.weight_orig, b.weight_orig), name
         assert float(b.weight_orig.detach().abs().max()) <= 2 * math.sqrt(1.0 / b.weight_orig[0].numel())
 
@@ -148,13 +138,13 @@ def test_random_init_prunes_every_layer_alike(ratio):
     net = tiny_net()
     plan = random_init_of(net, ratio)
     removed = {n: int((m == 0).sum()) for n, m in plan.masks.items()}
-    sizes = {n: m.weight.numel() for n, m in weighted(net)}
+    sizes = {n: m.weight.numel() for n, m in weights_of(net)}
     assert set(removed) == set(sizes)  # the classifier too
     for n in sizes:
         assert abs(removed[n] - ratio * sizes[n]) < 1, n
     assert sum(removed.values()) == round(ratio * sum(sizes.values()))
     assert plan.ratio == pytest.approx(ratio, abs=0.5 / sum(sizes.values()))
-    assert all(torch.equal(plan.masks[n], m.weight_mask) for n, m in weighted(net))
+    assert all(torch.equal(plan.masks[n], m.weight_mask) for n, m in weights_of(net))
     assert not bool(net[0].bias.any())  # the same variance-scaling start as snip
     again = random_init_of(tiny_net(), ratio).masks
     assert all(torch.equal(plan.masks[n], again[n]) for n in sizes)

@@ -2,7 +2,7 @@
 
 Masks live on the model through ``torch.nn.utils.prune``: the layer keeps ``weight_orig`` and a
 ``weight_mask`` buffer and computes with their product. Effective FLOPs of a layer are its dense
-FLOPs times the fraction of its weights kept (DESIGN.md, contract 6).
+FLOPs times the fraction of its weights kept (ARCHITECTURE.md, contract 6).
 """
 
 from __future__ import annotations
