@@ -54,7 +54,8 @@ from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from prune_core.config import ConfigError, ExperimentConfig, flatten
+from prune_core.config import BASE_KEYS, SMOKE, ConfigError, ExperimentConfig, flatten
+from prune_core.errors import NotRetryable
 
 __all__ = ["main", "load_sweep", "Sweep", "SweepError", "trial_configs", "DEFAULT_SWEEP"]
 
@@ -419,7 +420,7 @@ def _parse_resources(raw: Any, source: str) -> Resources:
 def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = None,
                 smoke_test: bool = False) -> Sweep:
     """Check a loaded sweep file and apply ``--set`` overrides (and, for ``--smoke-test``,
-    ``prune_core.cli.SMOKE``) to its base. Raises SweepError with one line naming the key."""
+    ``prune_core.SMOKE``) to its base. Raises SweepError with one line naming the key."""
     if not isinstance(raw, Mapping):
         raise SweepError(f"{source}: expected a mapping with keys {', '.join(TOP_LEVEL[:-1])}")
     unknown = [k for k in raw if k not in TOP_LEVEL]
@@ -434,8 +435,6 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
     base = flatten(base_raw)
     smoke = bool(raw.get("smoke_test", False)) or smoke_test
     if smoke and not raw.get("smoke_test"):
-        from prune_core.cli import SMOKE
-
         base.update(SMOKE)
     space, order = _parse_space(raw.get("space"), source)
     for key, value in (overrides or {}).items():
@@ -578,8 +577,7 @@ def trial_epochs(sweep: Sweep, configs: Iterable[Mapping[str, Any]]) -> int:
 def base_configs(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Dict[str, ExperimentConfig]:
     """Distinct bases (by ``base_hash``) of the trials; empty when a base key is drawn from a
     continuous range (each trial then trains or loads its own base under the cache's lock)."""
-    continuous = [k for k, es in sweep.space.items() for e in es if not e.dist.discrete
-                  and (k.split(".")[0] in ("data", "model", "train") or k in ("runtime.seed", "runtime.cpu_bf16"))]
+    continuous = [k for k, es in sweep.space.items() for e in es if not e.dist.discrete and k in BASE_KEYS]
     if continuous and sweep.search.algorithm == "optuna":
         return {}
     out: Dict[str, ExperimentConfig] = {}
@@ -738,7 +736,7 @@ def _fetch_base(cfg: ExperimentConfig, exp: str) -> None:
     """With cloud storage, copy the trained base to this node's cache if it is not there yet."""
     if not is_uri(exp):
         return
-    from prune_core.pipeline import base_path
+    from prune_core import base_path
 
     local = base_path(cfg)
     rel = f"base_cache/{cfg.base_hash()}/{BASE_FILE}"
@@ -749,8 +747,7 @@ def _fetch_base(cfg: ExperimentConfig, exp: str) -> None:
 
 def train_base(flat: Dict[str, Any], exp: str) -> Dict[str, Any]:
     """Ray task: train (or find) the base of ``flat`` in the sweep's base cache."""
-    from prune_core.data import load_data
-    from prune_core.pipeline import STATS, base_path, ensure_base, resolve_device
+    from prune_core import ensure_base
 
     cfg = ExperimentConfig.from_dict({**flat, "runtime.cache_dir": _cache_dir(exp), "runtime.resume": True,
                                       "runtime.progress": "off"})
@@ -760,22 +757,17 @@ def train_base(flat: Dict[str, Any], exp: str) -> Dict[str, Any]:
         torch.set_num_threads(cfg.runtime.threads)
     _fetch_base(cfg, exp)
     t0 = time.perf_counter()
-    device = resolve_device(cfg.runtime.device)
-    data = load_data(cfg.data, device, cfg.runtime.seed)
-    before = STATS["base_trainings"]
-    artifact, _ = ensure_base(cfg, data, device, log=print)
-    trained = STATS["base_trainings"] > before
-    seconds = time.perf_counter() - t0
-    path = base_path(cfg)
+    base = ensure_base(cfg, log=print)
+    trained, seconds, path = base.trained, time.perf_counter() - t0, base.path
     if trained:
         with open(path.parent / BASE_LOG, "a") as fh:
             fh.write(f"trained {time.strftime('%Y-%m-%d %H:%M:%S')} on {os.uname().nodename} "
-                     f"in {seconds:.1f} s, val_acc {artifact['val_acc']:.2f}\n")
+                     f"in {seconds:.1f} s, val_acc {base.val_acc:.2f}\n")
         if is_uri(exp):
             store = Store(exp)
             for name in (BASE_FILE, BASE_LOG):
                 store.put(path.parent / name, f"base_cache/{cfg.base_hash()}/{name}")
-    return {"hash": cfg.base_hash(), "trained": trained, "seconds": seconds, "val_acc": artifact["val_acc"]}
+    return {"hash": cfg.base_hash(), "trained": trained, "seconds": seconds, "val_acc": base.val_acc}
 
 
 class TuneReporter:
@@ -804,9 +796,6 @@ class TuneReporter:
         tune.report(row, checkpoint=checkpoint)
 
 
-DETERMINISTIC = ("Diverged", "RebuildMismatch", "ConfigError")  # exception names a retry cannot fix
-
-
 def run_trial(params: Dict[str, Any], setup: TrialSetup) -> None:
     """Tune's trainable: one prune_core experiment, resumed from the trial's last checkpoint."""
     store = Store(setup.exp)
@@ -828,9 +817,8 @@ def run_trial(params: Dict[str, Any], setup: TrialSetup) -> None:
         _fetch_base(cfg, setup.exp)
         try:
             run(cfg, reporter=TuneReporter(workdir, cfg.runtime.save_model), log=print)
-        except Exception as exc:
-            if type(exc).__name__ in DETERMINISTIC:
-                store.write_text(marker, f"{type(exc).__name__}: {exc}")
+        except NotRetryable as exc:
+            store.write_text(marker, f"{type(exc).__name__}: {exc}")
             raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -1110,7 +1098,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", action="store_true", help="continue the interrupted sweep <storage>/<name>")
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="change a base key, e.g. finetune.epochs=5")
     a("--dry-run", action="store_true", help="print the trials and their count; start nothing")
-    a("--smoke-test", action="store_true", help="tiny epochs and few trials (prune_core.cli.SMOKE), for CI")
+    a("--smoke-test", action="store_true", help="tiny epochs and few trials (prune_core.SMOKE), for CI")
     a("--no-dashboard", action="store_true", help="start the local Ray without its dashboard")
     a("-v", "--verbose", action="store_true", help="Ray's and every trial's full output")
     return p

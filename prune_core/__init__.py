@@ -4,6 +4,8 @@
 >>> cfg = ExperimentConfig.from_dict({"prune.method": "channel", "prune.ratio": 0.5})
 >>> metrics = run(cfg)  # doctest: +SKIP
 
+What a launcher uses: ``run``, ``ensure_base`` (-> ``BaseInfo``), ``base_path``, ``SMOKE``,
+``post_prune_training``, ``BASE_KEYS``, and ``NotRetryable`` (the base of errors a retry repeats).
 Attributes load lazily, so ``import prune_core.schema`` (what analyze.py needs) stays light.
 """
 
@@ -11,10 +13,19 @@ from importlib import import_module
 
 _PUBLIC = {
     "run": "pipeline",
+    "ensure_base": "pipeline",
+    "BaseInfo": "pipeline",
+    "base_path": "pipeline",
     "ExperimentConfig": "config",
-    "ConfigError": "config",
+    "ConfigError": "errors",
+    "NotRetryable": "errors",
+    "BASE_KEYS": "config",
+    "SMOKE": "config",
+    "post_prune_training": "pruning",
     "METRICS": "schema",
     "METRIC_KEYS": "schema",
+    "EPOCH_KEYS": "schema",
+    "DETAIL_KEYS": "schema",
     "DATASETS": "data",
     "MODELS": "models",
     "METHODS": "pruning",

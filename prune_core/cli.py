@@ -21,14 +21,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import yaml
 
-from .config import ConfigError, ExperimentConfig
-
-# prune.rewind_epoch 0: IMP retrains cfg.train from its rewind epoch, and the one-epoch base leaves
-# nothing after epoch 1; prune.rounds 2: two levels (one retraining inside IMP), not 4 at 0.5
-SMOKE = {"train.epochs": 1, "train.max_steps": 4, "finetune.epochs": 1, "finetune.max_steps": 4,
-         "data.limit_train": 256, "prune.rounds": 2, "prune.rewind_epoch": 0, "runtime.latency_repeats": 3,
-         "runtime.latency_batch": 4}
-
+from .config import SMOKE, ConfigError, ExperimentConfig
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage block

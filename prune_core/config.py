@@ -19,9 +19,7 @@ from typing import Any, Dict, Mapping
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad configuration value. The message names the dotted key and what is accepted."""
+from .errors import ConfigError
 
 
 def _check(ok: bool, key: str, value: Any, accepted: str) -> None:
@@ -317,19 +315,38 @@ class ExperimentConfig:
         return ExperimentConfig.from_dict(dotted, base=self)
 
     def base_key(self) -> Dict[str, Any]:
-        """The settings that determine the trained base model (ARCHITECTURE.md, contract 7)."""
-        return {"data": {k: v for k, v in dataclasses.asdict(self.data).items()
-                         if k not in ("root", "download", "num_workers", "eval_batch_size")},
-                "model": dataclasses.asdict(self.model),
-                "train": dataclasses.asdict(self.train),
-                "seed": self.runtime.seed,
-                **({"cpu_bf16": True} if self.runtime.cpu_bf16 else {})}  # fp32 hashes stay as they were
+        """The settings that determine the trained base model (``BASE_KEYS``; ARCHITECTURE.md,
+        contract 7)."""
+        flat = self.to_flat()
+        key: Dict[str, Any] = {"data": {}, "model": {}, "train": {}}
+        for dotted in BASE_KEYS:
+            section, name = dotted.split(".", 1)
+            if section == "runtime":  # fp32 hashes stay as they were: cpu_bf16 only when set
+                if name == "seed" or flat[dotted]:
+                    key[name] = flat[dotted]
+            else:
+                key[section][name] = flat[dotted]
+        return key
 
     def base_hash(self) -> str:
         return digest(self.base_key())
 
     def run_hash(self) -> str:
         return digest(self.to_dict())
+
+
+# the keys that determine a trained base: data (but where it is read from and how), model, base
+# training, seed and numeric precision. Two configs that agree on these share one cached base.
+_BASE_IGNORED = ("data.root", "data.download", "data.num_workers", "data.eval_batch_size")
+BASE_KEYS = tuple(f"{s}.{f.name}" for s in ("data", "model", "train") for f in fields(SECTIONS[s])
+                  if f"{s}.{f.name}" not in _BASE_IGNORED) + ("runtime.seed", "runtime.cpu_bf16")
+
+# --smoke-test: a few steps of everything, for CI. prune.rewind_epoch 0: IMP retrains cfg.train
+# from its rewind epoch, and the one-epoch base leaves nothing after epoch 1; prune.rounds 2: two
+# levels (one retraining inside IMP), not 4 at 0.5
+SMOKE = {"train.epochs": 1, "train.max_steps": 4, "finetune.epochs": 1, "finetune.max_steps": 4,
+         "data.limit_train": 256, "prune.rounds": 2, "prune.rewind_epoch": 0, "runtime.latency_repeats": 3,
+         "runtime.latency_batch": 4}
 
 
 def digest(obj: Any) -> str:

@@ -14,7 +14,7 @@ import json
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -22,29 +22,24 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-from .config import ExperimentConfig
+from .config import ConfigError, ExperimentConfig
 from .data import DataSplits, load_data
 from .metrics import (WEIGHTED, count_flops, count_params, evaluate, layer_channels, layer_params,
                       measure_latency, sparsity)
 from .models import build_model
 from .pruning import (BASE_NEEDS, RETRAIN, PruneContext, load_pruned, post_prune_training, prune_model, rebuild,
                       save_pruned)
-from .schema import METRIC_KEYS
+from .schema import DETAIL_KEYS, EPOCH_COSTS, METRIC_KEYS
 from .train import History, amp_dtype, fit, recalibrate_bn, save_atomic, seed_everything
 
 Reporter = Callable[[Dict[str, Any], Optional[Path]], None]
 
 REWIND_EPOCHS = 5  # the base keeps its weights at init and after epochs 1..5 for IMP rewinding
-# cost coordinates repeated in every fine-tune epoch's report, so a trial a scheduler stops early
-# can still be placed on a plot
-EPOCH_COSTS = ("acc_base", "flops_base", "flops_final", "flops_nz_final", "params_base", "params_nz_final",
-               "num_classes")
-STATS = {"base_trainings": 0}  # per-process counter of base models actually trained (tests read it)
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device=cuda: no CUDA device is visible; use auto or cpu")
+        raise ConfigError("runtime.device=cuda: no CUDA device is visible; use auto or cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -87,22 +82,52 @@ def _fresh_state(cfg: ExperimentConfig, data: DataSplits) -> Callable[[int], Dic
     return draw
 
 
-def ensure_base(cfg: ExperimentConfig, data: DataSplits, device: torch.device, log=print) -> Tuple[Dict, bool]:
-    """Load the trained base of ``cfg`` from the cache, training and storing it first if absent.
+@dataclass(frozen=True)
+class BaseInfo:
+    """What ``ensure_base`` found or made: the cached file, where the weights came from ("cache",
+    "trained" by this call, or "given" by ``model.pretrained_path``, which is not cached), the
+    validation accuracy (-1 for a given model) and the seconds the call took."""
 
-    Returns (artifact, cached) where artifact = {"model": state dict, "early": {epoch: state dict},
-    "history": [...], "val_acc": float}.
+    path: Path
+    source: str
+    val_acc: float
+    seconds: float
+    artifact: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)  # model, early, history
+
+    @property
+    def trained(self) -> bool:
+        return self.source == "trained"
+
+
+def ensure_base(cfg: ExperimentConfig, data: Optional[DataSplits] = None, device: Optional[torch.device] = None,
+                log: Callable[[str], None] = print) -> BaseInfo:
+    """Load the trained base of ``cfg`` from the cache at ``base_path(cfg)``, training and storing
+    it first if absent (one process trains it; others wait on a lock). ``data`` and ``device`` are
+    loaded and resolved from ``cfg`` when not given.
+
+    ``BaseInfo.artifact`` = {"model": state dict, "early": {epoch: state dict}, "history": [...],
+    "val_acc": float}.
     """
+    t0 = time.perf_counter()
+    device = device or resolve_device(cfg.runtime.device)
+    data = data or load_data(cfg.data, device, cfg.runtime.seed)
     path = base_path(cfg)
+    artifact, source = _load_or_train(cfg, data, device, path, log)
+    return BaseInfo(path=path, source=source, val_acc=float(artifact["val_acc"]),
+                    seconds=time.perf_counter() - t0, artifact=artifact)
+
+
+def _load_or_train(cfg: ExperimentConfig, data: DataSplits, device: torch.device, path: Path, log
+                   ) -> Tuple[Dict[str, Any], str]:
     with _file_lock(path.with_suffix(".lock")):
         if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=True), True
+            return torch.load(path, map_location="cpu", weights_only=True), "cache"
         seed_everything(cfg.runtime.seed)
         model = fresh_model(cfg, data)
         if cfg.model.pretrained_path:
             model.load_state_dict(torch.load(cfg.model.pretrained_path, map_location="cpu", weights_only=True))
             artifact = {"model": model.state_dict(), "early": {0: model.state_dict()}, "history": [], "val_acc": -1.0}
-            return artifact, False
+            return artifact, "given"
         early = {0: _cpu_state(model)}
 
         def keep_early(record, _ckpt):
@@ -117,11 +142,10 @@ def ensure_base(cfg: ExperimentConfig, data: DataSplits, device: torch.device, l
         history = fit(model, cfg.train, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
                       stage="base", checkpoint=path.parent / "train_ckpt.pt", resume=cfg.runtime.resume,
                       on_epoch=keep_early, progress=cfg.runtime.progress, log=log)
-        STATS["base_trainings"] += 1
         artifact = {"model": _cpu_state(model), "early": early, "history": history.epochs,
                     "val_acc": history.best_val_acc}
         save_atomic(artifact, path)
-        return artifact, False
+        return artifact, "trained"
 
 
 def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -234,8 +258,7 @@ def run(config: ExperimentConfig, reporter: Optional[Reporter] = None, log: Call
     metrics["time_total_s"] = metrics["time_total_s_before"] + time.perf_counter() - t_start
     del metrics["time_total_s_before"]
     result = {k: metrics.get(k) for k in METRIC_KEYS}
-    extras = {k: v for k, v in metrics.items() if k not in result and not k.startswith("_")}
-    result.update(extras)
+    result.update({k: metrics[k] for k in DETAIL_KEYS if k in metrics})
     if reporter:
         reporter({**result, "stage": "done"}, None)
     return result
@@ -245,11 +268,12 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
              ) -> Tuple[Dict[str, Any], nn.Module]:
     """Base, prune and rebuild; the result is saved in the workdir so a resumed run skips it."""
     t0 = time.perf_counter()
-    artifact, cached = ensure_base(cfg, data, device, log)
+    base = ensure_base(cfg, data, device, log)
+    artifact = base.artifact
     model = fresh_model(cfg, data)
     model.load_state_dict(artifact["model"])
     model.to(device)
-    metrics: Dict[str, Any] = {"base_cached": int(cached), "num_classes": data.num_classes,
+    metrics: Dict[str, Any] = {"base_cached": int(base.source == "cache"), "num_classes": data.num_classes,
                                "time_base_s": time.perf_counter() - t0}
     t0 = time.perf_counter()
     metrics.update(_measure(model, cfg, data, device, "base"))
@@ -263,7 +287,8 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
         model.load_state_dict(artifact["early"][0])  # SNIP prunes the untrained network
     rewind = cfg.prune.rewind_epoch
     if cfg.prune.method == "imp" and rewind not in artifact["early"]:
-        raise ValueError(f"prune.rewind_epoch={rewind}: the base keeps epochs {sorted(artifact['early'])}")
+        raise ConfigError(f"prune.rewind_epoch={rewind}: expected one of the epochs the base keeps, "
+                          f"{', '.join(map(str, sorted(artifact['early'])))}")
     ctx = PruneContext(cfg=cfg, example_input=_example_input(data, device),
                        calib_batches=calibration_batches(data, cfg.prune.calib_batches),
                        train=lambda m, tcfg, stage, start=0: fit(m, tcfg, data, device=device, amp=cfg.runtime.amp,

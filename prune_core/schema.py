@@ -1,4 +1,8 @@
-"""The flat metrics dict every experiment returns: the only thing analyze.py depends on.
+"""What ``prune_core.run`` emits: the only keys launch.py and analyze.py read.
+
+``METRICS``: the flat metrics dict every experiment returns (and reports once more with
+``stage == "done"``). ``DETAIL_KEYS``: the other keys of that dict, present when they apply.
+``EPOCH_KEYS``: every per-epoch report (``stage == "finetune"``).
 
 Accuracies are percentages. FLOPs are per image at the dataset's input size and count
 2 x multiply-accumulates of convolutions and linear layers (``torch.utils.flop_counter``);
@@ -52,3 +56,34 @@ METRICS: Dict[str, str] = {
 
 METRIC_KEYS = tuple(METRICS)
 TEXT_METRICS = frozenset({"latency_device", "prune_ranking"})  # every other key holds a number (or null)
+
+# keys of the final dict besides METRICS, present only where they apply
+DETAIL_KEYS: Dict[str, str] = {
+    "layer_channels_base": "{layer name: output channels} of the base model's conv and linear layers",
+    "layer_channels_final": "{layer name: output channels} of the pruned, rebuilt model",
+    "layer_params_base": "{layer name: non-zero weights} of the base model's conv and linear layers",
+    "layer_params_final": "{layer name: non-zero weights} of the pruned model",
+    "imp_levels": "IMP: pruning levels run (each removes prune.imp_fraction of the remaining weights)",
+    "imp_epochs": "IMP: epochs trained across all levels, T + L x (T - k)",
+}
+
+# one report per fine-tune (or retraining) epoch; the cost keys repeat the ones known since pruning,
+# so a trial a scheduler stops early can still be placed on a plot
+EPOCH_KEYS: Dict[str, str] = {
+    "stage": "finetune for every epoch report; done for the final metrics",
+    "epoch": "epochs trained since pruning (1, 2, ...)",
+    "train_loss": "mean training loss of the epoch",
+    "train_acc": "training accuracy (%) of the epoch, on augmented batches",
+    "val_acc": "validation accuracy (%) after the epoch",
+    "val_loss": "validation loss after the epoch",
+    "lr": "learning rate at the end of the epoch",
+    "epoch_s": "seconds the epoch took",
+    "acc_base": METRICS["acc_base"],
+    "flops_base": METRICS["flops_base"],
+    "flops_final": METRICS["flops_final"],
+    "flops_nz_final": METRICS["flops_nz_final"],
+    "params_base": METRICS["params_base"],
+    "params_nz_final": METRICS["params_nz_final"],
+    "num_classes": METRICS["num_classes"],
+}
+EPOCH_COSTS = tuple(k for k in EPOCH_KEYS if k in METRICS)

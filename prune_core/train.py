@@ -27,13 +27,10 @@ import torch.nn.utils.prune
 from torch import nn
 
 from .config import TrainConfig
+from .errors import Diverged  # noqa: F401  (raised by fit; importable from here)
 from .metrics import evaluate
 
 EpochCallback = Callable[[Dict[str, Any], Optional[Path]], None]
-
-
-class Diverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from prune_core import METHODS, METRIC_KEYS, ExperimentConfig, run
-from prune_core.cli import SMOKE
+from prune_core import DETAIL_KEYS, EPOCH_KEYS, METHODS, METRIC_KEYS, ExperimentConfig, run
+from prune_core import SMOKE
 from prune_core.config import ConfigError
-from prune_core.pipeline import STATS
+from prune_core.pipeline import base_path, ensure_base
 
 
 def quiet(_msg):
@@ -30,7 +30,12 @@ def test_every_method_reports_every_key(cache, method, tmp_path):
     reports = []
     cfg = smoke(cache, **{"prune.method": method, "prune.ratio": 0.5, "runtime.workdir": str(tmp_path)})
     metrics = run(cfg, reporter=lambda m, ckpt: reports.append((m, ckpt)), log=quiet)
-    assert set(METRIC_KEYS) <= set(metrics)
+    # the schema is the whole contract: every key emitted is declared, every metric is present
+    assert set(METRIC_KEYS) <= set(metrics) <= set(METRIC_KEYS) | set(DETAIL_KEYS)
+    assert {"layer_channels_final", "layer_params_base"} <= set(metrics)
+    assert ({"imp_levels", "imp_epochs"} <= set(metrics)) == (method == "imp")
+    assert all(set(m) == set(EPOCH_KEYS) for m, _ in reports[:-1])
+    assert set(reports[-1][0]) == set(metrics) | {"stage"}
     for key in METRIC_KEYS:
         if key not in ("acc5_base", "acc5_final"):  # top-5 is null below 100 classes
             assert metrics[key] is not None, key
@@ -51,12 +56,17 @@ def test_every_method_reports_every_key(cache, method, tmp_path):
 
 def test_second_run_loads_the_cached_base(cache, tmp_path):
     cfg = smoke(cache, **{"train.lr": 0.05})  # a base no other test trains
-    before = STATS["base_trainings"]
     first = run(cfg, log=quiet)
     second = run(cfg.replace(**{"prune.ratio": 0.3}), log=quiet)
-    assert STATS["base_trainings"] == before + 1
     assert (first["base_cached"], second["base_cached"]) == (0, 1)
     assert first["acc_base"] == second["acc_base"]
+    info = ensure_base(cfg.replace(**{"prune.method": "kernel"}), log=quiet)  # another method, the same base
+    assert (info.source, info.trained, info.path) == ("cache", False, base_path(cfg))
+    assert info.val_acc == first_val_acc(info) and info.seconds >= 0
+
+
+def first_val_acc(info):
+    return max(r["val_acc"] for r in info.artifact["history"])
 
 
 def test_killed_finetune_resumes_where_it_stopped(cache, tmp_path):

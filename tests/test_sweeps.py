@@ -144,7 +144,7 @@ def test_resolved_sweep_round_trips(tmp_path):
 
 
 def test_overrides_and_smoke_change_the_base(tmp_path):
-    from prune_core.cli import SMOKE
+    from prune_core import SMOKE
 
     sweep = launch.load_sweep(write(tmp_path, GOOD), overrides={"finetune.epochs": 4}, smoke_test=True)
     assert sweep.base["finetune.epochs"] == 4

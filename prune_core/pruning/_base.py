@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._registry import register
+from ..errors import RebuildMismatch  # noqa: F401  (raised by rebuild; importable from here)
 
 if TYPE_CHECKING:  # config imports this package to validate method names; no cycle at run time
     from ..config import ExperimentConfig, TrainConfig
@@ -85,10 +86,6 @@ class RebuildResult:
     layer_channels_before: Dict[str, int]  # conv/linear output channels per layer name
     layer_channels_after: Dict[str, int]
     removed_channels: Dict[str, List[int]] = field(default_factory=dict)  # group root -> channels removed
-
-
-class RebuildMismatch(RuntimeError):
-    """The rebuilt model does not compute what the masked model computes."""
 
 
 Method = Callable[[nn.Module, PruneContext], PruningPlan]
