@@ -54,7 +54,7 @@ from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from prune_core.config import BASE_KEYS, SMOKE, ConfigError, ExperimentConfig, flatten
+from prune_core.config import BASE_KEYS, SMOKE, ConfigError, ExperimentConfig, flatten, nest, parse_overrides
 from prune_core.errors import NotRetryable
 
 __all__ = ["main", "load_sweep", "Sweep", "SweepError", "trial_configs", "DEFAULT_SWEEP"]
@@ -237,14 +237,6 @@ class Sweep:
         if self.smoke_test:
             out["smoke_test"] = True
         return out
-
-
-def nest(flat: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
-    out: Dict[str, Dict[str, Any]] = {}
-    for key, value in flat.items():
-        section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = value
-    return out
 
 
 def _fail(source: str, where: str, message: str) -> SweepError:
@@ -1105,16 +1097,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(items: Sequence[str]) -> Dict[str, Any]:
-    """``--set`` values, read as YAML except for text keys (so ``pattern=off`` stays a string)."""
-    defaults = ExperimentConfig().to_flat()
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SweepError(f"--set {item!r}: expected KEY=VALUE, e.g. finetune.epochs=5")
-        key = key.strip()
-        out[key] = value if isinstance(defaults.get(key), str) else yaml.safe_load(value)
-    return out
+    try:
+        return parse_overrides(items, example="finetune.epochs=5")
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def _experiment(args: argparse.Namespace) -> Tuple[Sweep, Store, Store]:

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import yaml
 
-from .config import SMOKE, ConfigError, ExperimentConfig
+from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage block
@@ -73,14 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     values: Dict[str, Any] = dict(SMOKE) if args.smoke_test else {}
     values.update({k: v for k, v in vars(args).items() if "." in k and v is not None})
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. prune.ratio=0.5")
-        key = key.strip()
-        # text-valued keys keep the text (YAML would read runtime.progress=off as false)
-        text = isinstance(ExperimentConfig().to_flat().get(key), str)
-        values[key] = value if text else yaml.safe_load(value)
+    values.update(parse_overrides(args.set))
     if args.skip_pruning:
         values["prune.method"] = "none"
     if (args.skip_base_training or args.eval_only) and not values.get("model.pretrained_path"):

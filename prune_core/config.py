@@ -364,6 +364,29 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
+def nest(flat: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """``{"prune.ratio": 0.5}`` -> ``{"prune": {"ratio": 0.5}}``: the inverse of ``flatten``."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def parse_overrides(items, example: str = "prune.ratio=0.5") -> Dict[str, Any]:
+    """``--set KEY=VALUE`` items -> {key: value}: values read as YAML, except for keys that hold
+    text, which keep the text (YAML would read ``runtime.progress=off`` as false)."""
+    text_keys = {f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls) if f.type in ("str", str)}
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. {example}")
+        key = key.strip()
+        out[key] = value if key in text_keys else yaml.safe_load(value)
+    return out
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Accept YAML/CLI spellings (``"0.5"``, ``"true"``, ``1`` for a float) and refuse the rest."""
     if isinstance(default, bool):
