@@ -38,7 +38,7 @@ class PilDigits(Dataset):
     def __init__(self, loader, mean, std, crop: int, pad: int):
         xs, ys = [], []
         for x, y in loader:  # un-normalise back to uint8 pixels so both loops see the same data
-            pix = (x * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)) * 255
+            pix = (x.cpu() * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)) * 255
             xs.append(pix.round().clamp(0, 255).to(torch.uint8).cpu())
             ys.append(y.cpu())
         self.x, self.y = torch.cat(xs), torch.cat(ys)
