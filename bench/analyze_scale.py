@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
-import analyze  # noqa: E402
-from _fake_sweep import make_experiment  # noqa: E402
+from prune_sweep.analysis import analyze_results  # noqa: E402
+from prune_sweep.fake_sweep import make_experiment  # noqa: E402
+from prune_sweep.report import write_report  # noqa: E402
+from prune_sweep.results import load_experiments  # noqa: E402
 
 
 def main() -> None:
@@ -55,16 +57,16 @@ def main() -> None:
 
         stages = {}
         t0 = time.perf_counter()
-        results = analyze.load_experiments([expdir])
+        results = load_experiments([expdir])
         stages["load"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        analysis = analyze.analyze_results(results)
+        analysis = analyze_results(results)
         stages["fronts, hypervolume, budgets"] = time.perf_counter() - t0
         stage_out = root / "analysis-stages"
         stage_out.mkdir(exist_ok=True)
         shutil.rmtree(stage_out)
         stage_out.mkdir()
-        stages.update(analyze.write_report(results, analysis, stage_out))
+        stages.update(write_report(results, analysis, stage_out))
         for name, seconds in stages.items():
             print(f"  {name:32s} {seconds:6.2f} s")
         print(f"  {'sum of stages':32s} {sum(stages.values()):6.2f} s "

@@ -1,4 +1,4 @@
-"""Pareto fronts and hypervolume of analyze.py on hand-made points."""
+"""Pareto fronts and hypervolume (prune_sweep.pareto) on hand-made points."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from analyze import hypervolume_2d, pareto_front
+from prune_sweep.pareto import hypervolume_2d, pareto_front
 
 inf, nan = math.inf, math.nan
 

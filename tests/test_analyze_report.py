@@ -1,4 +1,4 @@
-"""analyze.main end to end on fake experiment directories: tables, fronts, report, bad inputs."""
+"""prune-analyze end to end on fake experiment directories: tables, fronts, report, bad inputs."""
 
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import analyze
-from _fake_sweep import make_experiment, trial_rows, write_trial
+from prune_core.schema import DETAIL_KEYS, EPOCH_KEYS, METRIC_KEYS
+from prune_sweep import results as results_module
+from prune_sweep.analysis import AXES
+from prune_sweep.analyze_cli import main
+from prune_sweep.fake_sweep import make_experiment, trial_rows, write_trial
+from prune_sweep.results import RAY_KEYS, load_experiments
+
+ROOT = Path(__file__).resolve().parents[1]
 
 N_TRIALS = 40
 FIGURES = ["front_flops", "front_flops_nz", "front_params", "front_latency", "acc_vs_ratio", "finetune_curves",
@@ -36,7 +43,7 @@ def sweep(tmp_path_factory):
     write_trial(expdir, "train_trial_cheater_00000_99_x", {"prune.method": "channel", "prune.ratio": 0.9,
                                                            "prune.scope": "global"}, rows)
     out = root / "out"
-    rc = analyze.main([str(expdir), "--out", str(out)])
+    rc = main([str(expdir), "--out", str(out)])
     return expdir, out, rc
 
 
@@ -90,7 +97,7 @@ def _brute_front(cost, acc):
     return idx
 
 
-@pytest.mark.parametrize("axis", analyze.AXES, ids=lambda a: a.key)
+@pytest.mark.parametrize("axis", AXES, ids=lambda a: a.key)
 def test_front_is_the_non_dominated_finished_trials(sweep, table, axis):
     done = table[table["status"] == "done"].reset_index(drop=True)
     base = done[axis.base].where(done[axis.base] > 0, done[axis.fallback])
@@ -183,7 +190,7 @@ def test_report_html_is_self_contained(sweep):
 def test_terminal_summary(sweep, capsys):
     expdir, _, _ = sweep
     out = expdir.parent / "again"
-    assert analyze.main([str(expdir), "--out", str(out), "--budgets", "0.3"]) == 0
+    assert main([str(expdir), "--out", str(out), "--budgets", "0.3"]) == 0
     printed = capsys.readouterr().out
     assert "best at ≤30% dense FLOPs" in printed and "channel" in printed
     assert str(out / "report.html") in printed
@@ -193,7 +200,7 @@ def test_several_experiments_in_one_report_and_default_out(tmp_path):
     a = make_experiment(tmp_path / "runs" / "first", n_trials=10, seed=2, errors=0, stopped=1, pending=0)
     b = make_experiment(tmp_path / "runs" / "second", n_trials=8, seed=3, errors=1, stopped=0, pending=0,
                         methods=("channel", "kernel"), layer_channels=False)
-    assert analyze.main([str(a), str(b)]) == 0
+    assert main([str(a), str(b)]) == 0
     out = a / "analysis"
     table = pd.read_csv(out / "results.csv")
     assert table.groupby("experiment").size().to_dict() == {"first": 10, "second": 8}
@@ -208,7 +215,7 @@ def test_several_experiments_in_one_report_and_default_out(tmp_path):
 def test_unfinished_sweep_without_layer_channels(tmp_path):
     exp = make_experiment(tmp_path / "young", n_trials=4, errors=0, stopped=1, pending=3, layer_channels=False)
     out = tmp_path / "out"
-    assert analyze.main([str(exp), "--out", str(out)]) == 0
+    assert main([str(exp), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "No trial has finished yet" in md
     assert "Per-layer channels at FLOPs budgets: skipped, no trial reported layer_channels" in md
@@ -224,7 +231,7 @@ def test_progress_csv_is_read_when_result_json_is_missing(tmp_path):
     flat = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
     pd.DataFrame(flat).to_csv(tdir / "progress.csv", index=False)
     (tdir / "result.json").unlink()
-    results = analyze.load_experiments([exp])
+    results = load_experiments([exp])
     row = results.table.set_index("trial_dir").loc[tdir.name]
     assert row["status"] == "done"
     assert row["acc_final"] == pytest.approx(rows[-1]["acc_final"])
@@ -236,14 +243,72 @@ def test_restored_trial_reports_each_epoch_once(tmp_path):
     lines = (tdir / "result.json").read_text().splitlines()
     repeated = lines[:3] + [line.replace('"val_acc": ', '"val_acc": 1') for line in lines[1:]]  # epochs 2.. again
     (tdir / "result.json").write_text("\n".join(repeated) + "\n")
-    curves = analyze.load_experiments([exp]).curves
+    curves = load_experiments([exp]).curves
     assert curves["epoch"].tolist() == [1, 2, 3, 4]
     assert (curves["val_acc"].iloc[1:] > 100).all()  # the later report of a repeated epoch wins
 
 
-def test_smoke_test(capsys):
-    assert analyze.main(["--smoke-test"]) == 0
-    assert "smoke test passed" in capsys.readouterr().out
+def test_smoke_test_of_the_entry_script(tmp_path):
+    # from another folder: the generated sweep ships inside the package, not beside the tests
+    proc = subprocess.run([sys.executable, str(ROOT / "analyze.py"), "--smoke-test"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "smoke test passed" in proc.stdout
+
+
+class _RecordingRow(dict):
+    """A result row that notes every key read from it; listing all its keys counts as reading one
+    key that nothing declares."""
+
+    def __init__(self, row, read):
+        super().__init__(row)
+        self.read = read
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+    def __iter__(self):
+        self.read.add("<every key>")
+        return super().__iter__()
+
+    def keys(self):
+        self.read.add("<every key>")
+        return super().keys()
+
+    def items(self):
+        self.read.add("<every key>")
+        return super().items()
+
+    def values(self):
+        self.read.add("<every key>")
+        return super().values()
+
+
+def test_the_loader_reads_only_declared_result_keys(tmp_path, monkeypatch):
+    exp = make_experiment(tmp_path / "e", n_trials=12, errors=1, stopped=2, pending=1, running=1)
+    tdir = sorted(p for p in exp.iterdir() if p.is_dir())[-1]
+    rows = [json.loads(line) for line in (tdir / "result.json").read_text().splitlines()]
+    for r in rows:
+        r.update(acc_final_undeclared=1.0, layer_channels_undeclared={"conv1": 3})
+    (tdir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    read = set()
+    rows_of = results_module._read_rows
+    monkeypatch.setattr(results_module, "_read_rows", lambda d: [_RecordingRow(r, read) for r in rows_of(d)])
+    results = load_experiments([exp])
+    assert {"trial_id", "stage", "acc_final", "layer_channels_final", "val_acc"} <= read  # the rows were read
+    declared = set(METRIC_KEYS) | set(DETAIL_KEYS) | set(EPOCH_KEYS) | set(RAY_KEYS)
+    assert read <= declared, sorted(read - declared)
+    assert "node_id" in rows[0]  # launch.py's reporter adds it to every row; nothing reads it
+    assert not {"node_id", "acc_final_undeclared", "layer_channels_undeclared"} & set(results.table.columns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +343,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case):
     path, words = _bad_cases(tmp_path)[case]
     arg = path if case not in ("corrupt_result", "corrupt_params") else tmp_path / case
     out = tmp_path / "out"
-    assert analyze.main([str(arg), "--out", str(out)]) == 2
+    assert main([str(arg), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("prune-analyze: error: ") and str(path) in err and words in err, err
@@ -290,14 +355,14 @@ def test_bad_input_does_not_touch_an_existing_report(sweep, tmp_path, capsys):
     out = tmp_path / "kept"
     shutil.copytree(sweep[1], out)
     before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
-    assert analyze.main([str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert main([str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_half_written_last_line_is_not_an_error(tmp_path):
     exp = make_experiment(tmp_path / "live", n_trials=3, errors=0, stopped=0, pending=0, running=1)
-    table = analyze.load_experiments([exp]).table
+    table = load_experiments([exp]).table
     assert table["status"].value_counts().to_dict() == {"done": 2, "stopped": 1}
 
 

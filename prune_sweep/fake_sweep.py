@@ -3,9 +3,9 @@
 Values follow ``prune_core.schema.METRICS`` and the shape of a resnet20 sweep on CIFAR-10: structured
 methods shrink dense FLOPs, unstructured ones only effective FLOPs; accuracy falls faster the more
 is removed. Some trials error, some stop early (no ``stage == "done"`` row, as under ASHA), one is
-still pending.
+still pending. ``analyze.py --smoke-test``, the tests and ``bench/analyze_scale.py`` analyse them.
 
->>> from _fake_sweep import make_experiment
+>>> from prune_sweep.fake_sweep import make_experiment
 >>> expdir = make_experiment(tmp_path / "quick", n_trials=24)
 """
 
@@ -43,14 +43,18 @@ BASE = {
     "latency_device": "cpu (2 threads)",
 }
 
+PATTERN_KEPT = 4 / 9  # intra_kernel: weights of a 3x3 kernel its pattern keeps (prune.pattern_keep 4)
+
 # method -> (criteria, how dense FLOPs / effective FLOPs / params scale with ratio r, accuracy loss)
 METHODS: Dict[str, Dict[str, Any]] = {
     "channel": dict(criteria=("l1", "l2", "taylor", "bn_scale"), dense=lambda r: (1 - r) ** 1.8,
                     nz=lambda r: (1 - r) ** 1.8, params=lambda r: (1 - r) ** 1.9, loss=lambda r: 28 * r ** 3),
     "kernel": dict(criteria=("l1", "l2"), dense=lambda r: 1 - 0.95 * r, nz=lambda r: 1 - 0.95 * r,
                    params=lambda r: 1 - 0.95 * r, loss=lambda r: 14 * r ** 3),
-    "intra_kernel": dict(criteria=("l1", "l2"), dense=lambda r: 1.0, nz=lambda r: 1 - 0.9 * r,
-                         params=lambda r: 1 - 0.9 * r, loss=lambda r: 8 * r ** 3),
+    # PatDNN patterns keep 4 of the 9 weights of every 3x3 kernel (all of resnet20's convs), then
+    # connectivity pruning removes the fraction r of kernels; masks leave dense FLOPs as they were
+    "intra_kernel": dict(criteria=("l1", "l2"), dense=lambda r: 1.0, nz=lambda r: PATTERN_KEPT * (1 - r),
+                         params=lambda r: PATTERN_KEPT * (1 - r), loss=lambda r: 0.8 + 8 * r ** 3),
     "imp": dict(criteria=("l1",), dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
                 loss=lambda r: 4 * r ** 4),
 }
@@ -121,9 +125,10 @@ def trial_rows(method: str, ratio: float, scope: str, lr: float, seed: int, tria
 
 
 def _ray_keys(trial_id: str, iteration: int, t: float) -> Dict[str, Any]:
+    # node_id comes from launch.py's reporter, the rest from Ray Tune
     return {"training_iteration": iteration, "trial_id": trial_id, "time_total_s": round(t, 3),
             "time_this_iter_s": 3.0, "timestamp": 1764000000 + iteration, "date": "2025-11-24_10-00-00",
-            "pid": 4242, "hostname": "worker", "node_ip": "10.0.0.2", "done": False}
+            "pid": 4242, "hostname": "worker", "node_ip": "10.0.0.2", "done": False, "node_id": "a1b2c3"}
 
 
 def write_trial(expdir: Path, name: str, params: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = (),
@@ -198,7 +203,7 @@ def make_experiment(expdir: Path, n_trials: int = 30, seed: int = 0,
     return expdir
 
 
-if __name__ == "__main__":  # python tests/_fake_sweep.py OUTDIR [N_TRIALS]
+if __name__ == "__main__":  # python -m prune_sweep.fake_sweep OUTDIR [N_TRIALS]
     import sys
 
     out = make_experiment(Path(sys.argv[1]), n_trials=int(sys.argv[2]) if len(sys.argv) > 2 else 30)

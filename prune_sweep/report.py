@@ -1,0 +1,318 @@
+"""The analysis written to a folder: results and front tables, figures, report.html and report.md.
+
+The report is a list of ``Block``s rendered twice, to one self-contained HTML page (figures
+embedded as PNG) and to Markdown beside the figure files. ``write_atomically`` fills a fresh
+folder and only then moves its contents into place, so a failed run leaves no half a report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .analysis import AXES, AXIS, MAX_LISTED, STATUSES, Analysis, Axis
+from .figures import all_figures
+from .results import AnalyzeError, Results
+
+
+@dataclass
+class Block:
+    """One piece of the report, rendered both to HTML and to Markdown."""
+
+    kind: str  # h2 | p | table | figure | pre | details
+    text: str = ""
+    frame: Optional[pd.DataFrame] = None
+    stem: str = ""  # figure file name without extension
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return format(v, spec) if isinstance(v, (int, float, np.number)) else str(v)
+
+
+def _cost(value: Any, frac: Any, axis: Axis) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    digits = ".3g" if axis.key != "latency" else ".3f"
+    return f"{value * axis.scale:{digits}} {axis.unit} ({_fmt(100 * frac, '.1f')}%)"
+
+
+def _trial_frame(rows: pd.DataFrame, multi: bool) -> pd.DataFrame:
+    """The front / budget table columns the issue asks for, formatted for people."""
+    out = pd.DataFrame({
+        **({"experiment": rows["experiment"]} if multi else {}),
+        "method": rows["prune.method"], "criterion": rows["prune.criterion"], "scope": rows["prune.scope"],
+        "ratio": rows["prune.ratio"].map(lambda v: _fmt(v, "g")),
+        "FLOPs": [_cost(v, f, AXIS["flops"]) for v, f in zip(rows["flops_final"], rows["flops_frac"])],
+        "eff. FLOPs": [_cost(v, f, AXIS["flops_nz"]) for v, f in zip(rows["flops_nz_final"], rows["flops_nz_frac"])],
+        "params (non-zero)": [_cost(v, f, AXIS["params"]) for v, f in
+                              zip(rows["params_nz_final"], rows["params_frac"])],
+        "latency": [_cost(v, f, AXIS["latency"]) for v, f in zip(rows["latency_ms_final"], rows["latency_frac"])],
+        "accuracy (%)": rows["acc_final"].map(_fmt),
+        "drop vs base (pp)": (rows["acc_base"] - rows["acc_final"]).map(_fmt),
+        "trial": rows["trial_id"],
+    })
+    return out.reset_index(drop=True)
+
+
+def _summary_frame(a: Analysis) -> pd.DataFrame:
+    t = a.table
+    counts = t.groupby(["experiment", "prune.method"], dropna=False)["status"].value_counts().unstack(fill_value=0)
+    counts = counts.reindex(columns=list(STATUSES), fill_value=0)
+    best = t[t["status"] == "done"].groupby(["experiment", "prune.method"], dropna=False)["acc_final"].max()
+    rows = []
+    hv = a.hypervolume.set_index(["experiment", "method"]) if not a.hypervolume.empty else None
+    for (exp, method), c in counts.iterrows():
+        row = {"experiment": exp, "method": method, "trials": int(c.sum()), **{s: int(c[s]) for s in STATUSES},
+               "best acc (%)": _fmt(best.get((exp, method), np.nan))}
+        for ax in AXES:
+            v = hv.loc[(exp, method), f"hv_{ax.key}"] if hv is not None and (exp, method) in hv.index else np.nan
+            row[f"HV {ax.key}"] = _fmt(v)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame if t["experiment"].nunique() > 1 else frame.drop(columns="experiment")
+
+
+def _budget_frame(a: Analysis, multi: bool) -> pd.DataFrame:
+    b = a.budgets
+    rows = []
+    for _, r in b.iterrows():
+        kind = AXIS[r["axis"]].label
+        row = {**({"experiment": r["experiment"]} if multi else {}), "budget": f"≤{100 * r['budget']:g}% {kind}"}
+        if isinstance(r.get("trial_id"), str):
+            row.update({"method": r["prune.method"], "criterion": r["prune.criterion"], "scope": r["prune.scope"],
+                        "ratio": _fmt(r["prune.ratio"], "g"), "cost": f"{100 * r['cost_frac']:.1f}%",
+                        "accuracy (%)": _fmt(r["acc_final"]), "drop vs base (pp)": _fmt(r["acc_base"] - r["acc_final"]),
+                        "trial": r["trial_id"]})
+        else:
+            row["method"] = "no finished trial this cheap"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Optional[Figure]]]) -> List[Block]:
+    t = a.table
+    multi = len(results.experiments) > 1
+    counts = t["status"].value_counts()
+    blocks = [Block("p", f"{len(t)} trials in {', '.join(e.name for e in results.experiments)}: "
+                         + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES) + ". Only finished trials "
+                         "(status done: a final report with stage 'done') enter a front. Trials stopped early by the "
+                         "scheduler are listed under 'Stopped early', and drawn as crosses at their last validation "
+                         "accuracy where their epoch reports carry the pruned model's cost.")]
+    blocks += [Block("p", n) for n in a.notes]
+    blocks += [Block("h2", "Summary"), Block("table", frame=_summary_frame(a))]
+    front = t[t["front_flops"]].sort_values(["experiment", "flops_frac"])
+    blocks += [Block("h2", "Pareto front: accuracy vs dense FLOPs"),
+               Block("p", "Non-dominated finished trials, all methods together, cheapest first. "
+                          "Costs in brackets are fractions of the dense base model."),
+               Block("table", frame=_trial_frame(front, multi))]
+    blocks += [Block("h2", "Best trial under a FLOPs budget"), Block("table", frame=_budget_frame(a, multi))]
+    hv = a.hypervolume.copy()
+    if not hv.empty:
+        shown = hv[["experiment", "method", "trials_done", *(f"hv_{ax.key}" for ax in AXES)]].copy()
+        for ax in AXES:
+            shown[f"hv_{ax.key}"] = [f"{_fmt(v)} ({_fmt(100 * f, '.1f')}%)"
+                                     for v, f in zip(hv[f"hv_{ax.key}"], hv[f"hv_{ax.key}_fraction"])]
+        shown.columns = ["experiment", "method", "done", *(f"HV {ax.label}" for ax in AXES)]
+        ref = hv.groupby("experiment", sort=False)["reference_acc"].first()
+        refs = ", ".join(f"{e}: {_fmt(r)}%" for e, r in ref.items())
+        blocks += [Block("h2", "Hypervolume"),
+                   Block("p", "Area of the (cost fraction, accuracy) plane each front dominates, with the reference "
+                              "point at the dense base model's cost (fraction 1.0) and chance accuracy "
+                              f"100 / num_classes ({refs}). Unit: accuracy points x cost fraction; in brackets the "
+                              "share of the largest possible area (1.0 x (100 - chance))."),
+                   Block("table", frame=shown if multi else shown.drop(columns="experiment"))]
+    blocks.append(Block("h2", "Figures"))
+    for stem, caption, fig in figs:
+        if fig is None:
+            why = ("no trial reported layer_channels_base / layer_channels_final" if stem == "layer_channels"
+                   else "nothing to draw (no finished trial on the front with fine-tune epochs)")
+            blocks.append(Block("p", f"{caption}: skipped, {why}."))
+        else:
+            blocks.append(Block("figure", caption, stem=stem))
+    for ax in AXES[1:]:
+        rows = t[t[f"front_{ax.key}"]].sort_values(["experiment", f"{ax.key}_frac"])
+        blocks += [Block("details", f"Pareto front: accuracy vs {ax.label}", frame=_trial_frame(rows, multi))]
+    if not a.seeds.empty:
+        s = a.seeds.copy()
+        s["accuracy (%)"] = [f"{m:.2f} ± {sd:.2f}" for m, sd in zip(s["acc_mean"], s["acc_std"])]
+        s["FLOPs"] = (100 * s["flops_frac"]).map(lambda v: _fmt(v, ".1f") + "%")
+        blocks += [Block("h2", "Repeated seeds"),
+                   Block("p", "Configurations run with several seeds: accuracy mean ± sample std."),
+                   Block("table", frame=s.drop(columns=["acc_mean", "acc_std", "flops_frac"]))]
+    blocks += _listing("Failed trials", t[t["status"] == "error"], ["reason"], multi)
+    blocks += _listing("Stopped early", t[t["status"] == "stopped"], ["reason", "val_acc_last"], multi)
+    blocks += _listing("Pending", t[t["status"] == "pending"], [], multi)
+    repro = pd.concat([front, t[t["trial_id"].isin(a.budgets.get("trial_id", pd.Series(dtype=str)))]])
+    repro = repro.drop_duplicates(["experiment", "trial_id"])
+    blocks += [Block("h2", "Reproduce"),
+               Block("p", "Each trial of the tables above as a single prune_core run (results.csv has the command "
+                          "of every trial in its 'command' column):"),
+               Block("pre", "\n".join(f"# {r.experiment} {r.trial_id}\n{r.command}" for r in repro.itertuples()))]
+    blocks.append(Block("h2", "Settings"))
+    for e in results.experiments:
+        blocks.append(Block("p", f"{e.name}: {e.path.resolve()}" + ("" if e.sweep_text else " (no sweep.yaml)")))
+        if e.sweep_text:
+            blocks.append(Block("pre", e.sweep_text.rstrip()))
+    return blocks
+
+
+def _listing(title: str, rows: pd.DataFrame, cols: List[str], multi: bool) -> List[Block]:
+    if rows.empty:
+        return []
+    shown = rows[[*(["experiment"] if multi else []), "trial_id", "prune.method", "prune.ratio", "prune.scope", *cols]]
+    more = len(rows) - MAX_LISTED
+    blocks = [Block("h2", f"{title} ({len(rows)})"), Block("table", frame=shown.head(MAX_LISTED).fillna("–"))]
+    if more > 0:
+        blocks.append(Block("p", f"... and {more} more; see results.csv (status column)."))
+    return blocks
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
+padding:0 1em;color:#222}h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .5em;
+text-align:left}th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}pre{background:#f6f6f6;
+padding:.8em;overflow-x:auto;font-size:.8em}figure{margin:1.2em 0}img{max-width:100%;height:auto;
+border:1px solid #eee}figcaption{font-size:.9em;color:#555}details{margin:.6em 0}"""
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v, 'g') if not isinstance(v, str) else v)}</td>"
+                                    for v in row) + "</tr>" for row in frame.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    def cell(v: Any) -> str:
+        return (v if isinstance(v, str) else _fmt(v, "g")).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(str(c)) for c in frame.columns) + " |",
+             "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _render(blocks: List[Block], title: str, png: Mapping[str, bytes]) -> Tuple[str, str]:
+    """(report.html, report.md) text."""
+    h = [f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    md = [f"# {title}", ""]
+    for b in blocks:
+        if b.kind == "h2":
+            h.append(f"<h2>{html.escape(b.text)}</h2>")
+            md += [f"## {b.text}", ""]
+        elif b.kind == "p":
+            h.append(f"<p>{html.escape(b.text)}</p>")
+            md += [b.text, ""]
+        elif b.kind == "pre":
+            h.append(f"<pre>{html.escape(b.text)}</pre>")
+            md += ["```", b.text, "```", ""]
+        elif b.kind == "table":
+            h.append(_html_table(b.frame) if len(b.frame) else "<p><em>none</em></p>")
+            md += [_md_table(b.frame) if len(b.frame) else "_none_", ""]
+        elif b.kind == "details":
+            inner = _html_table(b.frame) if len(b.frame) else "<p><em>none</em></p>"
+            h.append(f"<details><summary>{html.escape(b.text)} ({len(b.frame)} trials)</summary>{inner}</details>")
+            md += [f"### {b.text}", "", _md_table(b.frame) if len(b.frame) else "_none_", ""]
+        elif b.kind == "figure":
+            stem, caption = b.stem, b.text
+            data = base64.b64encode(png[stem]).decode("ascii")
+            h.append(f"<figure><img alt=\"{html.escape(caption)}\" src=\"data:image/png;base64,{data}\">"
+                     f"<figcaption>{html.escape(caption)} (figures/{stem}.svg)</figcaption></figure>")
+            md += [f"![{caption}](figures/{stem}.png)", ""]
+    h.append("</body></html>")
+    return "".join(h), "\n".join(md)
+
+
+def write_report(results: Results, a: Analysis, out: Path) -> Dict[str, float]:
+    """Write every output file into ``out`` (an empty folder); returns seconds per stage."""
+    timings = {}
+    t0 = time.perf_counter()
+    table = a.table
+    table.to_csv(out / "results.csv", index=False)
+    _to_parquet(table, out / "results.parquet")
+    a.fronts.to_csv(out / "pareto.csv", index=False)
+    a.hypervolume.to_csv(out / "hypervolume.csv", index=False)
+    timings["tables"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    figs = all_figures(results, a)
+    (out / "figures").mkdir()
+    png = {}
+    for stem, _, fig in figs:
+        if fig is None:
+            continue
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        png[stem] = buf.getvalue()
+        (out / "figures" / f"{stem}.png").write_bytes(png[stem])
+        fig.savefig(out / "figures" / f"{stem}.svg", format="svg")
+    timings["figures"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    title = "Pruning sweep: " + ", ".join(e.name for e in results.experiments)
+    page, md = _render(_report_blocks(results, a, figs), title, png)
+    (out / "report.html").write_text(page, encoding="utf-8")
+    (out / "report.md").write_text(md, encoding="utf-8")
+    timings["report"] = time.perf_counter() - t0
+    return timings
+
+
+def _to_parquet(table: pd.DataFrame, path: Path) -> None:
+    try:
+        table.to_parquet(path, index=False)
+    except (TypeError, ValueError):
+        # a config key whose values mix types across trials: store it as text
+        mixed = table.copy()
+        for col in mixed.columns[mixed.dtypes == object]:
+            mixed[col] = mixed[col].map(lambda v: None if v is None else str(v))
+        mixed.to_parquet(path, index=False)
+
+
+def summary_text(a: Analysis) -> str:
+    """The short table printed in the terminal."""
+    lines = [_summary_frame(a).to_string(index=False)]
+    for _, r in a.budgets[a.budgets["axis"] == "flops"].iterrows():
+        head = f"  {r['experiment']}: best at ≤{100 * r['budget']:g}% dense FLOPs: "
+        if isinstance(r.get("trial_id"), str):
+            lines.append(head + f"{r['prune.method']} ratio={r['prune.ratio']:g} {r['prune.scope']} "
+                         f"{r['acc_final']:.2f}% ({100 * r['cost_frac']:.1f}% FLOPs, trial {r['trial_id']})")
+        else:
+            lines.append(head + "none")
+    return "\n".join(lines)
+
+
+def write_atomically(out: Path, fill: Callable[[Path], Any]) -> Any:
+    """Run ``fill(tmp)`` on a fresh folder beside ``out``, then move its contents into ``out``."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    except OSError as exc:
+        raise AnalyzeError(f"--out {out}: cannot write there ({exc.strerror})") from None
+    try:
+        value = fill(tmp)
+        out.mkdir(exist_ok=True)
+        for entry in sorted(tmp.iterdir()):
+            target = out / entry.name
+            if entry.is_dir() and target.exists():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+        return value
+    except OSError as exc:
+        raise AnalyzeError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
