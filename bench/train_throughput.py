@@ -20,7 +20,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # the layers FLOPs, sparsity and pruning concern
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,8 @@ class FlopReport:
         return "\n".join(lines)
 
 
-def weight_of(module: nn.Module) -> torch.Tensor:
-    """The weight a layer computes with: masked by ``torch.nn.utils.prune`` if it is pruned."""
-    return module.weight
-
-
 def weight_density(module: nn.Module) -> float:
-    w = weight_of(module)
+    w = module.weight  # masked by torch.nn.utils.prune where the layer is pruned
     return float((w != 0).sum()) / w.numel()
 
 
@@ -84,10 +79,6 @@ def count_flops(model: nn.Module, input_shape: Tuple[int, ...]) -> FlopReport:
     return FlopReport(total=total, per_layer=per_layer, effective=effective, density=density)
 
 
-def effective_flops(model: nn.Module, input_shape: Tuple[int, ...]) -> float:
-    return count_flops(model, input_shape).effective
-
-
 def _effective_tensors(model: nn.Module) -> Iterator[torch.Tensor]:
     """Each parameter once, with pruning masks applied (``weight`` instead of ``weight_orig``)."""
     for module in model.modules():
@@ -112,7 +103,7 @@ def sparsity(model: nn.Module) -> float:
     zeros = n = 0
     for m in model.modules():
         if isinstance(m, WEIGHTED):
-            w = weight_of(m)
+            w = m.weight
             zeros += int((w == 0).sum())
             n += w.numel()
     return zeros / max(n, 1)
@@ -126,7 +117,7 @@ def layer_channels(model: nn.Module) -> Dict[str, int]:
 
 def layer_params(model: nn.Module) -> Dict[str, int]:
     """Non-zero weights of every conv and linear layer."""
-    return {n: int((weight_of(m) != 0).sum()) for n, m in model.named_modules() if isinstance(m, WEIGHTED)}
+    return {n: int((m.weight != 0).sum()) for n, m in model.named_modules() if isinstance(m, WEIGHTED)}
 
 
 # ---------------------------------------------------------------------------------------------

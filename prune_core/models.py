@@ -20,11 +20,17 @@ from torchvision import models as tvm
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ._registry import register
+from .sections import ModelConfig, require_choice
 
 Builder = Callable[[int, int, int, float], nn.Module]
 MODELS: Dict[str, Builder] = {}
 
 SMALL_INPUT = 64  # at or below this size the stem keeps full resolution
+
+
+def check_model(cfg: ModelConfig) -> None:
+    """Raise ConfigError unless ``cfg.name`` is a registered model."""
+    require_choice("model.name", cfg.name, MODELS)
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,

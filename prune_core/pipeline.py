@@ -29,7 +29,7 @@ from .metrics import (WEIGHTED, count_flops, count_params, evaluate, layer_chann
 from .models import build_model
 from .pruning import (BASE_NEEDS, RETRAIN, PruneContext, load_pruned, post_prune_training, prune_model, rebuild,
                       save_pruned)
-from .schema import DETAIL_KEYS, EPOCH_COSTS, METRIC_KEYS
+from .schema import DETAIL_KEYS, EPOCH_COSTS, METRIC_KEYS, flops_kept
 from .train import History, amp_dtype, fit, recalibrate_bn, save_atomic, seed_everything
 
 Reporter = Callable[[Dict[str, Any], Optional[Path]], None]
@@ -361,7 +361,7 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
     metrics["layer_channels_final"] = layer_channels(model)
     metrics["layer_params_final"] = layer_params(model)
     metrics["sparsity"] = sparsity(model)
-    metrics["flops_kept"] = metrics["flops_nz_final"] / metrics["flops_base"]
+    metrics["flops_kept"] = flops_kept(metrics)
     metrics["speedup"] = metrics["latency_ms_base"] / metrics["latency_ms_final"]
     metrics["speedup_batch"] = metrics["latency_ms_base_batch"] / metrics["latency_ms_final_batch"]
     metrics["time_eval_s"] += time.perf_counter() - t0

@@ -55,6 +55,11 @@ METRICS: Dict[str, str] = {
 }
 
 METRIC_KEYS = tuple(METRICS)
+
+
+def flops_kept(metrics: Dict[str, float]) -> float:
+    """The ``flops_kept`` of a metrics dict (or of an epoch report, which carries both counts)."""
+    return metrics["flops_nz_final"] / metrics["flops_base"]
 TEXT_METRICS = frozenset({"latency_device", "prune_ranking"})  # every other key holds a number (or null)
 
 # keys of the final dict besides METRICS, present only where they apply

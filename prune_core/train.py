@@ -26,7 +26,7 @@ import torch
 import torch.nn.utils.prune
 from torch import nn
 
-from .config import TrainConfig
+from .sections import TrainConfig
 from .errors import Diverged  # noqa: F401  (raised by fit; importable from here)
 from .metrics import evaluate
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from prune_core.config import SECTIONS, flatten
+from prune_core.sections import SECTIONS, flatten
 from prune_core.schema import METRIC_KEYS, TEXT_METRICS
 
 # config keys every row carries (from params.json, else base.yaml, else the config defaults)

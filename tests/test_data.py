@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from prune_core.config import DataConfig
-from prune_core.data import DATASETS, DatasetMissing, crop_flip, load_data, stratified_order
+from prune_core.data import DATASETS, DatasetMissing, load_data
+from prune_core.loaders import crop_flip, stratified_order
 
 CPU = torch.device("cpu")
 # small enough for a 2-core machine; mnist5k is always its real 5,000 digits

@@ -47,10 +47,15 @@ def test_params_total_and_nonzero_with_mask():
 
 
 def test_latency_is_positive_and_reports_device():
-    lat = measure_latency(two_layer(), (3, 6, 6), batch=4, repeats=3, warmup=1, threads=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lat = measure_latency(two_layer(), (3, 6, 6), batch=4, repeats=3, warmup=1, threads=1)
+        assert torch.get_num_threads() == 2  # the measurement's own thread count does not leak out
+    finally:
+        torch.set_num_threads(before)
     assert lat.ms_b1 > 0 and lat.ms_batch > 0 and lat.batch == 4
     assert lat.device == "cpu x1 threads"
-    assert torch.get_num_threads() >= 1
 
 
 def test_accuracy_top1_and_top5():

@@ -1,6 +1,5 @@
 """The one training loop: accuracy on the embedded digits, exact resume, schedules."""
 
-import math
 
 import pytest
 import torch

@@ -31,19 +31,44 @@ True
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from ._base import (BASE_NEEDS, CRITERIA, METHOD_CRITERIA, METHODS, RETRAIN, Method, PruneContext,
-                    PruningPlan, RebuildMismatch, RebuildResult, post_prune_training)
+from ..sections import PruneConfig, require, require_choice
+from ..errors import RebuildMismatch
+from ._base import (BASE_NEEDS, CALIB_BATCHES, CRITERIA, METHOD_CRITERIA, METHODS, RETRAIN, Method, PruneContext,
+                    PruningPlan, RebuildResult, post_prune_training)
 from . import criteria as _criteria  # noqa: F401  (fills CRITERIA)
 from . import baseline, channel, imp, kernel, snip  # noqa: F401  (fill METHODS)
 from .surgery import rebuild
 from .serialize import load_pruned, save_pruned
 
-__all__ = ["METHODS", "CRITERIA", "METHOD_CRITERIA", "BASE_NEEDS", "RETRAIN", "post_prune_training", "Method",
+__all__ = ["METHODS", "CRITERIA", "METHOD_CRITERIA", "BASE_NEEDS", "RETRAIN", "post_prune_training", "resolve_prune",
+           "Method",
            "PruneContext", "PruningPlan", "RebuildResult", "RebuildMismatch", "prune_model", "rebuild", "save_pruned",
            "load_pruned"]
+
+
+def resolve_prune(cfg: PruneConfig) -> PruneConfig:
+    """``cfg`` with its method's defaults filled in (criterion "" -> the method's first criterion,
+    l2 with LAMP; calib_batches 0 -> ``CALIB_BATCHES[method]``), after checking the method and
+    criterion against the registries. Returns a new PruneConfig; ``cfg`` is not changed."""
+    require_choice("prune.method", cfg.method, METHODS)
+    allowed = METHOD_CRITERIA[cfg.method]
+    defaults = {}
+    if not cfg.criterion:  # filled once, so hashes are stable; LAMP is defined on squared magnitudes
+        defaults["criterion"] = "l2" if cfg.lamp and "l2" in allowed else allowed[0]
+    if cfg.calib_batches == 0:
+        defaults["calib_batches"] = CALIB_BATCHES[cfg.method]
+    cfg = dataclasses.replace(cfg, **defaults) if defaults else cfg
+    require_choice("prune.criterion", cfg.criterion, CRITERIA)
+    require(cfg.criterion in allowed, "prune.criterion", cfg.criterion,
+            f"one of {', '.join(allowed)} for method {cfg.method}")
+    require(not cfg.lamp or cfg.criterion == "l2", "prune.criterion", cfg.criterion,
+            "l2 with prune.lamp (LAMP is defined on squared weight magnitudes, Lee et al. 2021)")
+    return cfg
 
 
 def prune_model(model: nn.Module, ctx: PruneContext) -> PruningPlan:

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from .._registry import register
-from ..errors import RebuildMismatch  # noqa: F401  (raised by rebuild; importable from here)
 
 if TYPE_CHECKING:  # config imports this package to validate method names; no cycle at run time
     from ..config import ExperimentConfig, TrainConfig

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import count_flops
-from ..config import ConfigError
+from ..errors import ConfigError
 from ._base import CRITERIA, METHOD_CRITERIA, PruneContext, PruningPlan, method
 from .graph import ChannelGroup, build_graph, copy_model
 from .select import Ranking, lamp_normalize, solve_ratio

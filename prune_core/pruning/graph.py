@@ -15,7 +15,8 @@ import torch.nn.utils.prune as torch_prune
 import torch_pruning as tp
 from torch import nn
 
-WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+from ..metrics import WEIGHTED
+
 CONV = nn.modules.conv._ConvNd
 
 

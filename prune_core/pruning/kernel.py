@@ -68,7 +68,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ._base import CRITERIA, PruneContext, PruningPlan, method
 from .masks import EffectiveFlops, apply_masks, conv_layers, ranked_masks
 

@@ -14,7 +14,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 from ..metrics import count_flops
-from ..config import ConfigError
+from ..errors import ConfigError
 from ._base import METHODS, PruneContext
 from .graph import CONV, WEIGHTED, output_layer
 from .select import Ranking, lamp_normalize, solve_ratio
