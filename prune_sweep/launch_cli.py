@@ -89,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.dry_run:
         print_plan(sweep, exp)
         return 0
-    import ray
+    import ray  # a sweep runs: from here on Ray is needed
 
     from prune_sweep import driver
 
