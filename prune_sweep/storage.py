@@ -1,8 +1,9 @@
 """Where a sweep's files live: a local or NFS directory, or a cloud URI (``s3://``, ``gs://``),
 through pyarrow's filesystems (as Ray Tune), and the layout of the trained-base cache in it.
 
-An experiment directory keeps each base at ``base_cache/<base hash>/base.pt`` (``base_rel``);
-with cloud storage a node works on a local copy under ``node_cache``.
+An experiment directory keeps each base at ``base_cache/<base hash>/base.pt`` (``base_rel``), the
+layout ``prune_core.base_path`` uses under ``runtime.cache_dir`` (``cache_dir``); with cloud
+storage a node works on a local copy under ``node_cache``.
 """
 
 from __future__ import annotations

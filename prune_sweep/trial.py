@@ -2,7 +2,8 @@
 one ``prune_core`` experiment reporting every fine-tune epoch with a checkpoint.
 
 Ray pickles these by reference to this module, so a worker, a restarted trial and a resumed sweep
-import them from here.
+import them from here. The driver imports this module too; prune_core's pipeline (torch) is
+imported inside the functions, where they run.
 """
 
 from __future__ import annotations
