@@ -30,10 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-import launch  # noqa: E402  (the sweep language: parsing, validation, expansion; no Ray is started)
 from prune_core import ExperimentConfig, run  # noqa: E402
+from prune_sweep.expand import load_sweep, trial_configs  # noqa: E402  (the sweep language; no Ray)
+from prune_sweep.spec import SWEEPS_DIR  # noqa: E402
 
-SWEEP = ROOT / "sweeps" / "paper_effects_mnist5k.yaml"
+SWEEP = SWEEPS_DIR / "paper_effects_mnist5k.yaml"
 
 
 def variant(flat: Dict) -> str:
@@ -60,8 +61,8 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key.strip()] = yaml.safe_load(value)
-    sweep = launch.load_sweep(args.sweep, overrides)
-    base, trials = sweep.base, launch.trial_configs(sweep)
+    sweep = load_sweep(args.sweep, overrides)
+    base, trials = sweep.base, trial_configs(sweep)
     acc: Dict[Tuple[str, float], List[float]] = {}
     t0 = time.perf_counter()
     for i, flat in enumerate(trials, 1):

@@ -4,7 +4,7 @@
     python bench/sweep_efficiency.py --trials 4 --concurrency 2 --keep /tmp/bench
 
 Runs one small CPU sweep (resnet20 on mnist5k, channel pruning at several ratios) through
-``launch.main`` and prints, side by side:
+``prune_sweep.launch_cli.main`` and prints, side by side:
 
 * utilisation: the trials' compute time (the sum of each trial's ``time_total_s`` in Tune, from
   its trainable starting to its final report) against wall time of the trial phase x concurrency
@@ -50,27 +50,28 @@ def sweep_file(out: Path, trials: int, concurrency: int) -> Path:
 def run_study(path: Path, storage: Path, concurrency: int) -> dict:
     import ray
 
-    import launch
+    from prune_sweep import driver
+    from prune_sweep.launch_cli import main
 
     marks = {}
-    prepare = launch.prepare_bases
+    prepare = driver.prepare_bases
 
     def timed_prepare(*args, **kwargs):
         marks["bases_start"] = time.perf_counter()
         prepare(*args, **kwargs)
         marks["trials_start"] = time.perf_counter()
 
-    launch.prepare_bases = timed_prepare
+    driver.prepare_bases = timed_prepare
     t0 = time.perf_counter()
     ray.init(num_cpus=concurrency, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # workers import launch from any cwd
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # workers import prune_sweep from any cwd
     t_ray = time.perf_counter() - t0
     try:
-        code = launch.main([str(path), "--storage", str(storage)])
+        code = main([str(path), "--storage", str(storage)])
     finally:
         end = time.perf_counter()
         ray.shutdown()
-        launch.prepare_bases = prepare
+        driver.prepare_bases = prepare
     if code != 0:
         raise SystemExit(f"the sweep failed with exit code {code}")
     finals = []

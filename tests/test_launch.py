@@ -12,8 +12,11 @@ import pytest
 import ray
 import yaml
 
-import launch
 from prune_core import METRIC_KEYS, ExperimentConfig
+from prune_sweep.expand import load_sweep
+from prune_sweep.launch_cli import main
+from prune_sweep.spec import DEFAULT_SWEEP
+from prune_sweep.storage import node_cache
 
 FAMILIES = {"channel", "kernel", "intra_kernel", "imp", "snip"}
 
@@ -61,12 +64,12 @@ def done_row(rows: List[dict]) -> dict:
 
 
 def test_quickstart_smoke_test_reports_every_metric(tmp_path, capsys):
-    assert launch.main([str(launch.DEFAULT_SWEEP), "--smoke-test", "--storage", str(tmp_path)]) == 0
+    assert main([str(DEFAULT_SWEEP), "--smoke-test", "--storage", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     exp = tmp_path / "quickstart-smoke"
     assert f"python analyze.py {exp}" in out
     assert ray.is_initialized()  # launch.py leaves a Ray it did not start running
-    sweep = launch.load_sweep(exp / "sweep.yaml")
+    sweep = load_sweep(exp / "sweep.yaml")
     assert sweep.smoke_test and sweep.name == "quickstart-smoke"
     base = ExperimentConfig.from_yaml(exp / "base.yaml")
     assert base.model.name == "resnet20" and base.data.name == "mnist5k"
@@ -96,7 +99,7 @@ def test_each_distinct_base_is_trained_once_and_reused_by_a_second_sweep(tmp_pat
     space = {"runtime.seed": {"grid": [0, 1]},  # two bases; seed 0 has two trials, seed 1 one
              "prune.scope": [{"grid": ["local", "global"], "when": {"runtime.seed": [0]}}]}
     try:
-        assert launch.main([str(write_sweep(tmp_path, "first", space)), "--storage", storage]) == 0
+        assert main([str(write_sweep(tmp_path, "first", space)), "--storage", storage]) == 0
         first = tmp_path / "first"
         logs = sorted((first / "base_cache").glob("*/base_task.log"))
         assert len(logs) == 2 and len(list((first / "base_cache").glob("*/base.pt"))) == 2
@@ -106,7 +109,7 @@ def test_each_distinct_base_is_trained_once_and_reused_by_a_second_sweep(tmp_pat
 
         space = {"runtime.seed": {"grid": [1]}, "prune.ratio": {"grid": [0.4]}}
         capsys.readouterr()
-        assert launch.main([str(write_sweep(tmp_path, "second", space)), "--storage", storage]) == 0
+        assert main([str(write_sweep(tmp_path, "second", space)), "--storage", storage]) == 0
         assert "reused" in capsys.readouterr().out
         second = tmp_path / "second"
         assert len(list((second / "base_cache").glob("*/base.pt"))) == 1
@@ -115,7 +118,7 @@ def test_each_distinct_base_is_trained_once_and_reused_by_a_second_sweep(tmp_pat
         assert [done_row(rows)["base_cached"] for rows in trials(second).values()] == [1]
     finally:
         for name in ("first", "second"):
-            shutil.rmtree(launch.node_cache(f"{storage}/{name}").parent, ignore_errors=True)
+            shutil.rmtree(node_cache(f"{storage}/{name}").parent, ignore_errors=True)
 
 
 def test_multi_objective_optuna_search(tmp_path):
@@ -124,7 +127,7 @@ def test_multi_objective_optuna_search(tmp_path):
     search = {"algorithm": "optuna", "sampler": "tpe", "num_samples": 3, "max_concurrent": 2,
               "objectives": {"val_acc": "max", "flops_kept": "min"}}
     path = write_sweep(tmp_path, "mo", space, search=search, scheduler={"name": "asha", "grace_period": 1})
-    assert launch.main([str(path), "--storage", str(tmp_path)]) == 0
+    assert main([str(path), "--storage", str(tmp_path)]) == 0
     exp = tmp_path / "mo"
     assert [sorted(p) for p in params(exp)] == [sorted(space)] * 3
     study = optuna.load_study(study_name="mo", storage=f"sqlite:///{exp / 'optuna.db'}")
@@ -138,14 +141,14 @@ def test_multi_objective_optuna_search(tmp_path):
     # a trial ASHA stopped reaches the study as pruned, not with its early accuracy
     assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials if t not in complete)
     # the searcher (with its SQLite study) is restored by --resume; a finished sweep stays finished
-    assert launch.main([str(path), "--storage", str(tmp_path), "--resume"]) == 0
+    assert main([str(path), "--storage", str(tmp_path), "--resume"]) == 0
     assert len(optuna.load_study(study_name="mo", storage=f"sqlite:///{exp / 'optuna.db'}").trials) == 3
     assert len(params(exp)) == 3
 
 
 def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tmp_path, capsys):
     space = {"finetune.lr": {"grid": [0.01, 1.0e30]}}
-    assert launch.main([str(write_sweep(tmp_path, "nan", space)), "--storage", str(tmp_path)]) == 0
+    assert main([str(write_sweep(tmp_path, "nan", space)), "--storage", str(tmp_path)]) == 0
     assert "1 finished" in (out := capsys.readouterr().out) and "1 errored" in out and "Diverged" in out
     exp = tmp_path / "nan"
     errors = list(exp.glob("*/error.txt"))

@@ -16,7 +16,7 @@ import ray
 import yaml
 from ray.cluster_utils import Cluster
 
-import launch
+from prune_sweep.launch_cli import main
 
 EPOCHS = 6
 
@@ -56,7 +56,7 @@ def rows(exp: Path) -> list:
 
 
 def test_local_storage_is_refused_on_a_multi_node_cluster(cluster, tmp_path, capsys):
-    assert launch.main([str(sweep_file(tmp_path)), "--storage", str(tmp_path)]) == 2
+    assert main([str(sweep_file(tmp_path)), "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "3 nodes" in err and "--shared-storage" in err
     assert not (tmp_path / "ft").exists()
@@ -80,7 +80,7 @@ def test_trial_resumes_from_its_checkpoint_on_another_node(cluster, tmp_path):
 
     watcher = threading.Thread(target=remove_the_trials_node, daemon=True)
     watcher.start()
-    code = launch.main([str(sweep_file(tmp_path)), "--storage", str(tmp_path), "--shared-storage"])
+    code = main([str(sweep_file(tmp_path)), "--storage", str(tmp_path), "--shared-storage"])
     watcher.join(timeout=5)
     assert code == 0
     assert removed, "the trial finished before its node could be removed"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -10,12 +12,16 @@ import pytest
 import ray
 import yaml
 
-import launch
 from prune_core import ExperimentConfig
 from prune_core.pruning import METHOD_CRITERIA
+from prune_sweep.driver import SweepOptunaSearch, make_scheduler
+from prune_sweep.expand import OptunaSpace, base_configs, load_sweep, num_trials, trial_configs, trial_epochs
+from prune_sweep.launch_cli import main
+from prune_sweep.spec import DEFAULT_SWEEP, SWEEPS_DIR, parse_sweep
+from prune_sweep.storage import Store, base_rel, is_uri
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+SWEEPS = sorted(SWEEPS_DIR.glob("*.yaml"))
 FAMILIES = {"channel", "kernel", "intra_kernel", "imp", "snip"}
 
 GOOD = {
@@ -51,11 +57,11 @@ def with_(**changes) -> dict:
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_shipped_sweep_validates_and_dry_runs(path, capsys):
-    assert launch.main([str(path), "--dry-run"]) == 0
+    assert main([str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    sweep = launch.load_sweep(path)
-    assert out.rstrip().endswith(f"{launch.num_trials(sweep)} trials")
-    assert (sweep.storage if launch.is_uri(sweep.storage) else str(Path(sweep.storage).resolve())) in out
+    sweep = load_sweep(path)
+    assert out.rstrip().endswith(f"{num_trials(sweep)} trials")
+    assert (sweep.storage if is_uri(sweep.storage) else str(Path(sweep.storage).resolve())) in out
     assert not ray.is_initialized()
 
 
@@ -64,31 +70,31 @@ def test_the_four_required_sweeps_are_shipped():
 
 
 def test_quickstart_covers_every_method_family_on_mnist5k_cpu():
-    sweep = launch.load_sweep(launch.DEFAULT_SWEEP)
+    sweep = load_sweep(DEFAULT_SWEEP)
     cfg = sweep.base_config()
     assert (cfg.data.name, cfg.model.name, cfg.runtime.device, sweep.resources.gpu) == ("mnist5k", "resnet20", "cpu", 0)
-    configs = launch.trial_configs(sweep)
+    configs = trial_configs(sweep)
     assert {c["prune.method"] for c in configs} == FAMILIES
     assert len({tuple(c.items()) for c in configs}) == len(configs)  # conditions leave no duplicates
     for c in configs:
         assert c["prune.criterion"] in METHOD_CRITERIA[c["prune.method"]]
-    smoke = launch.trial_configs(launch.load_sweep(launch.DEFAULT_SWEEP, smoke_test=True))
+    smoke = trial_configs(load_sweep(DEFAULT_SWEEP, smoke_test=True))
     assert sorted(c["prune.method"] for c in smoke) == sorted(FAMILIES)
 
 
 def test_headline_sweeps_sweep_what_the_seed_studies_compared():
-    c10 = launch.load_sweep(ROOT / "sweeps" / "cifar10_resnet18.yaml")
-    configs = launch.trial_configs(c10)
+    c10 = load_sweep(SWEEPS_DIR / "cifar10_resnet18.yaml")
+    configs = trial_configs(c10)
     assert {c["prune.method"] for c in configs} == {"channel", "kernel", "intra_kernel"}
     assert {c["prune.scope"] for c in configs} == {"local", "global"}
     assert len({c["finetune.lr"] for c in configs}) > 1 and len({c["prune.ratio"] for c in configs}) > 2
     assert c10.resources.gpu > 0
-    flowers = launch.load_sweep(ROOT / "sweeps" / "flowers102_imp_snip.yaml")
-    assert {c["prune.method"] for c in launch.trial_configs(flowers)} == {"imp", "snip"}
+    flowers = load_sweep(SWEEPS_DIR / "flowers102_imp_snip.yaml")
+    assert {c["prune.method"] for c in trial_configs(flowers)} == {"imp", "snip"}
     assert flowers.base_config().model.name == "resnet18"
-    imagenet = launch.load_sweep(ROOT / "sweeps" / "imagenet_resnet50.yaml")
+    imagenet = load_sweep(SWEEPS_DIR / "imagenet_resnet50.yaml")
     assert imagenet.search.algorithm == "optuna" and len(imagenet.search.objectives) == 2
-    assert launch.is_uri(imagenet.storage)
+    assert is_uri(imagenet.storage)
 
 
 def test_cluster_yaml_passes_rays_own_validation():
@@ -108,13 +114,61 @@ def test_cluster_yaml_passes_rays_own_validation():
         validate_config(prepare_config(broken))
 
 
+NO_RAY = "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray was imported'"
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter at the repository root, as ``python launch.py`` runs."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_never_imports_ray():
+    done = run_python("import runpy, sys\n"
+                      "sys.argv = ['launch.py', 'sweeps/quickstart.yaml', '--dry-run']\n"
+                      "try:\n    runpy.run_path('launch.py', run_name='__main__')\n"
+                      "except SystemExit as exc:\n    code = exc.code\n"
+                      f"{NO_RAY}\n"
+                      "assert code == 0, code\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("trials")
+
+
+def test_reading_and_validating_every_shipped_sweep_never_imports_ray():
+    done = run_python("import sys\n"
+                      "from prune_sweep.expand import load_sweep, validate\n"
+                      "from prune_sweep.spec import SWEEPS_DIR\n"
+                      "for path in sorted(SWEEPS_DIR.glob('*.yaml')):\n    validate(load_sweep(path))\n"
+                      f"{NO_RAY}\n")
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_progress_table_was_checked_against_this_ray():
+    assert ".".join(ray.__version__.split(".")[:2]) == "2.60", (
+        f"ray {ray.__version__}: prune_sweep.driver.TrialTable.report calls CLIReporter's private "
+        "_progress_str and _print (and drops its 'Result logdir:' line); check they still exist and "
+        "behave the same in this Ray, then update the version here")
+
+
+def test_a_cloud_store_names_paths_without_its_scheme(tmp_path):
+    store = Store(f"file://{tmp_path}/exp")  # a fresh store: its filesystem not opened yet
+    assert store.path(base_rel("abc")) == f"{tmp_path}/exp/base_cache/abc/base.pt"
+    assert store.uri("sweep.yaml") == f"file://{tmp_path}/exp/sweep.yaml"
+
+
+def test_base_cache_layout_is_prune_cores(tmp_path):
+    from prune_core import base_path
+
+    cfg = ExperimentConfig.from_dict({"runtime.cache_dir": str(tmp_path / "exp" / "base_cache")})
+    assert base_path(cfg) == tmp_path / "exp" / base_rel(cfg.base_hash())
+
+
 # ---------------------------------------------------------------------------------------------
 # trials
 
 
 def test_grid_expands_conditions_and_fills_inactive_keys(tmp_path):
-    sweep = launch.load_sweep(write(tmp_path, GOOD))
-    configs = launch.trial_configs(sweep)
+    sweep = load_sweep(write(tmp_path, GOOD))
+    configs = trial_configs(sweep)
     assert len(configs) == 2 * 2 + 2  # channel x 2 criteria x 2 ratios, imp x 2 ratios
     assert all(list(c) == ["prune.method", "prune.ratio", "prune.criterion"] for c in configs)
     assert {c["prune.criterion"] for c in configs if c["prune.method"] == "imp"} == {"l1"}  # imp's default
@@ -123,33 +177,33 @@ def test_grid_expands_conditions_and_fills_inactive_keys(tmp_path):
 def test_random_search_is_reproducible_and_draws_num_samples(tmp_path):
     raw = with_(search={"algorithm": "random", "num_samples": 7, "seed": 3},
                 space__prune_ratio={"uniform": [0.1, 0.6]})
-    a = launch.trial_configs(launch.load_sweep(write(tmp_path, raw)))
-    b = launch.trial_configs(launch.load_sweep(write(tmp_path, raw)))
+    a = trial_configs(load_sweep(write(tmp_path, raw)))
+    b = trial_configs(load_sweep(write(tmp_path, raw)))
     assert a == b and len(a) == 7
     assert all(0.1 <= c["prune.ratio"] < 0.6 for c in a)
 
 
 def test_bases_are_counted_by_base_hash(tmp_path):
     raw = with_(space__runtime_seed={"grid": [0, 1, 2]})
-    sweep = launch.load_sweep(write(tmp_path, raw))
-    configs = launch.trial_configs(sweep)
-    assert len(configs) == 18 and len(launch.base_configs(sweep, configs)) == 3
+    sweep = load_sweep(write(tmp_path, raw))
+    configs = trial_configs(sweep)
+    assert len(configs) == 18 and len(base_configs(sweep, configs)) == 3
 
 
 def test_resolved_sweep_round_trips(tmp_path):
-    sweep = launch.load_sweep(write(tmp_path, GOOD), overrides={"finetune.epochs": 4}, smoke_test=True)
-    again = launch.parse_sweep(yaml.safe_load(yaml.safe_dump(sweep.to_yaml())), "sweep.yaml")
+    sweep = load_sweep(write(tmp_path, GOOD), overrides={"finetune.epochs": 4}, smoke_test=True)
+    again = parse_sweep(yaml.safe_load(yaml.safe_dump(sweep.to_yaml())), "sweep.yaml")
     assert again.base == sweep.base and again.smoke_test
-    assert launch.trial_configs(again) == launch.trial_configs(sweep)
+    assert trial_configs(again) == trial_configs(sweep)
 
 
 def test_overrides_and_smoke_change_the_base(tmp_path):
     from prune_core import SMOKE
 
-    sweep = launch.load_sweep(write(tmp_path, GOOD), overrides={"finetune.epochs": 4}, smoke_test=True)
+    sweep = load_sweep(write(tmp_path, GOOD), overrides={"finetune.epochs": 4}, smoke_test=True)
     assert sweep.base["finetune.epochs"] == 4
     assert all(sweep.base[k] == v for k, v in SMOKE.items() if k != "finetune.epochs")
-    assert [c["prune.method"] for c in launch.trial_configs(sweep)] == ["channel", "imp"]
+    assert [c["prune.method"] for c in trial_configs(sweep)] == ["channel", "imp"]
 
 
 def test_optuna_space_draws_only_valid_conditional_trials(tmp_path):
@@ -164,8 +218,8 @@ def test_optuna_space_draws_only_valid_conditional_trials(tmp_path):
                        "prune.lamp": [{"choice": [False, True],
                                        "when": {"prune.scope": ["global"], "prune.criterion": ["l2"]}}],
                        "finetune.lr": {"loguniform": [0.001, 0.1]}})
-    sweep = launch.load_sweep(write(tmp_path, raw))
-    space = launch.OptunaSpace(sweep)
+    sweep = load_sweep(write(tmp_path, raw))
+    space = OptunaSpace(sweep)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=0))
     for _ in range(30):
         trial = study.ask()
@@ -184,8 +238,8 @@ def test_searcher_hands_tune_the_swept_keys_only(tmp_path):
                 space={"prune.method": {"choice": ["channel", "kernel"]},
                        "prune.criterion": [{"choice": ["l1", "taylor"], "when": {"prune.method": ["channel"]}},
                                            {"choice": ["l1", "l2"], "when": {"prune.method": ["kernel"]}}]})
-    sweep = launch.load_sweep(write(tmp_path, raw))
-    search = launch.SweepOptunaSearch(launch.OptunaSpace(sweep), keys=sweep.keys, metric=["val_acc", "flops_kept"],
+    sweep = load_sweep(write(tmp_path, raw))
+    search = SweepOptunaSearch(OptunaSpace(sweep), keys=sweep.keys, metric=["val_acc", "flops_kept"],
                                       mode=["max", "min"])
     for i in range(4):
         assert set(search.suggest(f"t{i}")) == {"prune.method", "prune.criterion"}
@@ -196,21 +250,21 @@ def test_searcher_hands_tune_the_swept_keys_only(tmp_path):
 
 
 def test_asha_counts_fine_tune_epochs_and_lets_trials_finish(tmp_path):
-    sweep = launch.load_sweep(write(tmp_path, with_(scheduler={"name": "asha", "grace_period": 1},
+    sweep = load_sweep(write(tmp_path, with_(scheduler={"name": "asha", "grace_period": 1},
                                                     base__finetune_epochs=4)))
-    scheduler = launch.make_scheduler(sweep, launch.trial_configs(sweep))
+    scheduler = make_scheduler(sweep, trial_configs(sweep))
     assert (scheduler._time_attr, scheduler._metric, scheduler._mode) == ("epoch", "val_acc", "max")
     milestones = [m for m, _ in scheduler._brackets[0]._rungs]
     assert max(milestones) < 4  # no rung at the last epoch: a surviving trial reaches its final report
 
 
 def test_trial_epochs_count_what_trains_after_pruning(tmp_path):
-    sweep = launch.load_sweep(write(tmp_path, with_(base__train_epochs=9, base__finetune_epochs=2)))
-    assert launch.trial_epochs(sweep, [{"prune.method": "channel"}]) == 2  # the fine-tune
-    assert launch.trial_epochs(sweep, [{"prune.method": "snip"}]) == 9  # the base budget from scratch
+    sweep = load_sweep(write(tmp_path, with_(base__train_epochs=9, base__finetune_epochs=2)))
+    assert trial_epochs(sweep, [{"prune.method": "channel"}]) == 2  # the fine-tune
+    assert trial_epochs(sweep, [{"prune.method": "snip"}]) == 9  # the base budget from scratch
     # IMP's last level retrains with the base schedule from its rewind epoch: 9 - 3
-    assert launch.trial_epochs(sweep, [{"prune.method": "imp", "prune.rewind_epoch": 3}]) == 6
-    assert launch.trial_epochs(sweep, [{"prune.method": "channel"}, {"prune.method": "imp"}]) == 8
+    assert trial_epochs(sweep, [{"prune.method": "imp", "prune.rewind_epoch": 3}]) == 6
+    assert trial_epochs(sweep, [{"prune.method": "channel"}, {"prune.method": "imp"}]) == 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +314,7 @@ def test_bad_sweep_exits_2_with_one_line_naming_the_key(case, tmp_path, capsys):
     raw, key = BAD[case]
     if case == "unknown_criterion":
         raw["space"]["prune.method"] = {"grid": ["channel"]}
-    assert launch.main([str(write(tmp_path, raw)), "--storage", str(tmp_path / "runs")]) == 2
+    assert main([str(write(tmp_path, raw)), "--storage", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("prune-sweep: error: ") and err.count("\n") == 1, err
     assert key in err
@@ -276,21 +330,21 @@ def test_bad_sweep_exits_2_with_one_line_naming_the_key(case, tmp_path, capsys):
     (["--bogus-flag"], "--bogus-flag"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, key, tmp_path, capsys):
-    assert launch.main([str(write(tmp_path, GOOD)), *argv]) == 2
+    assert main([str(write(tmp_path, GOOD)), *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and key in err
     assert not ray.is_initialized()
 
 
 def test_unreadable_and_malformed_files_exit_2(tmp_path, capsys):
-    assert launch.main([str(tmp_path / "missing.yaml")]) == 2
+    assert main([str(tmp_path / "missing.yaml")]) == 2
     (tmp_path / "broken.yaml").write_text("name: t\nspace: {prune.ratio: {grid: [0.5}\n")
-    assert launch.main([str(tmp_path / "broken.yaml")]) == 2
+    assert main([str(tmp_path / "broken.yaml")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "missing.yaml" in err[0] and "not YAML" in err[1]
 
 
 def test_resume_without_a_sweep_to_continue_exits_2(tmp_path, capsys):
-    assert launch.main([str(write(tmp_path, GOOD)), "--resume", "--storage", str(tmp_path / "runs")]) == 2
+    assert main([str(write(tmp_path, GOOD)), "--resume", "--storage", str(tmp_path / "runs")]) == 2
     assert "no interrupted sweep" in capsys.readouterr().err
     assert not ray.is_initialized()

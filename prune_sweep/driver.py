@@ -1,0 +1,307 @@
+"""The driver's side of a sweep on Ray Tune: Ray itself, checks of the cluster and storage, the
+experiment files, training each distinct base once, the searcher, scheduler, trainable and tuner,
+the progress table and the closing summary. What runs on the workers is ``prune_sweep.trial``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import ray
+import yaml
+from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from prune_core.config import ExperimentConfig, nest
+from prune_sweep.expand import OptunaSpace, base_configs, corner_configs, num_trials, trial_epochs
+from prune_sweep.spec import Sweep, SweepError
+from prune_sweep.storage import BASE_FILE, Store, base_rel, cache_dir, node_cache
+from prune_sweep.trial import TrialSetup, run_trial, train_base, trial_dirname
+
+PROGRESS_PERIOD_S = 10  # the trial table is printed at most this often, and only when it changed
+
+
+class SweepOptunaSearch(OptunaSearch):
+    """OptunaSearch whose trial configs hold exactly the swept keys, and which tells Optuna that a
+    trial without a final report (stopped early by ASHA) was pruned: its early accuracy stays off
+    the study's Pareto front."""
+
+    def __init__(self, *args: Any, keys: Sequence[str] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._keys = tuple(keys)
+
+    def suggest(self, trial_id: str) -> Optional[Dict]:
+        params = super().suggest(trial_id)
+        if not isinstance(params, dict):
+            return params
+        return {k: params[k] for k in self._keys}
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
+        if result is not None and result.get("stage") != "done":
+            result = None  # no value + no error = PRUNED in Optuna
+        super().on_trial_complete(trial_id, result, error)
+
+
+class TrialTable(tune.CLIReporter):
+    """One table of trials (status, swept values, epoch, accuracy, FLOPs kept), printed when a
+    trial changes status or epoch, at most every ``PROGRESS_PERIOD_S``."""
+
+    def __init__(self, params: Mapping[str, str], total: int):
+        super().__init__(metric_columns={"epoch": "epoch", "val_acc": "val acc", "acc_final": "test acc",
+                                         "flops_kept": "FLOPs kept"},
+                         parameter_columns=dict(params), total_samples=total, max_progress_rows=40,
+                         max_error_rows=10, print_intermediate_tables=True)
+        self._shown: Tuple = ()
+        self._shown_at = 0.0
+
+    def should_report(self, trials: List[Any], done: bool = False) -> bool:
+        state = tuple((t.trial_id, t.status, (t.last_result or {}).get("epoch")) for t in trials)
+        if done:
+            return True
+        if state == self._shown or time.time() - self._shown_at < PROGRESS_PERIOD_S:
+            return False
+        self._shown, self._shown_at = state, time.time()
+        return True
+
+    def report(self, trials: List[Any], done: bool, *sys_info: str) -> None:
+        # Private CLIReporter methods, because no public one returns the table's text unprinted and
+        # its "Result logdir:" line (Tune's local staging directory; results go to storage) must go;
+        # tests/test_sweeps.py pins the Ray version they were checked against.
+        text = self._progress_str(trials, done)
+        self._print("\n".join(ln for ln in text.split("\n") if not ln.startswith("Result logdir:")))
+
+
+def _short_name(key: str) -> str:
+    return {"prune.method": "method", "prune.criterion": "criterion", "prune.ratio": "ratio",
+            "prune.scope": "scope", "finetune.lr": "lr"}.get(key, key)
+
+
+def quiet_environment(verbose: bool) -> None:
+    """Ray's legacy reporter (our one table) instead of its new console output; no log spam."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0" if verbose else "1")
+    # a forced experiment-state save after every epoch checkpoint keeps --resume exact; not a problem
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # quiet: errored trials are listed, with their reasons, at the end
+    level = logging.INFO if verbose else logging.CRITICAL
+    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(level)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+def init_ray(address: Optional[str], verbose: bool, dashboard: bool) -> bool:
+    """Start (or join) Ray; returns whether this call started it. Prints the dashboard's address."""
+    if ray.is_initialized():
+        return False
+    level = logging.INFO if verbose else logging.ERROR
+    if address:
+        ctx = ray.init(address=address, log_to_driver=verbose, logging_level=level)
+    else:
+        ctx = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=verbose,
+                       logging_level=level)
+    url = getattr(ctx, "dashboard_url", None)
+    if url:
+        token = Path.home() / ".ray" / "auth_token"
+        note = f" (it asks for the token in {token})" if token.exists() else ""
+        print(f"dashboard: http://{url}{note}")
+    return True
+
+
+def alive_nodes() -> int:
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def check_resources(sweep: Sweep) -> None:
+    """On a Ray this launch started (no autoscaler), a trial must fit, or it would wait forever."""
+    have = ray.cluster_resources()
+    cpu, gpu = have.get("CPU", 0), have.get("GPU", 0)
+    if sweep.resources.cpu > cpu or sweep.resources.gpu > gpu:
+        raise SweepError(f"resources: a trial needs {sweep.resources.cpu:g} CPU and {sweep.resources.gpu:g} GPU; "
+                         f"this machine has {cpu:g} CPU and {gpu:g} GPU (run it on a cluster with --address)")
+
+
+def check_shared_storage(storage: Store, shared: bool) -> None:
+    nodes = alive_nodes()
+    if storage.local and nodes > 1 and not shared:
+        raise SweepError(f"storage {storage.location} is a local path but the cluster has {nodes} nodes; "
+                         "use s3://... or gs://..., or pass --shared-storage if every node mounts it (NFS)")
+
+
+def write_experiment_files(sweep: Sweep, exp: Store) -> None:
+    """``sweep.yaml`` (the resolved sweep) and ``base.yaml`` (what the sweep fixes, for
+    ``python -m prune_core --config base.yaml``), before any trial starts."""
+    exp.write_text("sweep.yaml", yaml.safe_dump(sweep.to_yaml(), sort_keys=False))
+    base = dict(sweep.base)
+    if exp.local:
+        base["runtime.cache_dir"] = cache_dir(exp.location)  # the CLI reuses the sweep's bases
+    exp.write_text("base.yaml", yaml.safe_dump(nest(base), sort_keys=False))
+
+
+def adopt_bases(bases: Mapping[str, ExperimentConfig], storage: Store, name: str) -> List[str]:
+    """Copy bases another sweep in the same storage already trained into this experiment."""
+    adopted = []
+    exp = Store(storage.uri(name))
+    others = [d for d in storage.subdirs() if d != name]
+    for h in bases:
+        rel = base_rel(h)
+        if exp.exists(rel):
+            continue
+        for other in others:
+            src = Store(storage.uri(other))
+            if not src.exists(rel):
+                continue
+            if exp.local:
+                dst = Path(exp.path(rel))
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src.path(rel), dst)
+                except OSError:
+                    shutil.copyfile(src.path(rel), dst)
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    src.get(rel, Path(tmp) / BASE_FILE)
+                    exp.put(Path(tmp) / BASE_FILE, rel)
+            adopted.append(f"{h} (from {other})")
+            break
+    return adopted
+
+
+def prepare_bases(sweep: Sweep, configs: Sequence[Mapping[str, Any]], storage: Store, exp: Store) -> None:
+    """Train each distinct base of the sweep once, in parallel Ray tasks with a trial's resources."""
+    bases = base_configs(sweep, configs)
+    if not bases:
+        print("bases: none to train (model.pretrained_path, or a base key drawn from a continuous range: "
+              "each trial then trains or loads its own)")
+        return
+    for line in adopt_bases(bases, storage, sweep.name):
+        print(f"base {line}: reused")
+    todo = {h: cfg for h, cfg in bases.items() if not exp.exists(base_rel(h))}
+    for h in bases.keys() - todo.keys():
+        print(f"base {h}: cached")
+    if not todo:
+        return
+    print(f"training {len(todo)} base model{'s' * (len(todo) > 1)} "
+          f"({', '.join(f'{c.model.name} on {c.data.name}, seed {c.runtime.seed}' for c in todo.values())})")
+    task = ray.remote(train_base).options(num_cpus=sweep.resources.cpu, num_gpus=sweep.resources.gpu)
+    t0 = time.perf_counter()
+    refs = [task.remote({**cfg_flat(sweep, cfg), "runtime.threads": _threads(sweep)}, exp.location)
+            for cfg in todo.values()]
+    for info in ray.get(refs):
+        what = f"trained in {info['seconds']:.1f} s" if info["trained"] else "cached"
+        print(f"base {info['hash']}: {what}, val acc {info['val_acc']:.2f}%")
+    print(f"bases ready in {time.perf_counter() - t0:.1f} s")
+
+
+def cfg_flat(sweep: Sweep, cfg: ExperimentConfig) -> Dict[str, Any]:
+    """The sweep's base with the values that distinguish ``cfg``'s base."""
+    flat = cfg.to_flat()
+    return {**sweep.base, **{k: flat[k] for k in sweep.keys}}
+
+
+def _threads(sweep: Sweep) -> int:
+    return int(sweep.base.get("runtime.threads") or max(1, int(sweep.resources.cpu)))
+
+
+def make_searcher(sweep: Sweep, configs: List[Dict[str, Any]], exp: Store, local_dir: Path) -> Any:
+    s = sweep.search
+    if s.algorithm != "optuna":
+        return BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=s.max_concurrent)
+    import optuna
+
+    if s.sampler == "nsga2":
+        sampler = optuna.samplers.NSGAIISampler(seed=s.seed, **({"population_size": s.population_size}
+                                                                 if s.population_size else {}))
+    else:
+        sampler = optuna.samplers.TPESampler(seed=s.seed)
+    db = (Path(exp.path()) if exp.local else local_dir) / "optuna.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    metrics, modes = [m for m, _ in s.objectives], [m for _, m in s.objectives]
+    return SweepOptunaSearch(OptunaSpace(sweep), keys=sweep.keys, metric=metrics if len(metrics) > 1 else metrics[0],
+                             mode=modes if len(modes) > 1 else modes[0], sampler=sampler, study_name=sweep.name,
+                             storage=optuna.storages.RDBStorage(f"sqlite:///{db}"))
+
+
+def make_scheduler(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Any:
+    sch = sweep.scheduler
+    if sch.name == "fifo":
+        return tune.schedulers.FIFOScheduler()
+    epochs = sch.max_t or trial_epochs(sweep, configs)
+    # Rungs strictly below the last epoch, and no stop at max_t: a trial that survives every rung
+    # always reaches its final report (Ray's ASHA stops trials *at* max_t otherwise).
+    return tune.schedulers.ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max",
+                                         max_t=max(sch.grace_period, epochs - 1), grace_period=sch.grace_period,
+                                         reduction_factor=sch.reduction_factor, stop_last_trials=False)
+
+
+def make_trainable(sweep: Sweep, exp: Store) -> Any:
+    setup = TrialSetup(base=sweep.base, exp=exp.location, threads=_threads(sweep))
+    trainable = tune.with_parameters(run_trial, setup=setup)
+    return tune.with_resources(trainable, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
+
+
+def make_tuner(sweep: Sweep, configs: List[Dict[str, Any]], storage: Store, exp: Store, verbose: bool) -> Any:
+    total = num_trials(sweep)
+    optuna = sweep.search.algorithm == "optuna"
+    tune_config = tune.TuneConfig(
+        search_alg=make_searcher(sweep, configs, exp, node_cache(exp.location).parent),
+        scheduler=make_scheduler(sweep, configs if not optuna else corner_configs(sweep)),
+        num_samples=total,
+        max_concurrent_trials=(sweep.search.max_concurrent or None) if optuna else None,
+        reuse_actors=True,  # same resources for every trial: 8 short trials 8.2 s -> 1.9 s (ARCHITECTURE.md)
+        trial_dirname_creator=trial_dirname)
+    params = {k: _short_name(k) for k in sweep.keys}
+    run_config = tune.RunConfig(
+        name=sweep.name, storage_path=storage.location,
+        failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the last epoch is all a restart needs
+        progress_reporter=TrialTable(params, total), verbose=2 if verbose else 1)
+    # grid and random trials are preset points; Tune checks each preset key against the space
+    space = {k: tune.choice(list(dict.fromkeys(c[k] for c in configs))) for k in sweep.keys} if configs else {}
+    return tune.Tuner(make_trainable(sweep, exp), param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def can_restore(exp: Store) -> bool:
+    """Whether ``exp`` holds a sweep Tune can continue."""
+    return tune.Tuner.can_restore(exp.location)
+
+
+def restore_tuner(sweep: Sweep, exp: Store) -> Any:
+    """The interrupted sweep in ``exp``: its unfinished and errored trials run again."""
+    return tune.Tuner.restore(exp.location, trainable=make_trainable(sweep, exp), resume_unfinished=True,
+                              resume_errored=True)
+
+
+def summarize(results: Any, exp: Store, expected: int, resume_hint: str) -> int:
+    """Counts, the reasons of errored trials, where the results are and what to run next.
+    Exit code 0 when any trial finished (or none errored), else 1."""
+    done = stopped = 0
+    errors = []
+    for r in results:
+        metrics = r.metrics or {}
+        if r.error is not None:
+            lines = [ln.strip() for ln in str(r.error).strip().splitlines() if ln.strip()]
+            tid = metrics.get("trial_id") or Path(str(r.path)).name
+            errors.append(f"  {tid}: {lines[-1] if lines else type(r.error).__name__}")
+        elif metrics.get("stage") == "done":
+            done += 1
+        else:
+            stopped += 1
+    unfinished = len(results) - results.num_terminated - results.num_errors + max(0, expected - len(results))
+    print(f"trials: {done} finished, {stopped - min(stopped, unfinished)} stopped early by the scheduler, "
+          f"{len(errors)} errored" + (f", {unfinished} unfinished" if unfinished else ""))
+    for line in errors[:20]:
+        print(line)
+    if unfinished:
+        print(f"continue with: {resume_hint}")
+    print(f"results: {exp.location}")
+    where = exp.location if exp.local else f"<a local copy of {exp.location}>"
+    print(f"next:    python analyze.py {where}")
+    return 0 if done or not errors else 1

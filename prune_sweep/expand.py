@@ -1,0 +1,142 @@
+"""The trials a sweep produces: every trial of a grid or random search, the corners of its space
+(what validation builds), the distinct bases they need, and Optuna's define-by-run space.
+
+``load_sweep`` reads a sweep file and validates it by building these; nothing here needs Ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import numpy as np
+import yaml
+
+from prune_core import BASE_KEYS
+from prune_core.config import ExperimentConfig
+from prune_sweep.spec import Dist, Sweep, SweepError, parse_sweep
+
+
+def _expand(sweep: Sweep, pick: Callable[[Dist], Sequence[Any]], repeats: int) -> List[Dict[str, Any]]:
+    """Walk the keys in dependency order; ``pick`` gives the values a distribution expands to."""
+    out: List[Dict[str, Any]] = []
+    for _ in range(repeats):
+        partials: List[Dict[str, Any]] = [{}]
+        for key in sweep.order:
+            grown = []
+            for values in partials:
+                entry = sweep.active(key, values)
+                if entry is None:
+                    grown.append(values)
+                else:
+                    grown.extend({**values, key: v} for v in pick(entry.dist))
+            partials = grown
+        out.extend(partials)
+    return out
+
+
+def trial_configs(sweep: Sweep) -> List[Dict[str, Any]]:
+    """The trials of a grid or random search, in order, each with every swept key.
+
+    grid: every combination of the ``grid`` values (other distributions drawn once per
+    combination), repeated ``num_samples`` times. random: ``num_samples`` independent draws.
+    """
+    rng = np.random.default_rng(sweep.search.seed)
+    if sweep.search.algorithm == "grid":
+        picks = _expand(sweep, lambda d: d.args if d.kind == "grid" else (d.sample(rng),), sweep.search.num_samples)
+    elif sweep.search.algorithm == "random":
+        picks = _expand(sweep, lambda d: (d.sample(rng),), sweep.search.num_samples)
+    else:
+        raise ValueError("an optuna search draws its trials while it runs")
+    configs = [sweep.complete(p) for p in picks]
+    return _smoke_subset(configs) if sweep.smoke_test else configs
+
+
+def _smoke_subset(configs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One trial per pruning method (the first two trials when the method is not swept)."""
+    if not configs or "prune.method" not in configs[0]:
+        return configs[:2]
+    seen: Dict[Any, Dict[str, Any]] = {}
+    for c in configs:
+        seen.setdefault(c["prune.method"], c)
+    return list(seen.values())
+
+
+def corner_configs(sweep: Sweep) -> List[Dict[str, Any]]:
+    """Every combination of discrete values and ends of continuous ranges the space allows."""
+    return [sweep.complete(p) for p in _expand(sweep, Dist.corners, 1)]
+
+
+def validate(sweep: Sweep) -> List[Dict[str, Any]]:
+    """Build every trial config (grid, random) or every corner (optuna); returns them."""
+    if sweep.search.algorithm == "optuna":
+        return corner_configs(sweep)
+    corner_configs(sweep)  # ends of continuous ranges too, not only the values drawn
+    return trial_configs(sweep)
+
+
+def num_trials(sweep: Sweep) -> int:
+    if sweep.search.algorithm == "optuna":
+        return min(sweep.search.num_samples, 2) if sweep.smoke_test else sweep.search.num_samples
+    return len(trial_configs(sweep))
+
+
+def trial_epochs(sweep: Sweep, configs: Iterable[Mapping[str, Any]]) -> int:
+    """Most epochs a trial trains after pruning (``prune_core.pruning.post_prune_training``: SNIP
+    trains from scratch with the base budget, IMP with it from its rewind epoch)."""
+    from prune_core import post_prune_training  # prune_core.pruning imports torch: only when asked
+
+    most = 1
+    for c in configs:
+        tcfg, start = post_prune_training(ExperimentConfig.from_dict({**sweep.base, **c}))
+        most = max(most, tcfg.epochs - start)
+    return most
+
+
+def base_configs(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Dict[str, ExperimentConfig]:
+    """Distinct bases (by ``base_hash``) of the trials; empty when a base key is drawn from a
+    continuous range (each trial then trains or loads its own base under the cache's lock)."""
+    continuous = [k for k, es in sweep.space.items() for e in es if not e.dist.discrete and k in BASE_KEYS]
+    if continuous and sweep.search.algorithm == "optuna":
+        return {}
+    out: Dict[str, ExperimentConfig] = {}
+    for c in configs:
+        cfg = ExperimentConfig.from_dict({**sweep.base, **c})
+        if not cfg.model.pretrained_path:  # a given base is loaded by each trial, nothing to train
+            out.setdefault(cfg.base_hash(), cfg)
+    return out
+
+
+class OptunaSpace:
+    """Optuna's define-by-run search space of a sweep: conditional keys are only drawn when their
+    conditions hold, so no trial pairs e.g. ``imp`` with ``bn_scale``. An alternative of a key with
+    several is its own Optuna parameter (``prune.criterion[prune.method=channel]``): Optuna keeps
+    one value set per parameter name."""
+
+    def __init__(self, sweep: Sweep):
+        self.sweep = sweep
+        self.labels = {k: [e.label() if len(es) > 1 else k for e in es] for k, es in sweep.space.items()}
+
+    def __call__(self, trial: Any) -> Dict[str, Any]:
+        values: Dict[str, Any] = {}
+        for key in self.sweep.order:
+            entry = self.sweep.active(key, values)
+            if entry is not None:
+                name = self.labels[key][self.sweep.space[key].index(entry)]
+                values[key] = entry.dist.suggest(trial, name)
+        return self.sweep.complete(values)
+
+
+def load_sweep(path: str | Path, overrides: Optional[Mapping[str, Any]] = None, smoke_test: bool = False) -> Sweep:
+    """Read, check and validate a sweep file: every trial it can produce (grid, random) or every
+    corner of its space (optuna) must make a valid ExperimentConfig."""
+    source = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise SweepError(f"{source}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{source}: not YAML ({' '.join(str(exc).split())})") from None
+    sweep = parse_sweep(raw, source, overrides, smoke_test)
+    validate(sweep)
+    return sweep

@@ -1,0 +1,430 @@
+"""The sweep language: a YAML file of a base config, a search space of dotted config keys, a
+searcher, a scheduler, resources and storage, parsed into a frozen ``Sweep``.
+
+Everything here reads and checks without Ray; a bad key, value or combination raises
+``SweepError`` with one line naming the key. Expanding a sweep into its trials is
+``prune_sweep.expand``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from prune_core import SMOKE
+from prune_core.config import ConfigError, ExperimentConfig, flatten, nest
+
+# the shipped sweeps; the one line to change when they move
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+DEFAULT_SWEEP = SWEEPS_DIR / "quickstart.yaml"
+
+DEFAULT_STORAGE = "ray_results"  # relative to where launch.py is started, like Ray's own default
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
+ALGORITHMS = ("grid", "random", "optuna")
+SAMPLERS = ("tpe", "nsga2")
+SCHEDULERS = ("fifo", "asha")
+# metrics present in every report of a trial (per epoch and final), so searchers may use them
+OBJECTIVES = ("val_acc", "flops_kept", "flops_final", "flops_nz_final", "params_nz_final")
+DEFAULT_OBJECTIVES = {"val_acc": "max", "flops_kept": "min"}
+# keys the launcher sets for every trial itself
+RESERVED = ("runtime.workdir", "runtime.resume", "runtime.cache_dir", "runtime.progress")
+TOP_LEVEL = ("name", "description", "base", "space", "search", "scheduler", "resources", "storage",
+             "max_failures", "smoke_test")
+
+
+class SweepError(ValueError):
+    """A bad sweep file or flag. The message is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    """One distribution of a swept key: ``{grid: [...]}``, ``{uniform: [low, high]}``, ..."""
+
+    kind: str
+    args: Tuple[Any, ...]
+
+    @property
+    def discrete(self) -> bool:
+        return self.kind in ("grid", "choice")
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        if self.discrete:
+            return self.args[int(rng.integers(len(self.args)))]
+        low, high = self.args
+        if self.kind == "uniform":
+            return float(rng.uniform(low, high))
+        if self.kind == "loguniform":
+            return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+        return int(rng.integers(low, high))  # randint: high excluded, as in numpy and Ray Tune
+
+    def corners(self) -> Tuple[Any, ...]:
+        """Every value of a discrete distribution, the two ends of a continuous one."""
+        if self.discrete:
+            return self.args
+        low, high = self.args
+        return (low, high - 1) if self.kind == "randint" else (low, high)
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Draw from an Optuna trial (define-by-run)."""
+        if self.discrete:
+            return trial.suggest_categorical(name, list(self.args))
+        low, high = self.args
+        if self.kind == "randint":
+            return trial.suggest_int(name, low, high - 1)
+        return trial.suggest_float(name, low, high, log=self.kind == "loguniform")
+
+    def to_yaml(self) -> Dict[str, List[Any]]:
+        return {self.kind: list(self.args)}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A distribution of ``key`` that applies when every ``when`` key holds one of its values."""
+
+    key: str
+    dist: Dist
+    when: Tuple[Tuple[str, Tuple[Any, ...]], ...] = ()
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        return all(values.get(k) in allowed for k, allowed in self.when)
+
+    def label(self) -> str:
+        """Optuna parameter name of a conditional alternative: ``prune.criterion[prune.method=channel]``."""
+        cond = ";".join(f"{k}={'|'.join(map(str, v))}" for k, v in self.when)
+        return f"{self.key}[{cond}]" if cond else self.key
+
+    def to_yaml(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = self.dist.to_yaml()
+        if self.when:
+            out["when"] = {k: list(v) for k, v in self.when}
+        return out
+
+
+@dataclass(frozen=True)
+class Search:
+    algorithm: str = "grid"  # grid: every combination; random: independent draws; optuna: TPE / NSGA-II
+    num_samples: int = 1  # grid: repeats of the whole grid; random, optuna: number of trials
+    max_concurrent: int = 0  # 0 = as many as the cluster's resources allow
+    seed: int = 0  # random draws and the Optuna sampler
+    sampler: str = "tpe"  # optuna: tpe (single- or multi-objective) or nsga2
+    population_size: int = 0  # nsga2 population (0 = Optuna's default, 50)
+    objectives: Tuple[Tuple[str, str], ...] = tuple(DEFAULT_OBJECTIVES.items())  # optuna: metric, mode
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    name: str = "fifo"
+    grace_period: int = 1  # asha: epochs every trial gets before it can be stopped
+    reduction_factor: float = 2.0  # asha: keep the best 1/reduction_factor at each rung
+    max_t: int = 0  # asha: epochs of the longest trial (0 = derived from the configs)
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0  # fractions share a GPU between trials (0.5 = two trials per GPU)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed, validated sweep file. ``base`` is flat (dotted keys)."""
+
+    name: str
+    base: Dict[str, Any]
+    space: Dict[str, Tuple[Entry, ...]]  # key -> its alternatives, in the file's order
+    order: Tuple[str, ...]  # swept keys, every key after the keys its conditions read
+    search: Search = Search()
+    scheduler: Scheduler = Scheduler()
+    resources: Resources = Resources()
+    storage: str = DEFAULT_STORAGE
+    max_failures: int = 2  # retries of a trial whose worker or node died (from its last epoch)
+    description: str = ""
+    smoke_test: bool = False
+    source: str = ""  # the file it came from, for messages
+    base_flat: Dict[str, Any] = field(default_factory=dict, repr=False)  # every config key, resolved
+
+    @property
+    def keys(self) -> Tuple[str, ...]:
+        return tuple(self.space)
+
+    def base_config(self) -> ExperimentConfig:
+        return ExperimentConfig.from_dict(self.base)
+
+    def active(self, key: str, values: Mapping[str, Any]) -> Optional[Entry]:
+        """The alternative of ``key`` that applies given the values chosen so far (None: none does)."""
+        context = {**self.base_flat, **values}
+        hits = [e for e in self.space[key] if e.applies(context)]
+        if len(hits) > 1:
+            shown = ", ".join(dict.fromkeys(f"{k}={context.get(k)}" for k, _ in hits[0].when + hits[1].when))
+            raise SweepError(f"{self.source}: space.{key}: two alternatives apply at once ({shown}); "
+                             "make their `when` conditions disjoint")
+        return hits[0] if hits else None
+
+    def complete(self, values: Mapping[str, Any]) -> Dict[str, Any]:
+        """A trial's config: every swept key, those no alternative applies to at their resolved base
+        value (a method's default criterion). Validates the whole ExperimentConfig."""
+        try:
+            cfg = ExperimentConfig.from_dict({**self.base, **values})
+        except ConfigError as exc:
+            shown = ", ".join(f"{k}={v}" for k, v in values.items())
+            raise SweepError(f"{self.source}: {exc} (in the trial {shown})") from None
+        flat = cfg.to_flat()
+        return {k: flat[k] for k in self.keys}
+
+    def to_yaml(self) -> Dict[str, Any]:
+        """The resolved sweep, as written to ``<experiment dir>/sweep.yaml``; it loads back unchanged."""
+        out: Dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out["base"] = nest(self.base)
+        out["space"] = {k: [e.to_yaml() for e in es] if len(es) > 1 else es[0].to_yaml()
+                        for k, es in self.space.items()}
+        search = dataclasses.asdict(self.search)
+        search["objectives"] = dict(self.search.objectives)
+        out["search"] = search
+        out["scheduler"] = dataclasses.asdict(self.scheduler)
+        out["resources"] = dataclasses.asdict(self.resources)
+        out["storage"] = self.storage
+        out["max_failures"] = self.max_failures
+        if self.smoke_test:
+            out["smoke_test"] = True
+        return out
+
+
+def _fail(source: str, where: str, message: str) -> SweepError:
+    return SweepError(f"{source}: {where}: {message}")
+
+
+def _mapping(value: Any, source: str, where: str, allowed: Sequence[str]) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(source, where, f"expected a mapping with keys {', '.join(allowed)}")
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        raise _fail(source, f"{where}.{unknown[0]}", f"unknown key; expected one of {', '.join(allowed)}")
+    return dict(value)
+
+
+def _number(value: Any, source: str, where: str, kind: type = float, low: float = -math.inf,
+            high: float = math.inf, accepted: str = "a number") -> Any:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and float(value).is_integer()
+    if not ok or not low <= value <= high:
+        raise _fail(source, where, f"{value!r}: expected {accepted}")
+    return kind(value)
+
+
+def _config_key(key: Any, source: str, where: str) -> str:
+    """``key`` if it names an ExperimentConfig field, else the config's own one-line error."""
+    if not isinstance(key, str) or "." not in key:
+        raise _fail(source, where, f"{key!r}: expected a dotted config key such as prune.ratio")
+    if key not in ExperimentConfig().to_flat():
+        try:
+            ExperimentConfig.from_dict({key: None})
+        except ConfigError as exc:
+            raise _fail(source, where, str(exc)) from None
+    return key
+
+
+def _scalars(value: Any, source: str, where: str) -> Tuple[Any, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+        raise _fail(source, where, f"{value!r}: expected a value or a non-empty list of values")
+    return tuple(values)
+
+
+def _parse_dist(key: str, spec: Any, source: str, where: str) -> Entry:
+    if not isinstance(spec, Mapping):
+        raise _fail(source, where, f"{spec!r}: expected a distribution such as {{grid: [0.3, 0.5]}}; "
+                    f"one of {', '.join(DISTRIBUTIONS)} (fixed values belong in base)")
+    kinds = [k for k in spec if k != "when"]
+    unknown = [k for k in kinds if k not in DISTRIBUTIONS]
+    if unknown or len(kinds) != 1:
+        bad = unknown[0] if unknown else ", ".join(kinds) or "nothing"
+        raise _fail(source, where, f"{bad!r}: expected exactly one of {', '.join(DISTRIBUTIONS)} "
+                    "(and optionally when)")
+    kind = kinds[0]
+    args = spec[kind]
+    if kind in ("grid", "choice"):
+        if not isinstance(args, list) or not args:
+            raise _fail(source, f"{where}.{kind}", f"{args!r}: expected a non-empty list of values")
+        values = _scalars(args, source, f"{where}.{kind}")
+    else:
+        if not isinstance(args, list) or len(args) != 2:
+            raise _fail(source, f"{where}.{kind}", f"{args!r}: expected [low, high]")
+        number = int if kind == "randint" else float
+        accepted = "an integer" if kind == "randint" else "a number"
+        low, high = (_number(a, source, f"{where}.{kind}", number, accepted=accepted) for a in args)
+        if not low < high:
+            raise _fail(source, f"{where}.{kind}", f"{args!r}: expected low < high")
+        if kind == "loguniform" and low <= 0:
+            raise _fail(source, f"{where}.{kind}", f"{args!r}: expected 0 < low < high")
+        values = (low, high)
+    when = spec.get("when") or {}
+    if not isinstance(when, Mapping):
+        raise _fail(source, f"{where}.when", f"{when!r}: expected a mapping such as {{prune.method: [channel]}}")
+    conds = []
+    for ckey, allowed in when.items():
+        _config_key(ckey, source, f"{where}.when")
+        if ckey == key:
+            raise _fail(source, f"{where}.when", f"{ckey}: a key cannot depend on itself")
+        conds.append((ckey, _scalars(allowed, source, f"{where}.when.{ckey}")))
+    return Entry(key, Dist(kind, values), tuple(conds))
+
+
+def _parse_space(raw: Any, source: str) -> Tuple[Dict[str, Tuple[Entry, ...]], Tuple[str, ...]]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise _fail(source, "space", "expected a mapping of dotted config keys to distributions, "
+                    "e.g. prune.ratio: {grid: [0.3, 0.5]}")
+    space: Dict[str, Tuple[Entry, ...]] = {}
+    for key, spec in raw.items():
+        where = f"space.{key}"
+        _config_key(key, source, "space")
+        if key in RESERVED:
+            raise _fail(source, where, "set by launch.py for every trial; it cannot be swept")
+        alternatives = spec if isinstance(spec, list) else [spec]
+        if not alternatives:
+            raise _fail(source, where, "expected a distribution or a list of conditional ones")
+        entries = tuple(_parse_dist(key, s, source, f"{where}[{i}]" if isinstance(spec, list) else where)
+                        for i, s in enumerate(alternatives))
+        if len(entries) > 1 and not all(e.when for e in entries):
+            raise _fail(source, where, "several alternatives need a `when` condition each")
+        space[key] = entries
+    return space, _dependency_order(space, source)
+
+
+def _dependency_order(space: Mapping[str, Sequence[Entry]], source: str) -> Tuple[str, ...]:
+    deps = {k: {c for e in es for c, _ in e.when if c in space} for k, es in space.items()}
+    order: List[str] = []
+    while len(order) < len(space):
+        ready = [k for k in space if k not in order and deps[k] <= set(order)]
+        if not ready:
+            stuck = next(k for k in space if k not in order)
+            raise _fail(source, f"space.{stuck}", "its `when` conditions depend on each other in a cycle")
+        order.extend(ready)
+    return tuple(order)
+
+
+def _parse_search(raw: Any, source: str) -> Search:
+    d = _mapping(raw, source, "search", [f.name for f in dataclasses.fields(Search)])
+    algorithm = d.get("algorithm", "grid")
+    if algorithm not in ALGORITHMS:
+        raise _fail(source, "search.algorithm", f"{algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+    sampler = d.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise _fail(source, "search.sampler", f"{sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    objectives = d.get("objectives", DEFAULT_OBJECTIVES)
+    if not isinstance(objectives, Mapping) or not objectives:
+        raise _fail(source, "search.objectives", f"{objectives!r}: expected a mapping such as "
+                    "{val_acc: max, flops_kept: min}")
+    for metric, mode in objectives.items():
+        if metric not in OBJECTIVES:
+            raise _fail(source, f"search.objectives.{metric}", f"unknown metric; expected one of {', '.join(OBJECTIVES)}")
+        if mode not in ("max", "min"):
+            raise _fail(source, f"search.objectives.{metric}", f"{mode!r}: expected max or min")
+    return Search(
+        algorithm=algorithm,
+        num_samples=_number(d.get("num_samples", 1), source, "search.num_samples", int, 1, accepted="an integer >= 1"),
+        max_concurrent=_number(d.get("max_concurrent", 0), source, "search.max_concurrent", int, 0,
+                               accepted="an integer >= 0 (0 = no limit)"),
+        seed=_number(d.get("seed", 0), source, "search.seed", int, accepted="an integer"),
+        sampler=sampler,
+        population_size=_number(d.get("population_size", 0), source, "search.population_size", int, 0,
+                                accepted="an integer >= 0"),
+        objectives=tuple(objectives.items()))
+
+
+def _parse_scheduler(raw: Any, source: str) -> Scheduler:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    d = _mapping(raw, source, "scheduler", [f.name for f in dataclasses.fields(Scheduler)])
+    name = d.get("name", "fifo")
+    if name not in SCHEDULERS:
+        raise _fail(source, "scheduler.name", f"{name!r}: expected one of {', '.join(SCHEDULERS)}")
+    return Scheduler(
+        name=name,
+        grace_period=_number(d.get("grace_period", 1), source, "scheduler.grace_period", int, 1,
+                             accepted="an integer >= 1"),
+        reduction_factor=_number(d.get("reduction_factor", 2), source, "scheduler.reduction_factor", float,
+                                 1.000001, accepted="a number > 1"),
+        max_t=_number(d.get("max_t", 0), source, "scheduler.max_t", int, 0, accepted="an integer >= 0"))
+
+
+def _parse_resources(raw: Any, source: str) -> Resources:
+    d = _mapping(raw, source, "resources", ("cpu", "gpu"))
+    cpu = _number(d.get("cpu", 1), source, "resources.cpu", float, 0, accepted="a number >= 0")
+    gpu = _number(d.get("gpu", 0), source, "resources.gpu", float, 0, accepted="a number >= 0 (0.5 shares a GPU)")
+    if cpu == 0 and gpu == 0:
+        raise _fail(source, "resources", "a trial needs some cpu or gpu")
+    return Resources(cpu=cpu, gpu=gpu)
+
+
+def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = None,
+                smoke_test: bool = False) -> Sweep:
+    """Check a loaded sweep file and apply ``--set`` overrides (and, for ``--smoke-test``,
+    ``prune_core.SMOKE``) to its base. Raises SweepError with one line naming the key."""
+    if not isinstance(raw, Mapping):
+        raise SweepError(f"{source}: expected a mapping with keys {', '.join(TOP_LEVEL[:-1])}")
+    unknown = [k for k in raw if k not in TOP_LEVEL]
+    if unknown:
+        raise _fail(source, str(unknown[0]), f"unknown key; a sweep file has {', '.join(TOP_LEVEL[:-1])}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise _fail(source, "name", f"{name!r}: expected a name of letters, digits, '_', '-' or '.'")
+    base_raw = raw.get("base") or {}
+    if not isinstance(base_raw, Mapping):
+        raise _fail(source, "base", "expected a mapping of config keys (nested or dotted)")
+    base = flatten(base_raw)
+    smoke = bool(raw.get("smoke_test", False)) or smoke_test
+    if smoke and not raw.get("smoke_test"):
+        base.update(SMOKE)
+    space, order = _parse_space(raw.get("space"), source)
+    for key, value in (overrides or {}).items():
+        _config_key(key, source, "--set")
+        if key in space:
+            raise _fail(source, "--set", f"{key} is swept by the space; --set changes base keys only")
+        base[key] = value
+    for key in base:
+        _config_key(key, source, "base")
+        if key in RESERVED:
+            raise _fail(source, f"base.{key}", "set by launch.py for every trial; remove it from the sweep")
+    try:
+        base_flat = ExperimentConfig.from_dict(base).to_flat()
+    except ConfigError as exc:
+        raise _fail(source, "base", str(exc)) from None
+    base = _absolute_paths(base)
+    max_failures = _number(raw.get("max_failures", 2), source, "max_failures", int, -1,
+                           accepted="an integer >= -1 (-1 = retry forever)")
+    storage = raw.get("storage") or DEFAULT_STORAGE
+    if not isinstance(storage, str):
+        raise _fail(source, "storage", f"{storage!r}: expected a path or a s3://, gs:// URI")
+    sweep = Sweep(name=name, base=base, space=space, order=order, search=_parse_search(raw.get("search"), source),
+                  scheduler=_parse_scheduler(raw.get("scheduler"), source),
+                  resources=_parse_resources(raw.get("resources"), source), storage=storage,
+                  max_failures=max_failures, description=str(raw.get("description") or ""),
+                  smoke_test=smoke, source=source, base_flat=base_flat)
+    if sweep.search.algorithm == "optuna":
+        grids = [k for k, es in space.items() for e in es if e.dist.kind == "grid"]
+        if grids:
+            raise _fail(source, f"space.{grids[0]}", "grid is not available with search.algorithm optuna; use choice")
+    return sweep
+
+
+def _absolute_paths(base: Dict[str, Any]) -> Dict[str, Any]:
+    """Trials run in their own working directories: relative paths are taken from where the sweep
+    is launched (on a cluster, give paths that exist on every node)."""
+    out = dict(base)
+    for key in ("data.root", "model.pretrained_path"):
+        value = out.get(key)
+        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+            out[key] = os.path.abspath(value)
+    return out

@@ -1,0 +1,139 @@
+"""What runs on Ray's workers: the base task (``train_base``) and Tune's trainable (``run_trial``),
+one ``prune_core`` experiment reporting every fine-tune epoch with a checkpoint.
+
+Ray pickles these by reference to this module, so a worker, a restarted trial and a resumed sweep
+import them from here. The driver imports this module too; prune_core's pipeline (torch) is
+imported inside the functions, where they run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import ray
+from ray import tune
+
+from prune_core import NotRetryable
+from prune_core.config import ExperimentConfig
+from prune_sweep.storage import BASE_FILE, BASE_LOG, Store, base_rel, cache_dir, is_uri
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """Everything a trial needs besides its swept keys."""
+
+    base: Dict[str, Any]  # flat config every trial starts from
+    exp: str  # experiment directory: local/NFS path or cloud URI
+    threads: int  # torch threads per trial (the trial's CPUs)
+    session: str = field(default_factory=lambda: uuid.uuid4().hex[:8])  # one launch; see TrialFailed
+
+
+class TrialFailed(RuntimeError):
+    """A trial that failed in a way a retry cannot change (NaN loss, failed rebuild check, bad
+    config): recorded by its first attempt so Tune's retries end at once with the same reason."""
+
+
+def _fetch_base(cfg: ExperimentConfig, exp: str) -> None:
+    """With cloud storage, copy the trained base to this node's cache if it is not there yet."""
+    if not is_uri(exp):
+        return
+    from prune_core import base_path
+
+    local = base_path(cfg)
+    rel = base_rel(cfg.base_hash())
+    store = Store(exp)
+    if not local.exists() and store.exists(rel):
+        store.get(rel, local)
+
+
+def train_base(flat: Dict[str, Any], exp: str) -> Dict[str, Any]:
+    """Ray task: train (or find) the base of ``flat`` in the sweep's base cache."""
+    from prune_core import ensure_base
+
+    cfg = ExperimentConfig.from_dict({**flat, "runtime.cache_dir": cache_dir(exp), "runtime.resume": True,
+                                      "runtime.progress": "off"})
+    if cfg.runtime.threads:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.threads)
+    _fetch_base(cfg, exp)
+    t0 = time.perf_counter()
+    base = ensure_base(cfg, log=print)
+    trained, seconds, path = base.trained, time.perf_counter() - t0, base.path
+    if trained:
+        with open(path.parent / BASE_LOG, "a") as fh:
+            fh.write(f"trained {time.strftime('%Y-%m-%d %H:%M:%S')} on {os.uname().nodename} "
+                     f"in {seconds:.1f} s, val_acc {base.val_acc:.2f}\n")
+        if is_uri(exp):
+            store = Store(exp)
+            for name in (BASE_FILE, BASE_LOG):
+                store.put(path.parent / name, base_rel(cfg.base_hash(), name))
+    return {"hash": cfg.base_hash(), "trained": trained, "seconds": seconds, "val_acc": base.val_acc}
+
+
+class TuneReporter:
+    """prune_core's reporter: every fine-tune epoch and the final metrics go to ``tune.report``,
+    epochs with the run's working directory as a ``tune.Checkpoint``.
+
+    Every report carries ``val_acc`` (ASHA's metric; the final one repeats ``val_acc_final``) and
+    ``flops_kept`` (known once the model is pruned), so a searcher can read both from any report,
+    and ``node_id``, the Ray node that ran it."""
+
+    def __init__(self, workdir: Path, keep_final_model: bool):
+        self.workdir = workdir
+        self.keep_final_model = keep_final_model  # runtime.save_model: the rebuilt model as a last checkpoint
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, metrics: Dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
+        row = dict(metrics)
+        if row.get("stage") == "done":
+            row["val_acc"] = row.get("val_acc_final")
+            row["epoch"] = row.get("finetune_epochs")
+            checkpoint_dir = self.workdir if self.keep_final_model else None
+        else:
+            row["flops_kept"] = row["flops_nz_final"] / row["flops_base"]
+        row["node_id"] = self.node_id
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        tune.report(row, checkpoint=checkpoint)
+
+
+def run_trial(params: Dict[str, Any], setup: TrialSetup) -> None:
+    """Tune's trainable: one prune_core experiment, resumed from the trial's last checkpoint."""
+    store = Store(setup.exp)
+    marker = f".trial_errors/{setup.session}/{tune.get_context().get_trial_id()}.txt"
+    recorded = store.read_text(marker)
+    if recorded:
+        raise TrialFailed(f"{recorded} (not retried: the same trial fails the same way)")
+    from prune_core import run
+
+    workdir = Path(tempfile.mkdtemp(prefix="prune_trial_"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(str(workdir))
+        values = {**setup.base, **params, "runtime.workdir": str(workdir), "runtime.resume": checkpoint is not None,
+                  "runtime.cache_dir": cache_dir(setup.exp), "runtime.progress": "off"}
+        values.setdefault("runtime.threads", setup.threads)
+        cfg = ExperimentConfig.from_dict(values)
+        _fetch_base(cfg, setup.exp)
+        try:
+            run(cfg, reporter=TuneReporter(workdir, cfg.runtime.save_model), log=print)
+        except NotRetryable as exc:
+            store.write_text(marker, f"{type(exc).__name__}: {exc}")
+            raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def trial_dirname(trial: Any) -> str:
+    """``<trial id>_<swept values>``: short, unique and readable in a file browser."""
+    values = "_".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in trial.config.values())
+    return re.sub(r"[^A-Za-z0-9_.=-]", "", f"{trial.trial_id}_{values}")[:100]
