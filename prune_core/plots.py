@@ -1,4 +1,6 @@
-"""The single-experiment figures the CLI writes beside its metrics."""
+"""The single-experiment figures the CLI writes beside its metrics, drawn with matplotlib's object
+API (``Figure``): no pyplot and no global backend, so importing this module changes nothing for
+a caller that plots on its own."""
 
 from __future__ import annotations
 
@@ -6,10 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def training_curves(run_dir: Path) -> Path:
@@ -19,7 +18,8 @@ def training_curves(run_dir: Path) -> Path:
         path = run_dir / name
         if path.exists():
             stages[stage] = json.loads(path.read_text())
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     offset = 0
     for stage, epochs in stages.items():
         x = [offset + e["epoch"] for e in epochs]
@@ -34,7 +34,6 @@ def training_curves(run_dir: Path) -> Path:
     fig.tight_layout()
     out = run_dir / "training_curves.png"
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -46,7 +45,8 @@ def layer_bars(metrics: Dict[str, Any], run_dir: Path) -> None:
         if not base:
             continue
         names = list(base)
-        fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(names)), 4))
+        fig = Figure(figsize=(max(6, 0.28 * len(names)), 4))
+        ax = fig.subplots()
         idx = range(len(names))
         ax.bar([i - 0.2 for i in idx], [base[n] for n in names], width=0.4, label="base")
         ax.bar([i + 0.2 for i in idx], [final.get(n, 0) for n in names], width=0.4, label="pruned")
@@ -58,4 +58,3 @@ def layer_bars(metrics: Dict[str, Any], run_dir: Path) -> None:
         ax.legend()
         fig.tight_layout()
         fig.savefig(run_dir / name, dpi=110)
-        plt.close(fig)

@@ -21,8 +21,9 @@ import numpy as np
 from prune_core import SMOKE
 from prune_core.config import ConfigError, ExperimentConfig, flatten, nest
 
-# the shipped sweeps; the one line to change when they move
-SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+_HERE = Path(__file__).resolve().parent
+# the shipped sweeps: sweeps/ of a source checkout, which an installed wheel carries as prune_sweep/sweeps
+SWEEPS_DIR = _HERE / "sweeps" if (_HERE / "sweeps").is_dir() else _HERE.parent / "sweeps"
 DEFAULT_SWEEP = SWEEPS_DIR / "quickstart.yaml"
 
 DEFAULT_STORAGE = "ray_results"  # relative to where launch.py is started, like Ray's own default

@@ -23,6 +23,7 @@ from ray import tune
 
 from prune_core import NotRetryable
 from prune_core.config import ExperimentConfig
+from prune_core.schema import flops_kept
 from prune_sweep.storage import BASE_FILE, BASE_LOG, Store, base_rel, cache_dir, is_uri
 
 
@@ -99,7 +100,7 @@ class TuneReporter:
             row["epoch"] = row.get("finetune_epochs")
             checkpoint_dir = self.workdir if self.keep_final_model else None
         else:
-            row["flops_kept"] = row["flops_nz_final"] / row["flops_base"]
+            row["flops_kept"] = flops_kept(row)
         row["node_id"] = self.node_id
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(row, checkpoint=checkpoint)

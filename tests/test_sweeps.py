@@ -110,7 +110,9 @@ def test_cluster_yaml_passes_rays_own_validation():
     assert any(Path(local).resolve() == ROOT for local in raw["file_mounts"].values())  # sweeps/ go along
     broken = copy.deepcopy(raw)
     broken["available_node_types"]["gpu_worker"]["min_worker"] = 1  # a typo Ray must refuse
-    with pytest.raises(Exception):
+    from jsonschema import ValidationError  # what Ray's validator raises
+
+    with pytest.raises(ValidationError, match="min_worker"):
         validate_config(prepare_config(broken))
 
 

@@ -36,7 +36,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..sections import PruneConfig, require, require_choice
+from ..sections import LAMP_METHODS, PruneConfig, require, require_choice
 from ..errors import RebuildMismatch
 from ._base import (BASE_NEEDS, CALIB_BATCHES, CRITERIA, METHOD_CRITERIA, METHODS, RETRAIN, Method, PruneContext,
                     PruningPlan, RebuildResult, post_prune_training)
@@ -66,7 +66,7 @@ def resolve_prune(cfg: PruneConfig) -> PruneConfig:
     require_choice("prune.criterion", cfg.criterion, CRITERIA)
     require(cfg.criterion in allowed, "prune.criterion", cfg.criterion,
             f"one of {', '.join(allowed)} for method {cfg.method}")
-    require(not cfg.lamp or cfg.criterion == "l2", "prune.criterion", cfg.criterion,
+    require(not cfg.lamp or cfg.method not in LAMP_METHODS or cfg.criterion == "l2", "prune.criterion", cfg.criterion,
             "l2 with prune.lamp (LAMP is defined on squared weight magnitudes, Lee et al. 2021)")
     return cfg
 
