@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import yaml
 
-from prune_core import BASE_KEYS
-from prune_core.config import ExperimentConfig
-from prune_sweep.spec import Dist, Sweep, SweepError, parse_sweep
+from prune_core.sections import BASE_KEYS
+from prune_sweep.spec import Dist, Sweep, SweepError, experiment_config, parse_sweep
+
+if TYPE_CHECKING:
+    from prune_core.config import ExperimentConfig
 
 
 def _expand(sweep: Sweep, pick: Callable[[Dist], Sequence[Any]], repeats: int) -> List[Dict[str, Any]]:
@@ -84,24 +86,24 @@ def num_trials(sweep: Sweep) -> int:
 def trial_epochs(sweep: Sweep, configs: Iterable[Mapping[str, Any]]) -> int:
     """Most epochs a trial trains after pruning (``prune_core.pruning.post_prune_training``: SNIP
     trains from scratch with the base budget, IMP with it from its rewind epoch)."""
-    from prune_core import post_prune_training  # prune_core.pruning imports torch: only when asked
+    from prune_core import post_prune_training
 
     most = 1
     for c in configs:
-        tcfg, start = post_prune_training(ExperimentConfig.from_dict({**sweep.base, **c}))
+        tcfg, start = post_prune_training(experiment_config().from_dict({**sweep.base, **c}))
         most = max(most, tcfg.epochs - start)
     return most
 
 
-def base_configs(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Dict[str, ExperimentConfig]:
+def base_configs(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Dict[str, "ExperimentConfig"]:
     """Distinct bases (by ``base_hash``) of the trials; empty when a base key is drawn from a
     continuous range (each trial then trains or loads its own base under the cache's lock)."""
     continuous = [k for k, es in sweep.space.items() for e in es if not e.dist.discrete and k in BASE_KEYS]
     if continuous and sweep.search.algorithm == "optuna":
         return {}
-    out: Dict[str, ExperimentConfig] = {}
+    out: Dict[str, "ExperimentConfig"] = {}
     for c in configs:
-        cfg = ExperimentConfig.from_dict({**sweep.base, **c})
+        cfg = experiment_config().from_dict({**sweep.base, **c})
         if not cfg.model.pretrained_path:  # a given base is loaded by each trial, nothing to train
             out.setdefault(cfg.base_hash(), cfg)
     return out

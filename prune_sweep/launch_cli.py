@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
-from prune_core.config import ConfigError, parse_overrides
+from prune_core.errors import ConfigError
+from prune_core.sections import parse_overrides
 from prune_sweep.expand import corner_configs, load_sweep, num_trials, trial_configs, validate
 from prune_sweep.plan import print_plan
 from prune_sweep.spec import DEFAULT_SWEEP, Sweep, SweepError, parse_sweep

@@ -14,12 +14,25 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from prune_core import SMOKE
-from prune_core.config import ConfigError, ExperimentConfig, flatten, nest
+from prune_core.errors import ConfigError
+from prune_core.sections import SECTIONS, SMOKE, flatten, nest
+
+if TYPE_CHECKING:
+    from prune_core.config import ExperimentConfig
+
+CONFIG_KEYS = frozenset(f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls))
+
+
+def experiment_config() -> "type[ExperimentConfig]":
+    """``prune_core.config.ExperimentConfig``, imported when a sweep is first checked: it fills
+    the registries (torch), which ``--help`` and argument errors need not wait for."""
+    from prune_core.config import ExperimentConfig
+
+    return ExperimentConfig
 
 _HERE = Path(__file__).resolve().parent
 # the shipped sweeps: sweeps/ of a source checkout, which an installed wheel carries as prune_sweep/sweeps
@@ -155,8 +168,8 @@ class Sweep:
     def keys(self) -> Tuple[str, ...]:
         return tuple(self.space)
 
-    def base_config(self) -> ExperimentConfig:
-        return ExperimentConfig.from_dict(self.base)
+    def base_config(self) -> "ExperimentConfig":
+        return experiment_config().from_dict(self.base)
 
     def active(self, key: str, values: Mapping[str, Any]) -> Optional[Entry]:
         """The alternative of ``key`` that applies given the values chosen so far (None: none does)."""
@@ -172,7 +185,7 @@ class Sweep:
         """A trial's config: every swept key, those no alternative applies to at their resolved base
         value (a method's default criterion). Validates the whole ExperimentConfig."""
         try:
-            cfg = ExperimentConfig.from_dict({**self.base, **values})
+            cfg = experiment_config().from_dict({**self.base, **values})
         except ConfigError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in values.items())
             raise SweepError(f"{self.source}: {exc} (in the trial {shown})") from None
@@ -228,9 +241,9 @@ def _config_key(key: Any, source: str, where: str) -> str:
     """``key`` if it names an ExperimentConfig field, else the config's own one-line error."""
     if not isinstance(key, str) or "." not in key:
         raise _fail(source, where, f"{key!r}: expected a dotted config key such as prune.ratio")
-    if key not in ExperimentConfig().to_flat():
+    if key not in CONFIG_KEYS:
         try:
-            ExperimentConfig.from_dict({key: None})
+            experiment_config().from_dict({key: None})
         except ConfigError as exc:
             raise _fail(source, where, str(exc)) from None
     return key
@@ -399,7 +412,7 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
         if key in RESERVED:
             raise _fail(source, f"base.{key}", "set by launch.py for every trial; remove it from the sweep")
     try:
-        base_flat = ExperimentConfig.from_dict(base).to_flat()
+        base_flat = experiment_config().from_dict(base).to_flat()
     except ConfigError as exc:
         raise _fail(source, "base", str(exc)) from None
     base = _absolute_paths(base)

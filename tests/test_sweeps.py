@@ -135,6 +135,17 @@ def test_dry_run_never_imports_ray():
     assert done.stdout.rstrip().endswith("trials")
 
 
+def test_help_and_argument_errors_load_neither_ray_nor_torch():
+    for args, expected in ((["--help"], 0), (["--no-such-flag"], 2)):
+        done = run_python("import sys\n"
+                          "from prune_sweep.launch_cli import main\n"
+                          f"try:\n    code = main({args!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+                          "heavy = [m for m in ('ray', 'torch', 'optuna') if m in sys.modules]\n"
+                          "assert not heavy, heavy\n"
+                          f"assert code == {expected}, code\n")
+        assert done.returncode == 0, done.stderr
+
+
 def test_reading_and_validating_every_shipped_sweep_never_imports_ray():
     done = run_python("import sys\n"
                       "from prune_sweep.expand import load_sweep, validate\n"
