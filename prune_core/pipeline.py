@@ -342,7 +342,7 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
     costs = {k: metrics[k] for k in EPOCH_COSTS}
 
     def on_epoch(record, _ckpt):
-        if reporter:  # "epoch" counts epochs trained since pruning, as launch.trial_epochs does
+        if reporter:  # "epoch" counts epochs trained since pruning (EPOCH_KEYS)
             reporter({**record, "epoch": record["epoch"] - start, **costs}, wd.root)
 
     history: History = fit(model, tcfg, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
