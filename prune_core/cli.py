@@ -151,7 +151,8 @@ def _print_summary(m: Dict[str, Any], out: Path) -> None:
     print(f"accuracy  {m['acc_base']:.2f}% -> {m['acc_pruned_raw']:.2f}% (pruned) -> {m['acc_pruned']:.2f}% "
           f"(BN re-estimated) -> {m['acc_final']:.2f}% (fine-tuned)")
     print(f"FLOPs     {m['flops_base'] / 1e6:.2f}M -> {m['flops_final'] / 1e6:.2f}M dense, "
-          f"{m['flops_nz_final'] / 1e6:.2f}M effective ({100 * m['flops_kept']:.1f}% kept)")
+          f"{m['flops_nz_final'] / 1e6:.2f}M effective ({100 * m['flops_kept_dense']:.1f}% / "
+          f"{100 * m['flops_kept_effective']:.1f}% kept)")
     print(f"params    {m['params_base'] / 1e6:.3f}M -> {m['params_nz_final'] / 1e6:.3f}M non-zero")
     print(f"latency   {m['latency_ms_base']:.2f} -> {m['latency_ms_final']:.2f} ms at batch 1 "
           f"(speedup {m['speedup']:.2f}x on {m['latency_device']})")

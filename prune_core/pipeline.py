@@ -2,7 +2,7 @@
 
 >>> from prune_core import ExperimentConfig, run
 >>> metrics = run(ExperimentConfig.from_dict({"prune.method": "channel", "prune.ratio": 0.5}))  # doctest: +SKIP
->>> metrics["acc_final"], metrics["flops_kept"]  # doctest: +SKIP
+>>> metrics["acc_final"], metrics["flops_kept_dense"], metrics["flops_kept_effective"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     model.load_state_dict(artifact["model"])
     model.to(device)
     metrics: Dict[str, Any] = {"base_cached": int(base.source == "cache"), "num_classes": data.num_classes,
-                               "time_base_s": time.perf_counter() - t0}
+                               "time_base_s": time.perf_counter() - t0, "epochs_base": len(artifact["history"])}
     t0 = time.perf_counter()
     metrics.update(_measure(model, cfg, data, device, "base"))
     metrics["layer_channels_base"] = layer_channels(model)
@@ -289,14 +289,19 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     if cfg.prune.method == "imp" and rewind not in artifact["early"]:
         raise ConfigError(f"prune.rewind_epoch={rewind}: expected one of the epochs the base keeps, "
                           f"{', '.join(map(str, sorted(artifact['early'])))}")
+    trained_in_pruning = []
+
+    def train(m: nn.Module, tcfg, stage: str, start: int = 0) -> History:
+        history = fit(m, tcfg, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16, stage=stage,
+                      progress=cfg.runtime.progress, log=log, start_epoch=start)
+        trained_in_pruning.append(len(history.epochs))
+        return history
+
     ctx = PruneContext(cfg=cfg, example_input=_example_input(data, device),
-                       calib_batches=calibration_batches(data, cfg.prune.calib_batches),
-                       train=lambda m, tcfg, stage, start=0: fit(m, tcfg, data, device=device, amp=cfg.runtime.amp,
-                                                                  cpu_bf16=cfg.runtime.cpu_bf16, stage=stage,
-                                                                  progress=cfg.runtime.progress, log=log,
-                                                                  start_epoch=start),
+                       calib_batches=calibration_batches(data, cfg.prune.calib_batches), train=train,
                        early_states=artifact["early"], fresh_state=_fresh_state(cfg, data))
     plan = prune_model(model, ctx)
+    metrics["epochs_prune"] = sum(trained_in_pruning)
     metrics.update(plan.stats.get("metrics", {}))  # method-specific extras, e.g. imp_levels
     metrics["time_prune_s"] = time.perf_counter() - t0
 
@@ -352,6 +357,7 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
     _make_permanent(model)
     metrics["time_finetune_s"] = time.perf_counter() - t0
     metrics["finetune_epochs"] = len(history.epochs)
+    metrics["epochs_trial"] = metrics["epochs_prune"] + metrics["finetune_epochs"]
     metrics["val_acc_final"] = history.last.get("val_acc", math.nan) if history.epochs else evaluate(
         model, data.val, data.num_classes).top1
     wd.history.write_text(json.dumps(history.epochs))
@@ -361,7 +367,7 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
     metrics["layer_channels_final"] = layer_channels(model)
     metrics["layer_params_final"] = layer_params(model)
     metrics["sparsity"] = sparsity(model)
-    metrics["flops_kept"] = flops_kept(metrics)
+    metrics.update(flops_kept(metrics))
     metrics["speedup"] = metrics["latency_ms_base"] / metrics["latency_ms_final"]
     metrics["speedup_batch"] = metrics["latency_ms_base_batch"] / metrics["latency_ms_final_batch"]
     metrics["time_eval_s"] += time.perf_counter() - t0

@@ -29,7 +29,8 @@ METRICS: Dict[str, str] = {
     "flops_nz_final": "effective FLOPs per image of the pruned model (dense x weight density per layer)",
     "macs_base": "multiply-accumulates per image of the base model (flops_base / 2)",
     "macs_final": "multiply-accumulates per image of the pruned model (flops_final / 2)",
-    "flops_kept": "flops_nz_final / flops_base: fraction of the base model's FLOPs left",
+    "flops_kept_dense": "flops_final / flops_base: the fraction of FLOPs a dense kernel still runs (realisable)",
+    "flops_kept_effective": "flops_nz_final / flops_base: the fraction of FLOPs on non-zero weights (theoretical)",
     "params_base": "parameters of the base model",
     "params_final": "parameters of the pruned, rebuilt model",
     "params_nz_base": "non-zero parameters of the base model",
@@ -45,7 +46,10 @@ METRICS: Dict[str, str] = {
     "latency_device": "where latency was measured (cpu with its thread count, or the CUDA device)",
     "rebuild_max_abs_diff": "largest |logit| difference between the rebuilt and the masked model",
     "base_cached": "1 when the base model came from the cache, 0 when this run trained it",
-    "finetune_epochs": "fine-tune epochs actually run (early stopping may end sooner)",
+    "finetune_epochs": "epochs trained after pruning: the fine-tune (early stopping may end it sooner), SNIP's training from scratch, IMP's last retraining",
+    "epochs_base": "epochs the base model was trained (0 for a given model); cached or not, shared by every trial of that base",
+    "epochs_prune": "epochs trained inside the pruning step (IMP: the retraining of every level but the last)",
+    "epochs_trial": "epochs this trial trained after the base: epochs_prune + finetune_epochs",
     "time_base_s": "seconds spent training (or loading) the base model",
     "time_prune_s": "seconds spent scoring and pruning (IMP: its rounds of retraining included)",
     "time_rebuild_s": "seconds spent physically rebuilding the smaller model and checking it",
@@ -57,9 +61,11 @@ METRICS: Dict[str, str] = {
 METRIC_KEYS = tuple(METRICS)
 
 
-def flops_kept(metrics: Dict[str, float]) -> float:
-    """The ``flops_kept`` of a metrics dict (or of an epoch report, which carries both counts)."""
-    return metrics["flops_nz_final"] / metrics["flops_base"]
+def flops_kept(metrics: Dict[str, float]) -> Dict[str, float]:
+    """``flops_kept_dense`` and ``flops_kept_effective`` of a metrics dict or an epoch report (both
+    carry the three counts): the realisable and the theoretical cost, never one for the other."""
+    return {"flops_kept_dense": metrics["flops_final"] / metrics["flops_base"],
+            "flops_kept_effective": metrics["flops_nz_final"] / metrics["flops_base"]}
 TEXT_METRICS = frozenset({"latency_device", "prune_ranking"})  # every other key holds a number (or null)
 
 # keys of the final dict besides METRICS, present only where they apply

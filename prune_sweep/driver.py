@@ -49,12 +49,12 @@ class SweepOptunaSearch(OptunaSearch):
 
 
 class TrialTable(tune.CLIReporter):
-    """One table of trials (status, swept values, epoch, accuracy, FLOPs kept), printed when a
+    """One table of trials (status, swept values, epoch, accuracy, dense FLOPs kept), printed when a
     trial changes status or epoch, at most every ``PROGRESS_PERIOD_S``."""
 
     def __init__(self, params: Mapping[str, str], total: int):
         super().__init__(metric_columns={"epoch": "epoch", "val_acc": "val acc", "acc_final": "test acc",
-                                         "flops_kept": "FLOPs kept"},
+                                         "flops_kept_dense": "FLOPs kept"},
                          parameter_columns=dict(params), total_samples=total, max_progress_rows=40,
                          max_error_rows=10, print_intermediate_tables=True)
         self._shown: Tuple = ()

@@ -85,8 +85,8 @@ class TuneReporter:
     epochs with the run's working directory as a ``tune.Checkpoint``.
 
     Every report carries ``val_acc`` (ASHA's metric; the final one repeats ``val_acc_final``) and
-    ``flops_kept`` (known once the model is pruned), so a searcher can read both from any report,
-    and ``node_id``, the Ray node that ran it."""
+    ``flops_kept_dense`` / ``flops_kept_effective`` (known once the model is pruned), so a searcher
+    can read its objectives from any report, and ``node_id``, the Ray node that ran it."""
 
     def __init__(self, workdir: Path, keep_final_model: bool):
         self.workdir = workdir
@@ -100,7 +100,7 @@ class TuneReporter:
             row["epoch"] = row.get("finetune_epochs")
             checkpoint_dir = self.workdir if self.keep_final_model else None
         else:
-            row["flops_kept"] = flops_kept(row)
+            row.update(flops_kept(row))
         row["node_id"] = self.node_id
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(row, checkpoint=checkpoint)

@@ -83,7 +83,7 @@ def test_quickstart_smoke_test_reports_every_metric(tmp_path, capsys):
         assert final["base_cached"] == 1  # the base came from the sweep's base task
         epochs = [r for r in rows if r.get("stage") == "finetune"]
         assert [r["epoch"] for r in epochs] == list(range(1, final["finetune_epochs"] + 1))
-        assert all({"val_acc", "train_loss", "flops_kept", "lr"} <= set(r) for r in epochs)
+        assert all({"val_acc", "train_loss", "flops_kept_dense", "flops_kept_effective", "lr"} <= set(r) for r in epochs)
         assert list((exp / name).glob("checkpoint_*")), "every epoch is checkpointed"
     assert len(list((exp / "base_cache").glob("*/base.pt"))) == 1
 
@@ -125,7 +125,7 @@ def test_multi_objective_optuna_search(tmp_path):
     space = {"prune.criterion": {"choice": ["l1", "l2"]}, "prune.ratio": {"uniform": [0.2, 0.6]},
              "prune.scope": {"choice": ["local", "global"]}, "finetune.lr": {"loguniform": [0.005, 0.05]}}
     search = {"algorithm": "optuna", "sampler": "tpe", "num_samples": 3, "max_concurrent": 2,
-              "objectives": {"val_acc": "max", "flops_kept": "min"}}
+              "objectives": {"val_acc": "max", "flops_kept_dense": "min"}}
     path = write_sweep(tmp_path, "mo", space, search=search, scheduler={"name": "asha", "grace_period": 1})
     assert main([str(path), "--storage", str(tmp_path)]) == 0
     exp = tmp_path / "mo"
@@ -134,7 +134,7 @@ def test_multi_objective_optuna_search(tmp_path):
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert len(study.trials) == 3
     runs = list(trials(exp).values())
-    finished = sorted(round(r["flops_kept"], 6) for rows in runs for r in rows if r.get("stage") == "done")
+    finished = sorted(round(r["flops_kept_dense"], 6) for rows in runs for r in rows if r.get("stage") == "done")
     assert finished, "at least the first trial runs to the end"
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(round(t.values[1], 6) for t in complete) == finished and all(len(t.values) == 2 for t in complete)

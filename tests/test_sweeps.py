@@ -252,12 +252,12 @@ def test_searcher_hands_tune_the_swept_keys_only(tmp_path):
                        "prune.criterion": [{"choice": ["l1", "taylor"], "when": {"prune.method": ["channel"]}},
                                            {"choice": ["l1", "l2"], "when": {"prune.method": ["kernel"]}}]})
     sweep = load_sweep(write(tmp_path, raw))
-    search = SweepOptunaSearch(OptunaSpace(sweep), keys=sweep.keys, metric=["val_acc", "flops_kept"],
+    search = SweepOptunaSearch(OptunaSpace(sweep), keys=sweep.keys, metric=["val_acc", "flops_kept_dense"],
                                       mode=["max", "min"])
     for i in range(4):
         assert set(search.suggest(f"t{i}")) == {"prune.method", "prune.criterion"}
-    search.on_trial_complete("t0", {"stage": "done", "val_acc": 90.0, "flops_kept": 0.5})
-    search.on_trial_complete("t1", {"stage": "finetune", "val_acc": 50.0, "flops_kept": 0.5})  # stopped early
+    search.on_trial_complete("t0", {"stage": "done", "val_acc": 90.0, "flops_kept_dense": 0.5})
+    search.on_trial_complete("t1", {"stage": "finetune", "val_acc": 50.0, "flops_kept_dense": 0.5})  # stopped early
     states = [t.state for t in search._ot_study.trials[:2]]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
 
