@@ -51,7 +51,10 @@ def trial_configs(sweep: Sweep) -> List[Dict[str, Any]]:
     else:
         raise ValueError("an optuna search draws its trials while it runs")
     configs = [sweep.complete(p) for p in picks]
-    return _smoke_subset(configs) if sweep.smoke_test else configs
+    configs = _smoke_subset(configs) if sweep.smoke_test else configs
+    if sweep.seeds > 1:  # every configuration once per seed, the seeds of one configuration side by side
+        configs = [{**c, "runtime.seed": s} for c in configs for s in sweep.seed_values]
+    return configs
 
 
 def _smoke_subset(configs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -129,7 +132,8 @@ class OptunaSpace:
         return self.sweep.complete(values)
 
 
-def load_sweep(path: str | Path, overrides: Optional[Mapping[str, Any]] = None, smoke_test: bool = False) -> Sweep:
+def load_sweep(path: str | Path, overrides: Optional[Mapping[str, Any]] = None, smoke_test: bool = False,
+               seeds: Optional[int] = None) -> Sweep:
     """Read, check and validate a sweep file: every trial it can produce (grid, random) or every
     corner of its space (optuna) must make a valid ExperimentConfig."""
     source = str(path)
@@ -139,6 +143,6 @@ def load_sweep(path: str | Path, overrides: Optional[Mapping[str, Any]] = None, 
         raise SweepError(f"{source}: cannot read it ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise SweepError(f"{source}: not YAML ({' '.join(str(exc).split())})") from None
-    sweep = parse_sweep(raw, source, overrides, smoke_test)
+    sweep = parse_sweep(raw, source, overrides, smoke_test, seeds)
     validate(sweep)
     return sweep

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--name", help="experiment name (default: the sweep's; smoke tests add -smoke)")
     a("--resume", action="store_true", help="continue the interrupted sweep <storage>/<name>")
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="change a base key, e.g. finetune.epochs=5")
+    a("--seeds", type=int, metavar="N", help="run every configuration with N seeds (default: the sweep's "
+      "seeds, else 1); the analysis reports their mean and standard deviation")
     a("--dry-run", action="store_true", help="print the trials and their count; start nothing")
     a("--smoke-test", action="store_true", help="tiny epochs and few trials (prune_core.SMOKE), for CI")
     a("--no-dashboard", action="store_true", help="start the local Ray without its dashboard")
@@ -53,13 +55,14 @@ def _overrides(items: Sequence[str]) -> Dict[str, Any]:
 
 def _experiment(args: argparse.Namespace) -> Tuple[Sweep, Store, Store]:
     """The sweep and its storage; with --resume, the sweep stored in the experiment directory."""
-    sweep = load_sweep(args.sweep, _overrides(args.set), args.smoke_test)
+    sweep = load_sweep(args.sweep, _overrides(args.set), args.smoke_test, args.seeds)
     name = args.name or (f"{sweep.name}-smoke" if args.smoke_test else sweep.name)
     storage = Store(args.storage or sweep.storage)
     exp = Store(storage.uri(name))
     if args.resume and not args.dry_run:
-        if args.set:
-            raise SweepError("--set cannot change a sweep that is resumed; start a new one with --name")
+        if args.set or args.seeds is not None:
+            raise SweepError(f"{'--set' if args.set else '--seeds'} cannot change a sweep that is resumed; "
+                             "start a new one with --name")
         text = exp.read_text("sweep.yaml")
         if text is None or not _can_restore(exp):
             raise SweepError(f"--resume: {exp.location} holds no interrupted sweep to continue")

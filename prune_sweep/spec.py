@@ -52,7 +52,7 @@ DEFAULT_OBJECTIVES = {"val_acc": "max", "flops_kept_dense": "min"}
 # keys the launcher sets for every trial itself
 RESERVED = ("runtime.workdir", "runtime.resume", "runtime.cache_dir", "runtime.progress")
 TOP_LEVEL = ("name", "description", "base", "space", "search", "scheduler", "resources", "storage",
-             "max_failures", "smoke_test")
+             "max_failures", "seeds", "smoke_test")
 
 
 class SweepError(ValueError):
@@ -162,13 +162,20 @@ class Sweep:
     storage: str = DEFAULT_STORAGE
     max_failures: int = 2  # retries of a trial whose worker or node died (from its last epoch)
     description: str = ""
+    seeds: int = 1  # every configuration runs with this many seeds: runtime.seed, runtime.seed + 1, ...
     smoke_test: bool = False
     source: str = ""  # the file it came from, for messages
     base_flat: Dict[str, Any] = field(default_factory=dict, repr=False)  # every config key, resolved
 
     @property
     def keys(self) -> Tuple[str, ...]:
-        return tuple(self.space)
+        return tuple(self.space) + (("runtime.seed",) if self.seeds > 1 else ())
+
+    @property
+    def seed_values(self) -> Tuple[int, ...]:
+        """The seeds every configuration runs with (each seed trains its own base)."""
+        first = int(self.base_flat.get("runtime.seed", 0))
+        return tuple(range(first, first + self.seeds))
 
     def base_config(self) -> "ExperimentConfig":
         return experiment_config().from_dict(self.base)
@@ -209,6 +216,8 @@ class Sweep:
         out["resources"] = dataclasses.asdict(self.resources)
         out["storage"] = self.storage
         out["max_failures"] = self.max_failures
+        if self.seeds > 1:
+            out["seeds"] = self.seeds
         if self.smoke_test:
             out["smoke_test"] = True
         return out
@@ -388,9 +397,10 @@ def _parse_resources(raw: Any, source: str) -> Resources:
 
 
 def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = None,
-                smoke_test: bool = False) -> Sweep:
+                smoke_test: bool = False, seeds: Optional[int] = None) -> Sweep:
     """Check a loaded sweep file and apply ``--set`` overrides (and, for ``--smoke-test``,
-    ``prune_core.SMOKE``) to its base. Raises SweepError with one line naming the key."""
+    ``prune_core.SMOKE``) to its base; ``seeds`` (``--seeds``) replaces the file's ``seeds``.
+    Raises SweepError with one line naming the key."""
     if not isinstance(raw, Mapping):
         raise SweepError(f"{source}: expected a mapping with keys {', '.join(TOP_LEVEL[:-1])}")
     unknown = [k for k in raw if k not in TOP_LEVEL]
@@ -423,14 +433,22 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
     base = _absolute_paths(base)
     max_failures = _number(raw.get("max_failures", 2), source, "max_failures", int, -1,
                            accepted="an integer >= -1 (-1 = retry forever)")
+    where = "--seeds" if seeds is not None else "seeds"
+    seeds = _number(seeds if seeds is not None else raw.get("seeds", 1), source, where, int, 1,
+                    accepted="an integer >= 1 (runs of every configuration, one seed each)")
+    if seeds > 1 and "runtime.seed" in space:
+        raise _fail(source, where, f"{seeds}: runtime.seed is already swept by the space; use one or the other")
     storage = raw.get("storage") or DEFAULT_STORAGE
     if not isinstance(storage, str):
         raise _fail(source, "storage", f"{storage!r}: expected a path or a s3://, gs:// URI")
     sweep = Sweep(name=name, base=base, space=space, order=order, search=_parse_search(raw.get("search"), source),
                   scheduler=_parse_scheduler(raw.get("scheduler"), source),
                   resources=_parse_resources(raw.get("resources"), source), storage=storage,
-                  max_failures=max_failures, description=str(raw.get("description") or ""),
+                  max_failures=max_failures, description=str(raw.get("description") or ""), seeds=seeds,
                   smoke_test=smoke, source=source, base_flat=base_flat)
+    if sweep.search.algorithm == "optuna" and seeds > 1:
+        raise _fail(source, where, f"{seeds}: repeating configurations over seeds needs search.algorithm grid or "
+                    "random (an optuna study would treat each seed as a new point)")
     if sweep.search.algorithm == "optuna":
         grids = [k for k, es in space.items() for e in es if e.dist.kind == "grid"]
         if grids:

@@ -17,7 +17,7 @@ from prune_core.pruning import METHOD_CRITERIA
 from prune_sweep.driver import SweepOptunaSearch, make_scheduler
 from prune_sweep.expand import OptunaSpace, base_configs, load_sweep, num_trials, trial_configs, trial_epochs
 from prune_sweep.launch_cli import main
-from prune_sweep.spec import DEFAULT_SWEEP, SWEEPS_DIR, parse_sweep
+from prune_sweep.spec import DEFAULT_SWEEP, SWEEPS_DIR, SweepError, parse_sweep
 from prune_sweep.storage import Store, base_rel, is_uri
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +185,39 @@ def test_grid_expands_conditions_and_fills_inactive_keys(tmp_path):
     assert len(configs) == 2 * 2 + 2  # channel x 2 criteria x 2 ratios, imp x 2 ratios
     assert all(list(c) == ["prune.method", "prune.ratio", "prune.criterion"] for c in configs)
     assert {c["prune.criterion"] for c in configs if c["prune.method"] == "imp"} == {"l1"}  # imp's default
+
+
+def test_seeds_repeat_every_configuration_with_consecutive_seeds(tmp_path):
+    path = write(tmp_path, with_(base={"runtime.seed": 5, "model.name": "resnet20"}, seeds=3))
+    sweep = load_sweep(path)
+    configs = trial_configs(sweep)
+    assert len(configs) == 3 * (2 * 2 + 2) and sweep.keys[-1] == "runtime.seed"
+    assert [c["runtime.seed"] for c in configs[:6]] == [5, 6, 7, 5, 6, 7]
+    assert configs[0] == {**configs[1], "runtime.seed": 5}  # one configuration, side by side
+    assert len(base_configs(sweep, configs)) == 3  # each seed trains its own base
+    assert len(trial_configs(load_sweep(path, seeds=1))) == 6  # --seeds replaces the file's value
+    assert parse_sweep(sweep.to_yaml(), "stored").seeds == 3  # the stored sweep resumes with its seeds
+
+
+@pytest.mark.parametrize("raw,cli,message", [
+    (with_(seeds=0), None, r"seeds: 0: expected an integer >= 1"),
+    (with_(seeds=2, space__runtime_seed={"grid": [0, 1]}), None, r"seeds: 2: runtime.seed is already swept"),
+    (with_(search={"algorithm": "optuna", "num_samples": 2}, space={"prune.ratio": {"uniform": [0.1, 0.5]}}), 2,
+     r"--seeds: 2: .*grid or random"),
+])
+def test_bad_seeds_are_one_line_errors(tmp_path, raw, cli, message):
+    with pytest.raises(SweepError, match=message):
+        load_sweep(write(tmp_path, raw), seeds=cli)
+
+
+def test_a_search_must_name_which_flops_it_minimises(tmp_path):
+    raw = with_(search={"algorithm": "optuna", "num_samples": 2, "objectives": {"val_acc": "max", "flops_kept": "min"}},
+                space={"prune.ratio": {"uniform": [0.1, 0.5]}})
+    with pytest.raises(SweepError, match=r"objectives.flops_kept: ambiguous; .*flops_kept_dense.*flops_kept_effective"):
+        load_sweep(write(tmp_path, raw))
+    raw["search"]["objectives"] = {"val_acc": "max", "flops_kept_effective": "min"}
+    assert dict(load_sweep(write(tmp_path, raw)).search.objectives) == {"val_acc": "max", "flops_kept_effective": "min"}
+    assert dict(load_sweep(write(tmp_path, with_())).search.objectives) == {"val_acc": "max", "flops_kept_dense": "min"}
 
 
 def test_random_search_is_reproducible_and_draws_num_samples(tmp_path):
