@@ -274,7 +274,9 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     model.load_state_dict(artifact["model"])
     model.to(device)
     metrics: Dict[str, Any] = {"base_cached": int(base.source == "cache"), "num_classes": data.num_classes,
-                               "time_base_s": time.perf_counter() - t0, "epochs_base": len(artifact["history"])}
+                               "time_base_s": time.perf_counter() - t0,
+                               # a method that prunes at initialisation does not use the trained base
+                               "epochs_base": 0 if BASE_NEEDS[cfg.prune.method] == "init" else len(artifact["history"])}
     t0 = time.perf_counter()
     metrics.update(_measure(model, cfg, data, device, "base"))
     metrics["layer_channels_base"] = layer_channels(model)

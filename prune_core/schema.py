@@ -47,7 +47,7 @@ METRICS: Dict[str, str] = {
     "rebuild_max_abs_diff": "largest |logit| difference between the rebuilt and the masked model",
     "base_cached": "1 when the base model came from the cache, 0 when this run trained it",
     "finetune_epochs": "epochs trained after pruning: the fine-tune (early stopping may end it sooner), SNIP's training from scratch, IMP's last retraining",
-    "epochs_base": "epochs the base model was trained (0 for a given model); cached or not, shared by every trial of that base",
+    "epochs_base": "epochs the base model this trial prunes was trained (0 for a given model and for methods that prune at initialisation); shared by every trial of that base",
     "epochs_prune": "epochs trained inside the pruning step (IMP: the retraining of every level but the last)",
     "epochs_trial": "epochs this trial trained after the base: epochs_prune + finetune_epochs",
     "time_base_s": "seconds spent training (or loading) the base model",
