@@ -21,7 +21,7 @@ import yaml
 from .data import check_dataset
 from .errors import ConfigError
 from .models import check_model
-from .pruning import METHODS, resolve_prune
+from .pruning import METHODS, post_prune_training, resolve_prune
 from .sections import (BASE_KEYS, LAMP_METHODS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig,
                        RuntimeConfig, TrainConfig, _finetune_default, coerce, digest, flatten, nest,
                        parse_overrides)
@@ -54,6 +54,7 @@ class ExperimentConfig:
             raise ConfigError(f"prune.criterion={self.prune.criterion!r}, prune.calib_batches="
                               f"{self.prune.calib_batches}: expected the method's defaults filled in; "
                               "build the config with ExperimentConfig.from_dict")
+        post_prune_training(self)  # a budget (prune.budget_epochs) the method cannot keep is a ConfigError
         self.runtime.validate()
 
     # ----------------------------------------------------------------------------------------

@@ -150,6 +150,10 @@ class PruneConfig:
     # and fine-tuning starts (EagleEye's adaptive BN, Li et al. 2020; 0 = off): channel 0.3 on
     # resnet20/mnist5k read 10% (chance) for every criterion before, 28-83% after
     bn_recalib_batches: int = 20
+    # equal-budget mode (0 = off): every method trains this many epochs in all, counting the base it
+    # prunes. Fine-tuning gets budget - train.epochs; SNIP and random_init train budget epochs from
+    # scratch; IMP retrains (budget - train.epochs) // levels epochs per level from its rewind epoch
+    budget_epochs: int = 0
 
     def validate(self) -> None:
         require(isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0, "prune.ratio", self.ratio,
@@ -183,6 +187,8 @@ class PruneConfig:
                f"false for method {self.method} (LAMP ranks the units of {', '.join(LAMP_METHODS)})")
         require(isinstance(self.bn_recalib_batches, int) and self.bn_recalib_batches >= 0,
                "prune.bn_recalib_batches", self.bn_recalib_batches, "an integer >= 0 (0 = off)")
+        require(isinstance(self.budget_epochs, int) and self.budget_epochs >= 0, "prune.budget_epochs",
+                self.budget_epochs, "an integer >= 0 (0 = off)")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ DEFAULT_OBJECTIVES = {"val_acc": "max", "flops_kept_dense": "min"}
 # keys the launcher sets for every trial itself
 RESERVED = ("runtime.workdir", "runtime.resume", "runtime.cache_dir", "runtime.progress")
 TOP_LEVEL = ("name", "description", "base", "space", "search", "scheduler", "resources", "storage",
-             "max_failures", "seeds", "smoke_test")
+             "max_failures", "seeds", "budget", "smoke_test")
 
 
 class SweepError(ValueError):
@@ -422,6 +422,12 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
         if key in space:
             raise _fail(source, "--set", f"{key} is swept by the space; --set changes base keys only")
         base[key] = value
+    budget = _mapping(raw.get("budget"), source, "budget", ("epochs",))
+    if budget:  # the equal-budget mode: every trial trains budget.epochs in all, its base included
+        if "prune.budget_epochs" in base or "prune.budget_epochs" in space:
+            raise _fail(source, "budget", "prune.budget_epochs is set too; use one or the other")
+        base["prune.budget_epochs"] = _number(budget.get("epochs"), source, "budget.epochs", int, 1,
+                                              accepted="a whole number of epochs >= 1")
     for key in base:
         _config_key(key, source, "base")
         if key in RESERVED:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from prune_core.config import ExperimentConfig
+from prune_core.config import ConfigError, ExperimentConfig
 from prune_core.data import load_data
 from prune_core.pipeline import _fresh_state, fresh_model
 from prune_core.pruning import PruneContext, post_prune_training, prune_model
@@ -232,6 +232,28 @@ def test_post_prune_training_per_method():
     assert post_prune_training(cfg.replace(**{"prune.method": "channel"})) == (cfg.finetune, 0)
 
 
+def test_equal_budget_gives_every_method_the_same_epochs():
+    cfg = ExperimentConfig.from_dict({"train.epochs": 10, "finetune.epochs": 2, "prune.rewind_epoch": 1,
+                                      "prune.budget_epochs": 40, "prune.ratio": 0.5})
+    tcfg, start = post_prune_training(cfg.replace(**{"prune.method": "channel"}))
+    assert (tcfg.epochs, start, tcfg.lr) == (30, 0, cfg.finetune.lr)  # 10 base + 30 fine-tune
+    tcfg, start = post_prune_training(cfg.replace(**{"prune.method": "snip"}))
+    assert (tcfg.epochs, start, tcfg.lr) == (40, 0, cfg.train.lr)  # 40 from scratch
+    tcfg, start = post_prune_training(cfg.replace(**{"prune.method": "imp"}))  # 0.5 at 0.2: 4 levels
+    assert (tcfg.epochs - start, start) == (30 // 4, 1)  # 10 + 4 x 7 = 38 <= 40
+    with pytest.raises(ConfigError, match=r"prune.budget_epochs=10: expected more than the base's 10 epochs"):
+        post_prune_training(cfg.replace(**{"prune.method": "channel", "prune.budget_epochs": 10}))
+    with pytest.raises(ConfigError, match=r"prune.budget_epochs=12: expected at least train.epochs \+ levels = 14"):
+        post_prune_training(cfg.replace(**{"prune.method": "imp", "prune.budget_epochs": 12}))
+
+
+def test_imp_under_a_budget_retrains_every_level_alike():
+    net, plan, calls, _ = run_imp(cfg_of(method="imp", ratio=0.5, rewind_epoch=1, budget_epochs=31))
+    levels = plan.stats["levels"]  # the hand net's 54 weights reach 0.5 in fewer than the nominal 4
+    assert [(c["tcfg"].epochs, c["start"]) for c in calls] == [(1 + 6, 1)] * (levels - 1)  # (31 - 7) // 4 per level
+    assert plan.stats["metrics"]["imp_epochs"] == 7 + levels * 6 <= 31
+
+
 def step_lrs():
     """The learning rate of every optimizer step taken until ``handle.remove()``."""
     lrs = []
@@ -318,6 +340,6 @@ def test_fit_from_a_start_epoch_resumes_where_it_stopped(tmp_path):
 
 
 def test_imp_refuses_a_rewind_epoch_that_leaves_nothing_to_retrain():
-    with pytest.raises(ValueError, match="prune.rewind_epoch=7: IMP retrains train.epochs=7"):
+    with pytest.raises(ConfigError, match="prune.rewind_epoch=7: IMP retrains train.epochs=7"):
         prune_model(hand_net(), PruneContext(cfg_of(method="imp", rewind_epoch=7), torch.randn(1, 3, 3, 3),
                                              early_states={7: {}}))

@@ -210,6 +210,22 @@ def test_bad_seeds_are_one_line_errors(tmp_path, raw, cli, message):
         load_sweep(write(tmp_path, raw), seeds=cli)
 
 
+def test_an_equal_budget_sets_every_trials_total_epochs(tmp_path):
+    raw = with_(base={"model.name": "resnet20", "train.epochs": 4, "prune.rewind_epoch": 1}, budget={"epochs": 20},
+                space={"prune.method": {"grid": ["channel", "snip", "imp"]}, "prune.ratio": {"grid": [0.5]}})
+    sweep = load_sweep(write(tmp_path, raw))
+    assert sweep.base["prune.budget_epochs"] == 20
+    assert parse_sweep(sweep.to_yaml(), "stored").base["prune.budget_epochs"] == 20
+    # most epochs after pruning: SNIP's 20 from scratch (channel fine-tunes 16, IMP 4 x 4 levels)
+    assert trial_epochs(sweep, trial_configs(sweep)) == 20
+    with pytest.raises(SweepError, match=r"budget.epochs: 0: expected a whole number of epochs >= 1"):
+        load_sweep(write(tmp_path, {**raw, "budget": {"epochs": 0}}))
+    with pytest.raises(SweepError, match=r"budget.steps: unknown key; expected one of epochs"):
+        load_sweep(write(tmp_path, {**raw, "budget": {"steps": 3}}))
+    with pytest.raises(SweepError, match=r"budget.epochs=3: expected more than the base's 4 epochs"):
+        load_sweep(write(tmp_path, {**raw, "budget": {"epochs": 3}}))
+
+
 def test_a_search_must_name_which_flops_it_minimises(tmp_path):
     raw = with_(search={"algorithm": "optuna", "num_samples": 2, "objectives": {"val_acc": "max", "flops_kept": "min"}},
                 space={"prune.ratio": {"uniform": [0.1, 0.5]}})

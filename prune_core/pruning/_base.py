@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Tuple
 
@@ -9,6 +11,8 @@ import torch
 from torch import nn
 
 from .._registry import register
+from ..errors import ConfigError
+from .select import imp_levels
 
 if TYPE_CHECKING:  # config imports this package to validate method names; no cycle at run time
     from ..config import ExperimentConfig, TrainConfig
@@ -126,13 +130,33 @@ def method(name: str, criteria: Tuple[str, ...], base: str = "trained", retrain:
 
 def post_prune_training(cfg: "ExperimentConfig") -> Tuple["TrainConfig", int]:
     """(settings, start epoch) of the training that follows pruning: the fine-tune, SNIP's training
-    from scratch (``cfg.train`` from 0) or IMP's last-level retraining (``cfg.train`` from
+    from scratch (``cfg.train`` from 0) or IMP's retraining of each level (``cfg.train`` from
     ``prune.rewind_epoch``, the schedule fast-forwarded to it). It trains ``epochs - start`` epochs.
+
+    With ``prune.budget_epochs`` B > 0 every method trains B epochs in all, the base it prunes
+    included: the fine-tune lasts B - T (T = ``train.epochs``), SNIP trains B epochs from scratch,
+    and each of IMP's L levels retrains (B - T) // L epochs from the rewind epoch k, on the schedule
+    of a run of k + (B - T) // L epochs.
 
     >>> post_prune_training(ExperimentConfig.from_dict({"prune.method": "imp"}))[1]  # doctest: +SKIP
     1
     """
-    how = RETRAIN[cfg.prune.method]
+    how, p, base = RETRAIN[cfg.prune.method], cfg.prune, cfg.train.epochs
+    budget = p.budget_epochs
     if how == "finetune":
-        return cfg.finetune, 0
-    return cfg.train, (cfg.prune.rewind_epoch if how == "rewind" else 0)
+        if not budget:
+            return cfg.finetune, 0
+        if budget <= base:
+            raise ConfigError(f"prune.budget_epochs={budget}: expected more than the base's {base} epochs "
+                              f"(train.epochs), which {cfg.prune.method} spends before it fine-tunes")
+        return dataclasses.replace(cfg.finetune, epochs=budget - base), 0
+    if how == "train":
+        return (dataclasses.replace(cfg.train, epochs=budget) if budget else cfg.train), 0
+    if not budget:
+        return cfg.train, p.rewind_epoch
+    levels = p.rounds or imp_levels(p.ratio, p.imp_fraction)
+    per_level = (budget - base) // levels
+    if per_level < 1:
+        raise ConfigError(f"prune.budget_epochs={budget}: expected at least train.epochs + levels = "
+                          f"{base + levels} for IMP at ratio {p.ratio} ({levels} levels)")
+    return dataclasses.replace(cfg.train, epochs=p.rewind_epoch + per_level), p.rewind_epoch

@@ -56,7 +56,8 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-from ._base import PruneContext, PruningPlan, method
+from ..errors import ConfigError
+from ._base import PruneContext, PruningPlan, method, post_prune_training
 from .masks import EffectiveFlops, current_masks, global_count_for_flops, weight_layers
 from .select import imp_levels, imp_round_fraction, lowest_count_keep, sparse_global_keep, sparsity_after
 
@@ -117,11 +118,12 @@ def imp(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Prune, rewind and retrain level by level; masks applied to ``model`` in place."""
     p = ctx.cfg.prune
     if p.rewind_epoch not in ctx.early_states:
-        raise ValueError(f"prune.rewind_epoch={p.rewind_epoch}: the base kept the states of epochs "
-                         f"{sorted(ctx.early_states)}")
+        raise ConfigError(f"prune.rewind_epoch={p.rewind_epoch}: the base kept the states of epochs "
+                          f"{sorted(ctx.early_states)}")
     if p.rewind_epoch >= ctx.cfg.train.epochs:
-        raise ValueError(f"prune.rewind_epoch={p.rewind_epoch}: IMP retrains train.epochs="
-                         f"{ctx.cfg.train.epochs} from it; expected a smaller epoch")
+        raise ConfigError(f"prune.rewind_epoch={p.rewind_epoch}: IMP retrains train.epochs="
+                          f"{ctx.cfg.train.epochs} from it; expected a smaller epoch")
+    retrain, start = post_prune_training(ctx.cfg)  # every level retrains as the last one does
     early = ctx.early_states[p.rewind_epoch]
     layers = weight_layers(model)
     names = [n for n, _ in layers]
@@ -155,11 +157,11 @@ def imp(model: nn.Module, ctx: PruneContext) -> PruningPlan:
         if p.rewind == "weights":
             rewind(model, early)
         if not last:
-            ctx.train(model, ctx.cfg.train, f"imp_level{level}", p.rewind_epoch)
+            ctx.train(model, retrain, f"imp_level{level}", start)
     levels = len(level_sparsity)
     if p.reinit:
         rewind(model, ctx.fresh_state(ctx.cfg.runtime.seed + REINIT_SEED_OFFSET))
-    epochs = ctx.cfg.train.epochs + levels * max(0, ctx.cfg.train.epochs - p.rewind_epoch)
+    epochs = ctx.cfg.train.epochs + levels * max(0, retrain.epochs - start)
     stats = {"ranking": "global_raw", "levels": levels, "level_fraction": fraction, "level_removed": level_removed,
              "level_sparsity": level_sparsity, "unit_ratio": level_sparsity[-1], "epochs_trained": epochs,
              "metrics": {"imp_levels": levels, "imp_epochs": epochs}}
