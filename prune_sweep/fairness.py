@@ -46,10 +46,15 @@ def base_ids(table: pd.DataFrame, exps: Sequence[Experiment]) -> pd.Series:
         sub = table[table["experiment"] == exp.name]
         if sub.empty:
             continue
-        vals = pd.DataFrame({k: config_values(sub, exp, k, defaults).map(str) for k in BASE_KEYS}, index=sub.index)
-        groups = vals.groupby(list(BASE_KEYS), sort=False).ngroup()
-        first = vals.groupby(groups, sort=False).head(1)
-        digest = {groups[i]: hashlib.sha1(json.dumps(list(vals.loc[i])).encode()).hexdigest()[:8] for i in first.index}
+        # a key no trial sets is one value for the whole experiment: it enters the hash, not the grouping
+        present = [k for k in BASE_KEYS if k in sub]
+        fixed = [str(config_values(sub.iloc[:1], exp, k, defaults).iloc[0]) for k in BASE_KEYS if k not in sub]
+        vals = pd.DataFrame({k: config_values(sub, exp, k, defaults).map(str) for k in present}, index=sub.index)
+        groups = (vals.groupby(present, sort=False).ngroup() if present
+                  else pd.Series(0, index=sub.index))
+        first = groups.drop_duplicates()
+        digest = {g: hashlib.sha1(json.dumps([*vals.loc[i], *fixed]).encode()).hexdigest()[:8]
+                  for i, g in first.items()}
         out[sub.index] = groups.map(digest)
     return out
 

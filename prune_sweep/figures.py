@@ -60,6 +60,8 @@ def _front_figure(a: Analysis, exps: List[Experiment], key: str) -> Figure:
     fig = Figure(figsize=(8.5, 5.6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     done = t[(t["status"] == "done") & np.isfinite(t[x]) & np.isfinite(t[REPORT])]
+    if axis is None:  # compute is nearly one value per method: its configurations say what its trials would
+        done = conf[np.isfinite(conf[x]) & np.isfinite(conf[REPORT])]
     stopped = t[(t["status"] == "stopped") & np.isfinite(t[x]) & np.isfinite(t["val_acc_last"])]
     xs = pd.concat([done[x], stopped[x]]) * scale
     if axis is not None:
@@ -135,8 +137,8 @@ def _front_figure(a: Analysis, exps: List[Experiment], key: str) -> Figure:
     ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.85)
     if done.empty:
         ax.text(0.5, 0.5, "no finished trials yet", transform=ax.transAxes, ha="center", color="0.4")
-    label = axis.label if axis is not None else "training compute"
-    ax.set_title(f"Accuracy vs {label}: every trial faint, each method's front as a staircase")
+    label, faint = (axis.label, "trial") if axis is not None else ("training compute", "configuration")
+    ax.set_title(f"Accuracy vs {label}: every {faint} faint, each method's front as a staircase")
     return fig
 
 
