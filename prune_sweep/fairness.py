@@ -67,6 +67,8 @@ def compute_epochs(table: pd.DataFrame, bases: pd.Series) -> pd.Series:
 
 def _values(series: pd.Series) -> str:
     vals = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in series.dropna()})
+    if not vals:
+        return "–"  # results from before prune_core recorded the key
     return ", ".join(vals) if len(vals) <= 4 else f"{len(vals)} values"
 
 
@@ -119,11 +121,13 @@ def _held_line(exp: str, per: List[Dict[str, Any]]) -> str:
               "seeds": same("seeds")}
     medians = [p["compute on its front (median epochs)"] for p in per]
     finite = [m for m in medians if np.isfinite(m)]
-    checks["training compute (within 2x)"] = bool(finite) and max(finite) <= COMPUTE_RATIO * min(finite)
+    if len(finite) > 1:
+        checks["training compute (within 2x)"] = max(finite) <= COMPUTE_RATIO * min(finite)
     equal = [k for k, ok in checks.items() if ok]
     differ = [k for k, ok in checks.items() if not ok]
+    unknown = "" if len(finite) > 1 else "; training compute not recorded (no epochs_base / epochs_trial)"
     return (f"{exp}: held equal across methods: {', '.join(equal) or 'nothing'}"
-            + (f"; differs: {', '.join(differ)}." if differ else "."))
+            + (f"; differs: {', '.join(differ)}" if differ else "") + unknown + ".")
 
 
 def compute_warning(front: pd.DataFrame) -> str:

@@ -136,7 +136,9 @@ def _front_figure(a: Analysis, exps: List[Experiment], key: str) -> Figure:
                            color="k", label=e.name) for i, e in enumerate(exps)]
     ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.85)
     if done.empty:
-        ax.text(0.5, 0.5, "no finished trials yet", transform=ax.transAxes, ha="center", color="0.4")
+        finished = axis is None and (t["status"] == "done").any()
+        why = "no trial recorded epochs_base and epochs_trial" if finished else "no finished trials yet"
+        ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", color="0.4")
     label, faint = (axis.label, "trial") if axis is not None else ("training compute", "configuration")
     ax.set_title(f"Accuracy vs {label}: every {faint} faint, each method's front as a staircase")
     return fig

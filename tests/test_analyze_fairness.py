@@ -140,3 +140,14 @@ def test_fairness_section_warns_for_the_dense_flops_front():
 
 def test_group_keys_are_configuration_keys_but_the_seed():
     assert "runtime.seed" in GROUP_KEYS  # the seed groups rows of the table, never configurations
+
+
+def test_results_without_epoch_keys_show_compute_as_missing():
+    rows = [trial("a", frac=0.3, val=88.0, epochs_base=np.nan, epochs_trial=np.nan),
+            trial("b", method="kernel", ratio=0.3, frac=0.6, val=90.0, epochs_base=np.nan, epochs_trial=np.nan)]
+    a = analyse(rows)
+    assert not a.table["front_compute"].any()
+    assert _budget_frame(a, False).set_index("budget").loc["≤50% dense FLOPs", COMPUTE_COL] == "–"
+    assert "training compute not recorded" in a.fairness_lines[0]
+    assert not any("Warning" in line for line in a.fairness_lines)
+    assert set(a.fairness["epochs_base"]) == {"–"}
