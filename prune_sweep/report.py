@@ -176,8 +176,9 @@ def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Opt
         ref = hv.groupby("experiment", sort=False)["reference_acc"].first()
         refs = ", ".join(f"{e}: {_fmt(r)}%" for e, r in ref.items())
         blocks += [Block("h2", "Hypervolume"),
-                   Block("p", "Area of the (cost fraction, accuracy) plane each front dominates, with the reference "
-                              "point at the dense base model's cost (fraction 1.0) and chance accuracy "
+                   Block("p", "Area of the (cost fraction, validation accuracy) plane each front of configurations "
+                              "dominates, with the reference point at the dense base model's cost (fraction 1.0) "
+                              "and chance accuracy "
                               f"100 / num_classes ({refs}). Unit: accuracy points x cost fraction; in brackets the "
                               "share of the largest possible area (1.0 x (100 - chance))."),
                    Block("table", frame=shown if multi else shown.drop(columns="experiment"))]
