@@ -1,4 +1,8 @@
-"""Cost fractions, Pareto fronts, hypervolume, budget winners and seed statistics of a results table."""
+"""Cost fractions, Pareto fronts, hypervolume, budget winners and seed statistics of a results table.
+
+Every choice (front membership, budget winners, hyperparameters, hypervolume) reads validation
+accuracy of configurations, the means over their seeds (``configs``); test accuracy is reported.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from .configs import REPORT, SELECT, config_ids, configurations, usable
+from .fairness import base_ids, compute_epochs, fairness
 from .pareto import hypervolume_2d, pareto_front
-from .results import GROUP_KEYS, Experiment, Results
+from .results import GROUP_KEYS, Results
 
 
 @dataclass(frozen=True)
@@ -38,39 +44,62 @@ DEFAULT_BUDGETS = (0.25, 0.5, 0.75)
 MAX_LISTED = 50  # longer lists in the report point to results.csv instead
 
 
+FRONTS = (*(a.key for a in AXES), "compute")  # the compute front puts accuracy against training epochs
+
+
+def cost_column(key: str) -> str:
+    """The column a front minimises: a cost fraction, or a trial's training epochs for ``compute``."""
+    return "compute_epochs" if key == "compute" else f"{key}_frac"
+
+
 @dataclass
 class Analysis:
-    """Fronts, hypervolumes and budget winners computed from ``Results.table``."""
+    """Fronts, hypervolumes and budget winners computed from ``Results.table``, chosen on validation."""
 
-    table: pd.DataFrame  # Results.table plus <axis>_frac, front_<axis> and front_<axis>_method
-    fronts: pd.DataFrame  # long: one row per (axis, front, trial on it)
+    table: pd.DataFrame  # Results.table plus <axis>_frac, base_id, compute_epochs, config, front_* (its config's)
+    configs: pd.DataFrame  # one row per configuration: means over seeds (configs.configurations), front_*
+    fronts: pd.DataFrame  # long: one row per (axis, front, configuration on it)
     hypervolume: pd.DataFrame
     budgets: pd.DataFrame
     seeds: pd.DataFrame
     budget_levels: Tuple[float, ...] = DEFAULT_BUDGETS
     notes: List[str] = field(default_factory=list)
+    fairness: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fairness_lines: List[str] = field(default_factory=list)
+    repeated: bool = False  # some configuration ran with more than one seed
 
 
 def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS) -> Analysis:
-    """Cost fractions, fronts per experiment (all methods, and each method), hypervolume, budgets."""
+    """Cost fractions, configurations over seeds, fronts per experiment (all methods, and each
+    method), hypervolume and budget winners, all chosen on validation accuracy; fairness."""
     table = results.table.copy()
-    done = (table["status"] == "done").to_numpy()
+    exps = results.experiments
     for ax in AXES:
         base = table[ax.base].where(table[ax.base] > 0, table[ax.fallback])
         table[f"{ax.key}_frac"] = table[ax.cost] / base.where(base > 0)
-        table[f"front_{ax.key}"] = False
-        table[f"front_{ax.key}_method"] = False
-        for by, col in ((["experiment"], f"front_{ax.key}"),
-                        (["experiment", "prune.method"], f"front_{ax.key}_method")):
-            for _, sub in table[done].groupby(by, sort=False, dropna=False):
-                mask = pareto_front(sub[[f"{ax.key}_frac", "acc_final"]].to_numpy(dtype=float))
-                table.loc[sub.index[mask], col] = True
+    table["base_id"] = base_ids(table, exps)
+    table["compute_epochs"] = compute_epochs(table, table["base_id"])
+    table["config"] = config_ids(table, exps)
+    configs = configurations(table, exps, [f"{ax.key}_frac" for ax in AXES])
+    ok = usable(table).to_numpy()
+    for key in FRONTS:
+        for by, col in ((["experiment"], f"front_{key}"), (["experiment", "prune.method"], f"front_{key}_method")):
+            configs[col] = False
+            for _, sub in configs.groupby(by, sort=False, dropna=False):
+                mask = pareto_front(sub[[cost_column(key), SELECT]].to_numpy(dtype=float))
+                configs.loc[sub.index[mask], col] = True
+            on = set(configs.loc[configs[col], "config"])
+            table[col] = ok & table["config"].isin(on).to_numpy()
     table = table[[c for c in table.columns if c not in ("trial_dir", "command")] + ["trial_dir", "command"]]
     notes = []
-    if not done.any():
-        notes.append("No trial has finished yet (no final report with stage 'done'): the fronts are empty.")
-    return Analysis(table, _front_table(table), _hypervolume_table(table, notes), _budget_table(table, budgets),
-                    _seed_table(table, results.experiments), tuple(budgets), notes)
+    if not ok.any():
+        notes.append("No trial has finished yet (no final report with stage 'done' and a validation accuracy): "
+                     "the fronts are empty.")
+    fair, lines = fairness(table, configs, exps)
+    repeated = bool((configs["seeds"] > 1).any()) if len(configs) else False
+    return Analysis(table, configs, _front_table(configs), _hypervolume_table(table, configs, notes),
+                    _budget_table(table, configs, budgets), _seed_table(configs), tuple(budgets), notes, fair, lines,
+                    repeated)
 
 
 def _chance(sub: pd.DataFrame) -> float:
@@ -78,26 +107,31 @@ def _chance(sub: pd.DataFrame) -> float:
     return 100.0 / classes if np.isfinite(classes) and classes > 0 else 0.0
 
 
-def _front_table(table: pd.DataFrame) -> pd.DataFrame:
-    cols = ["experiment", "trial_id", *GROUP_KEYS, "acc_final", "acc_base"]
+def _front_table(configs: pd.DataFrame) -> pd.DataFrame:
+    cols = ["experiment", "trial_id", "trials", "seeds", *(k for k in GROUP_KEYS if k != "runtime.seed"),
+            SELECT, f"{SELECT}_std", REPORT, f"{REPORT}_std", "acc_base", "compute_epochs"]
     parts = []
-    for ax in AXES:
-        for col, front in ((f"front_{ax.key}", "all"), (f"front_{ax.key}_method", None)):
-            sub = table.loc[table[col], cols + [ax.cost, f"{ax.key}_frac"]].copy()
+    for key in FRONTS:
+        cost = "compute_epochs" if key == "compute" else AXIS[key].cost
+        for col, front in ((f"front_{key}", "all"), (f"front_{key}_method", None)):
+            extra = [cost] if key == "compute" else [cost, cost_column(key)]
+            sub = configs.loc[configs[col], cols + [c for c in extra if c not in cols]].copy()
             sub.insert(0, "front", sub["prune.method"] if front is None else front)
-            sub.insert(0, "axis", ax.key)
-            sub = sub.rename(columns={ax.cost: "cost", f"{ax.key}_frac": "cost_frac"})
-            parts.append(sub.sort_values(["experiment", "front", "cost_frac", "acc_final"]))
+            sub.insert(0, "axis", key)
+            sub["cost"] = sub[cost]
+            sub["cost_frac"] = sub[cost_column(key)] if key != "compute" else np.nan
+            sub = sub[[c for c in sub.columns if c not in extra or c == "compute_epochs"]]
+            parts.append(sub.sort_values(["experiment", "front", "cost", SELECT]))
     fronts = pd.concat(parts, ignore_index=True)
-    fronts["drop"] = fronts["acc_base"] - fronts["acc_final"]
+    fronts["drop"] = fronts["acc_base"] - fronts[REPORT]
     return fronts
 
 
-def _hypervolume_table(table: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
+def _hypervolume_table(table: pd.DataFrame, configs: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
     rows = []
     done = table[table["status"] == "done"]
     for exp, sub in table.groupby("experiment", sort=False):
-        fin = done[done["experiment"] == exp]
+        fin = configs[configs["experiment"] == exp]
         chance = _chance(fin)
         if not fin.empty and chance == 0.0:
             notes.append(f"{exp}: num_classes is missing, so the hypervolume reference accuracy is 0.")
@@ -106,10 +140,11 @@ def _hypervolume_table(table: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
             if method not in {g for g, _ in groups}:
                 groups.append((method, fin.iloc[:0]))
         for method, g in groups:
-            row = {"experiment": exp, "method": method, "trials_done": len(g), "reference_acc": chance,
-                   "reference_cost": 1.0}
+            n_done = done[(done["experiment"] == exp) & ((done["prune.method"] == method) | (method == "all"))]
+            row = {"experiment": exp, "method": method, "trials_done": len(n_done), "configurations": len(g),
+                   "reference_acc": chance, "reference_cost": 1.0}
             for ax in AXES:
-                pts = g[[f"{ax.key}_frac", "acc_final"]].to_numpy(dtype=float)
+                pts = g[[f"{ax.key}_frac", SELECT]].to_numpy(dtype=float)
                 hv = hypervolume_2d(pts, (1.0, chance))
                 row[f"hv_{ax.key}"] = hv
                 row[f"hv_{ax.key}_fraction"] = hv / (100.0 - chance)
@@ -118,33 +153,29 @@ def _hypervolume_table(table: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _budget_table(table: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame:
+def _budget_table(table: pd.DataFrame, configs: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame:
     rows = []
-    done = table[(table["status"] == "done") & np.isfinite(table["acc_final"])]
+    keys = [k for k in GROUP_KEYS if k != "runtime.seed"]
     for exp in table["experiment"].unique():
-        fin = done[done["experiment"] == exp]
+        fin = configs[configs["experiment"] == exp]
         for key in ("flops", "flops_nz"):
             for b in budgets:
                 ok = fin[fin[f"{key}_frac"] <= b + 1e-12]
                 row = {"experiment": exp, "axis": key, "budget": b}
                 if not ok.empty:
-                    best = ok.sort_values(["acc_final", f"{key}_frac", "trial_id"],
-                                          ascending=[False, True, True]).iloc[0]
-                    row.update(best[["trial_id", *GROUP_KEYS, "acc_final", "acc_base", f"{key}_frac",
-                                     "flops_final", "params_nz_final", "latency_ms_final", "command"]].to_dict())
+                    best = ok.sort_values([SELECT, f"{key}_frac", "trial_id"], ascending=[False, True, True]).iloc[0]
+                    row.update(best[["trial_id", "trials", "seeds", *keys, SELECT, f"{SELECT}_std", REPORT,
+                                     f"{REPORT}_std", "acc_base", f"{key}_frac", "compute_epochs", "flops_final",
+                                     "params_nz_final", "latency_ms_final", "command"]].to_dict())
                     row["cost_frac"] = row.pop(f"{key}_frac")
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _seed_table(table: pd.DataFrame, exps: List[Experiment]) -> pd.DataFrame:
-    """Mean and std of accuracy over seeds, for configurations that were run with several seeds."""
-    done = table[table["status"] == "done"]
-    keys = [k for k in dict.fromkeys([*GROUP_KEYS, *(k for e in exps for k in e.swept)]) if k != "runtime.seed"]
-    if done.empty or done["runtime.seed"].nunique() < 2:
+def _seed_table(configs: pd.DataFrame) -> pd.DataFrame:
+    """The configurations that ran with several seeds: accuracies mean and sample std, seeds."""
+    if configs.empty or not (configs["seeds"] > 1).any():
         return pd.DataFrame()
-    grouped = done.groupby(["experiment", *keys], dropna=False, sort=True)
-    stats = grouped.agg(seeds=("runtime.seed", "nunique"), acc_mean=("acc_final", "mean"),
-                        acc_std=("acc_final", "std"), flops_frac=("flops_frac", "mean")).reset_index()
-    return stats[stats["seeds"] > 1].reset_index(drop=True)
-
+    cols = ["experiment", *(c for c in configs.columns if "." in c and c != "runtime.seed"), "seeds", "seed_values",
+            SELECT, f"{SELECT}_std", REPORT, f"{REPORT}_std", "flops_frac", "compute_epochs"]
+    return configs.loc[configs["seeds"] > 1, cols].reset_index(drop=True)

@@ -55,7 +55,7 @@ def run(paths: Sequence[str | Path], out: Optional[Path] = None,
 
 def _smoke_test(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="prune-analyze-smoke-") as tmp:
-        expdir = make_experiment(Path(tmp) / "smoke", n_trials=16, errors=1, stopped=2, pending=1)
+        expdir = make_experiment(Path(tmp) / "smoke", n_trials=24, seeds=2, errors=1, stopped=2, pending=1)
         out, analysis = run([expdir], args.out or Path(tmp) / "analysis", args.budgets)
         if not (out / "report.html").is_file() or not analysis.table["front_flops"].any():
             print("prune-analyze: smoke test failed: no report or an empty front", file=sys.stderr)

@@ -2,7 +2,10 @@
 
 Values follow ``prune_core.schema.METRICS`` and the shape of a resnet20 sweep on CIFAR-10: structured
 methods shrink dense FLOPs, unstructured ones only effective FLOPs; accuracy falls faster the more
-is removed. Some trials error, some stop early (no ``stage == "done"`` row, as under ASHA), one is
+is removed. Validation accuracy reads a little above test accuracy, each with its own noise, so a
+choice on one can differ from a choice on the other; configurations can repeat with several seeds;
+the epoch keys follow each method's training (IMP retrains inside pruning, SNIP trains from
+scratch). Some trials error, some stop early (no ``stage == "done"`` row, as under ASHA), one is
 still pending. ``analyze.py --smoke-test``, the tests and ``bench/analyze_scale.py`` analyse them.
 
 >>> from prune_sweep.fake_sweep import make_experiment
@@ -19,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["LAYERS", "make_experiment", "write_trial", "trial_rows"]
+__all__ = ["LAYERS", "epoch_keys", "make_experiment", "write_trial", "trial_rows"]
 
 # resnet20: a stem conv and three stages of three basic blocks with two convs each
 LAYERS = [("conv1", 16)] + [
@@ -57,21 +60,44 @@ METHODS: Dict[str, Dict[str, Any]] = {
                          params=lambda r: PATTERN_KEPT * (1 - r), loss=lambda r: 0.8 + 8 * r ** 3),
     "imp": dict(criteria=("l1",), dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
                 loss=lambda r: 4 * r ** 4),
+    # pruned at initialisation, then trained from scratch for the base budget
+    "snip": dict(criteria=("taylor",), dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
+                 loss=lambda r: 0.5 + 6 * r ** 3),
+    "random_init": dict(criteria=("random",), dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
+                        loss=lambda r: 1.0 + 12 * r ** 3),
 }
+IMP_LEVELS = 3  # IMP's levels: every level but the last retrains T - k epochs inside pruning
+REWIND = 1  # k: IMP retrains from this base epoch
+VAL_GAP = 0.4  # validation reads a little higher than test, with its own noise: the two can pick apart
+
+
+def epoch_keys(method: str, finetune: int, base_epochs: int) -> Dict[str, int]:
+    """``epochs_base``, ``epochs_prune``, ``finetune_epochs`` and ``epochs_trial`` as prune_core
+    records them: IMP retrains T - k per level, SNIP and random_init train T from scratch."""
+    if method == "imp":
+        prune, finetune = (IMP_LEVELS - 1) * (base_epochs - REWIND), base_epochs - REWIND
+    elif method in ("snip", "random_init"):
+        prune, finetune = 0, base_epochs
+    else:
+        prune = 0
+    return {"finetune_epochs": finetune, "epochs_base": base_epochs, "epochs_prune": prune,
+            "epochs_trial": prune + finetune}
 
 
 def trial_rows(method: str, ratio: float, scope: str, lr: float, seed: int, trial_id: str,
                epochs: int = 4, rng: Optional[np.random.Generator] = None, done: bool = True,
-               layer_channels: bool = True, num_classes: int = 10, costs_in_epochs: bool = False
-               ) -> List[Dict[str, Any]]:
+               layer_channels: bool = True, num_classes: int = 10, costs_in_epochs: bool = False,
+               base_epochs: Optional[int] = None) -> List[Dict[str, Any]]:
     """The result.json rows of one trial: one per fine-tune epoch, then the final metrics.
 
     ``costs_in_epochs`` repeats the pruned model's FLOPs and parameters in every epoch row.
+    ``base_epochs`` (T) is the base model's training, ``epochs + 1`` by default (k = 1 for IMP).
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     shape = METHODS[method]
     loss = shape["loss"](ratio) * (0.85 if scope == "global" else 1.0) * (1 + 0.3 * abs(math.log10(lr / 0.01)))
     acc_final = float(np.clip(BASE["acc_base"] - loss + rng.normal(0, 0.3), 100 / num_classes, 100))
+    val_final = round(float(np.clip(BASE["acc_base"] - loss + VAL_GAP + rng.normal(0, 0.4), 100 / num_classes, 100)), 3)
     acc_pruned = float(max(100 / num_classes, acc_final - 25 * ratio - rng.uniform(0, 10)))
     dense, nz, params = shape["dense"](ratio), shape["nz"](ratio), shape["params"](ratio)
     costs = {"flops_base": BASE["flops_base"], "flops_final": round(BASE["flops_base"] * dense),
@@ -83,7 +109,8 @@ def trial_rows(method: str, ratio: float, scope: str, lr: float, seed: int, tria
         t += 3.0 + rng.uniform(0, 0.5)
         progress = 1 - math.exp(-1.5 * epoch)
         rows.append({"stage": "finetune", "epoch": epoch,
-                     "val_acc": round(acc_pruned + (acc_final - acc_pruned) * progress + rng.normal(0, 0.2), 3),
+                     "val_acc": val_final if epoch == epochs else
+                     round(acc_pruned + (val_final - acc_pruned) * progress + rng.normal(0, 0.2), 3),
                      "train_loss": round(1.5 * math.exp(-0.6 * epoch) + 0.1, 4), "lr": lr,
                      **(costs if costs_in_epochs else {}), **_ray_keys(trial_id, epoch, t)})
     if not done:
@@ -94,7 +121,7 @@ def trial_rows(method: str, ratio: float, scope: str, lr: float, seed: int, tria
         "num_classes": num_classes,
         "acc_pruned": round(acc_pruned, 3),
         "acc_final": round(acc_final, 3),
-        "val_acc_final": rows[-1]["val_acc"] if rows else round(acc_final, 3),
+        "val_acc_final": val_final,
         "acc5_final": None,
         **costs,
         "macs_final": round(BASE["flops_base"] * dense / 2),
@@ -109,7 +136,7 @@ def trial_rows(method: str, ratio: float, scope: str, lr: float, seed: int, tria
         "speedup_batch": round(BASE["latency_ms_base"] / latency, 4),
         "rebuild_max_abs_diff": 1e-6,
         "base_cached": 1,
-        "finetune_epochs": epochs, "epochs_base": 5, "epochs_prune": 0, "epochs_trial": epochs,
+        **epoch_keys(method, epochs, base_epochs if base_epochs is not None else epochs + 1),
         "time_base_s": 0.4, "time_prune_s": 1.2, "time_rebuild_s": 0.3, "time_finetune_s": t,
         "time_eval_s": 2.0, "time_total_s": t + 3.9,
         "stage": "done",
@@ -194,7 +221,8 @@ def make_experiment(expdir: Path, n_trials: int = 30, seed: int = 0,
             continue
         rows = trial_rows(method, ratio, scope, lr, i % seeds, trial_id, epochs=epochs if kind == "done" else 1 + i % 2,
                           rng=rng, done=kind in ("done", "running"), layer_channels=layer_channels,
-                          num_classes=num_classes, costs_in_epochs=kind == "stopped" and i % 2 == 1)
+                          num_classes=num_classes, costs_in_epochs=kind == "stopped" and i % 2 == 1,
+                          base_epochs=epochs + 1)
         error = None
         if kind == "error":
             rows = rows[:1]

@@ -23,9 +23,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .analysis import AXES, AXIS, MAX_LISTED, STATUSES, Analysis, Axis
+from .analysis import AXES, AXIS, FRONTS, MAX_LISTED, STATUSES, Analysis, Axis
+from .configs import REPORT, SELECT, acc_text
 from .figures import all_figures
 from .results import AnalyzeError, Results
+
+
+VAL_COL = "val acc (%), chosen on"
+TEST_COL = "test acc (%), reported"
+COMPUTE_COL = "compute (epochs)"
+SELECTION = ("Fronts, budget winners and hyperparameters are chosen on validation accuracy; test accuracy is "
+             "reported for the chosen trials only.")
 
 
 @dataclass
@@ -51,8 +59,9 @@ def _cost(value: Any, frac: Any, axis: Axis) -> str:
     return f"{value * axis.scale:{digits}} {axis.unit} ({_fmt(100 * frac, '.1f')}%)"
 
 
-def _trial_frame(rows: pd.DataFrame, multi: bool) -> pd.DataFrame:
-    """The front / budget table columns the issue asks for, formatted for people."""
+def _trial_frame(rows: pd.DataFrame, multi: bool, repeated: bool) -> pd.DataFrame:
+    """The front / budget table columns the issue asks for, formatted for people; ``rows`` are
+    configurations (means over seeds), chosen on validation, with test accuracy the number reported."""
     out = pd.DataFrame({
         **({"experiment": rows["experiment"]} if multi else {}),
         "method": rows["prune.method"], "criterion": rows["prune.criterion"], "scope": rows["prune.scope"],
@@ -62,23 +71,34 @@ def _trial_frame(rows: pd.DataFrame, multi: bool) -> pd.DataFrame:
         "params (non-zero)": [_cost(v, f, AXIS["params"]) for v, f in
                               zip(rows["params_nz_final"], rows["params_frac"])],
         "latency": [_cost(v, f, AXIS["latency"]) for v, f in zip(rows["latency_ms_final"], rows["latency_frac"])],
-        "accuracy (%)": rows["acc_final"].map(_fmt),
-        "drop vs base (pp)": (rows["acc_base"] - rows["acc_final"]).map(_fmt),
+        **_acc_columns(rows, repeated),
         "trial": rows["trial_id"],
     })
     return out.reset_index(drop=True)
+
+
+def _acc_columns(rows: pd.DataFrame, repeated: bool) -> Dict[str, Any]:
+    """Validation accuracy (chosen on), test accuracy (reported), drop and training compute."""
+    n = rows["seeds"] if "seeds" in rows else pd.Series(1, index=rows.index)
+    return {VAL_COL: [acc_text(m, sd, k, repeated) for m, sd, k in zip(rows[SELECT], rows[f"{SELECT}_std"], n)],
+            TEST_COL: [acc_text(m, sd, k, repeated) for m, sd, k in zip(rows[REPORT], rows[f"{REPORT}_std"], n)],
+            "drop vs base (pp)": (rows["acc_base"] - rows[REPORT]).map(_fmt),
+            COMPUTE_COL: rows["compute_epochs"].map(lambda v: _fmt(v, ".3g"))}
 
 
 def _summary_frame(a: Analysis) -> pd.DataFrame:
     t = a.table
     counts = t.groupby(["experiment", "prune.method"], dropna=False)["status"].value_counts().unstack(fill_value=0)
     counts = counts.reindex(columns=list(STATUSES), fill_value=0)
-    best = t[t["status"] == "done"].groupby(["experiment", "prune.method"], dropna=False)["acc_final"].max()
+    best = a.configs.sort_values(SELECT, ascending=False).drop_duplicates(["experiment", "prune.method"])
+    best = best.set_index(["experiment", "prune.method"])
     rows = []
     hv = a.hypervolume.set_index(["experiment", "method"]) if not a.hypervolume.empty else None
     for (exp, method), c in counts.iterrows():
+        top = best.loc[(exp, method)] if (exp, method) in best.index else None
         row = {"experiment": exp, "method": method, "trials": int(c.sum()), **{s: int(c[s]) for s in STATUSES},
-               "best acc (%)": _fmt(best.get((exp, method), np.nan))}
+               "best val acc (%)": _fmt(top[SELECT] if top is not None else np.nan),
+               "its test acc (%)": _fmt(top[REPORT] if top is not None else np.nan)}
         for ax in AXES:
             v = hv.loc[(exp, method), f"hv_{ax.key}"] if hv is not None and (exp, method) in hv.index else np.nan
             row[f"HV {ax.key}"] = _fmt(v)
@@ -96,12 +116,28 @@ def _budget_frame(a: Analysis, multi: bool) -> pd.DataFrame:
         if isinstance(r.get("trial_id"), str):
             row.update({"method": r["prune.method"], "criterion": r["prune.criterion"], "scope": r["prune.scope"],
                         "ratio": _fmt(r["prune.ratio"], "g"), "cost": f"{100 * r['cost_frac']:.1f}%",
-                        "accuracy (%)": _fmt(r["acc_final"]), "drop vs base (pp)": _fmt(r["acc_base"] - r["acc_final"]),
+                        **{k: list(v)[0] for k, v in _acc_columns(pd.DataFrame([r]), a.repeated).items()},
                         "trial": r["trial_id"]})
         else:
             row["method"] = "no finished trial this cheap"
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
+
+
+def _fairness_blocks(a: Analysis, multi: bool) -> List[Block]:
+    blocks = [Block("h2", "Fairness of the comparison"),
+              Block("p", "What was held equal across the methods of each experiment: the base model (8-digit ids "
+                         "of the BASE_KEYS values; one set for all methods means one base), its epochs, the "
+                         "fine-tune epochs, the data and the seeds. Training compute is a trial's epochs after the "
+                         "base plus its share of the base (epochs_base / trials sharing it); per method, the "
+                         "median over the configurations on its own dense-FLOPs front.")]
+    blocks += [Block("p", line) for line in a.fairness_lines]
+    if not a.fairness.empty:
+        f = a.fairness.copy()
+        col = "compute on its front (median epochs)"
+        f[col] = f[col].map(lambda v: _fmt(v, ".3g"))
+        blocks.append(Block("table", frame=f if multi else f.drop(columns="experiment")))
+    return blocks
 
 
 def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Optional[Figure]]]) -> List[Block]:
@@ -112,15 +148,24 @@ def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Opt
                          + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES) + ". Only finished trials "
                          "(status done: a final report with stage 'done') enter a front. Trials stopped early by the "
                          "scheduler are listed under 'Stopped early', and drawn as crosses at their last validation "
-                         "accuracy where their epoch reports carry the pruned model's cost.")]
+                         "accuracy where their epoch reports carry the pruned model's cost."), Block("p", SELECTION)]
+    if a.repeated:
+        blocks.append(Block("p", "Seeds repeat: a configuration (every swept key but runtime.seed) is one point, the "
+                                 "mean over its seeds, shown as mean ± sample std (n = seeds); fronts, budget winners "
+                                 "and hypervolume are computed on these means."))
     blocks += [Block("p", n) for n in a.notes]
     blocks += [Block("h2", "Summary"), Block("table", frame=_summary_frame(a))]
-    front = t[t["front_flops"]].sort_values(["experiment", "flops_frac"])
+    c, rep = a.configs, a.repeated
+    front = c[c["front_flops"]].sort_values(["experiment", "flops_frac"])
     blocks += [Block("h2", "Pareto front: accuracy vs dense FLOPs"),
-               Block("p", "Non-dominated finished trials, all methods together, cheapest first. "
-                          "Costs in brackets are fractions of the dense base model."),
-               Block("table", frame=_trial_frame(front, multi))]
-    blocks += [Block("h2", "Best trial under a FLOPs budget"), Block("table", frame=_budget_frame(a, multi))]
+               Block("p", "Non-dominated finished configurations on validation accuracy, all methods together, "
+                          "cheapest first. Costs in brackets are fractions of the dense base model; compute is "
+                          "training epochs per trial (after the base, plus its share of the base)."),
+               Block("table", frame=_trial_frame(front, multi, rep))]
+    blocks += [Block("h2", "Best trial under a FLOPs budget"),
+               Block("p", "The configuration with the best validation accuracy under each budget."),
+               Block("table", frame=_budget_frame(a, multi))]
+    blocks += _fairness_blocks(a, multi)
     hv = a.hypervolume.copy()
     if not hv.empty:
         shown = hv[["experiment", "method", "trials_done", *(f"hv_{ax.key}" for ax in AXES)]].copy()
@@ -131,8 +176,9 @@ def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Opt
         ref = hv.groupby("experiment", sort=False)["reference_acc"].first()
         refs = ", ".join(f"{e}: {_fmt(r)}%" for e, r in ref.items())
         blocks += [Block("h2", "Hypervolume"),
-                   Block("p", "Area of the (cost fraction, accuracy) plane each front dominates, with the reference "
-                              "point at the dense base model's cost (fraction 1.0) and chance accuracy "
+                   Block("p", "Area of the (cost fraction, validation accuracy) plane each front of configurations "
+                              "dominates, with the reference point at the dense base model's cost (fraction 1.0) "
+                              "and chance accuracy "
                               f"100 / num_classes ({refs}). Unit: accuracy points x cost fraction; in brackets the "
                               "share of the largest possible area (1.0 x (100 - chance))."),
                    Block("table", frame=shown if multi else shown.drop(columns="experiment"))]
@@ -144,20 +190,27 @@ def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Opt
             blocks.append(Block("p", f"{caption}: skipped, {why}."))
         else:
             blocks.append(Block("figure", caption, stem=stem))
-    for ax in AXES[1:]:
-        rows = t[t[f"front_{ax.key}"]].sort_values(["experiment", f"{ax.key}_frac"])
-        blocks += [Block("details", f"Pareto front: accuracy vs {ax.label}", frame=_trial_frame(rows, multi))]
+    for key in FRONTS[1:]:
+        label = AXIS[key].label if key in AXIS else "training compute"
+        rows = c[c[f"front_{key}"]].sort_values(["experiment", "compute_epochs" if key == "compute" else f"{key}_frac"])
+        blocks += [Block("details", f"Pareto front: accuracy vs {label}", frame=_trial_frame(rows, multi, rep))]
     if not a.seeds.empty:
         s = a.seeds.copy()
-        s["accuracy (%)"] = [f"{m:.2f} ± {sd:.2f}" for m, sd in zip(s["acc_mean"], s["acc_std"])]
+        s[VAL_COL] = [acc_text(m, sd, n, True) for m, sd, n in zip(s[SELECT], s[f"{SELECT}_std"], s["seeds"])]
+        s[TEST_COL] = [acc_text(m, sd, n, True) for m, sd, n in zip(s[REPORT], s[f"{REPORT}_std"], s["seeds"])]
         s["FLOPs"] = (100 * s["flops_frac"]).map(lambda v: _fmt(v, ".1f") + "%")
+        s[COMPUTE_COL] = s["compute_epochs"].map(lambda v: _fmt(v, ".3g"))
+        drop = [SELECT, f"{SELECT}_std", REPORT, f"{REPORT}_std", "flops_frac", "compute_epochs"]
         blocks += [Block("h2", "Repeated seeds"),
-                   Block("p", "Configurations run with several seeds: accuracy mean ± sample std."),
-                   Block("table", frame=s.drop(columns=["acc_mean", "acc_std", "flops_frac"]))]
+                   Block("p", "Configurations run with several seeds: accuracy mean ± sample std (n = seeds)."),
+                   Block("table", frame=s.drop(columns=drop if multi else [*drop, "experiment"]))]
     blocks += _listing("Failed trials", t[t["status"] == "error"], ["reason"], multi)
     blocks += _listing("Stopped early", t[t["status"] == "stopped"], ["reason", "val_acc_last"], multi)
     blocks += _listing("Pending", t[t["status"] == "pending"], [], multi)
-    repro = pd.concat([front, t[t["trial_id"].isin(a.budgets.get("trial_id", pd.Series(dtype=str)))]])
+    # the first seed's trial of each configuration in the tables
+    repro = pd.concat([front[["experiment", "trial_id", "command"]],
+                       t.loc[t["trial_id"].isin(a.budgets.get("trial_id", pd.Series(dtype=str))),
+                             ["experiment", "trial_id", "command"]]])
     repro = repro.drop_duplicates(["experiment", "trial_id"])
     blocks += [Block("h2", "Reproduce"),
                Block("p", "Each trial of the tables above as a single prune_core run (results.csv has the command "
@@ -260,6 +313,8 @@ def write_report(results: Results, a: Analysis, out: Path) -> Dict[str, float]:
         fig.savefig(buf, format="png")
         png[stem] = buf.getvalue()
         (out / "figures" / f"{stem}.png").write_bytes(png[stem])
+        # the layout the PNG drew holds for the SVG: laying out every text again costs ~0.1 s a figure
+        fig.set_layout_engine("none")
         fig.savefig(out / "figures" / f"{stem}.svg", format="svg")
     timings["figures"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -289,9 +344,11 @@ def summary_text(a: Analysis) -> str:
         head = f"  {r['experiment']}: best at ≤{100 * r['budget']:g}% dense FLOPs: "
         if isinstance(r.get("trial_id"), str):
             lines.append(head + f"{r['prune.method']} ratio={r['prune.ratio']:g} {r['prune.scope']} "
-                         f"{r['acc_final']:.2f}% ({100 * r['cost_frac']:.1f}% FLOPs, trial {r['trial_id']})")
+                         f"val {r[SELECT]:.2f}%, test {r[REPORT]:.2f}% ({100 * r['cost_frac']:.1f}% FLOPs, "
+                         f"trial {r['trial_id']})")
         else:
             lines.append(head + "none")
+    lines += [f"  {line}" for line in a.fairness_lines if "Warning" in line]
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -47,6 +47,7 @@ class Experiment:
     sweep_text: str  # sweep.yaml as written, "" when absent
     has_base_yaml: bool
     swept: List[str]  # dotted keys found in the trials' params.json
+    base_config: Dict[str, Any] = field(default_factory=dict)  # base.yaml, flat (dotted keys)
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _load_experiment(path: Path, name: str) -> Tuple[Experiment, List[Trial]]:
     if not trials:
         raise AnalyzeError(_no_trials_message(path, sweep_text, base))
     swept = list(dict.fromkeys(k for t in trials for k in t.params))
-    exp = Experiment(name, path, sweep_text, (path / "base.yaml").is_file(), swept)
+    exp = Experiment(name, path, sweep_text, (path / "base.yaml").is_file(), swept, base)
     return exp, trials
 
 

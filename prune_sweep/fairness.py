@@ -1,0 +1,145 @@
+"""What a comparison held equal: each trial's training compute and, per method, base, epochs, data, seeds.
+
+A trial's training compute is ``compute_epochs = epochs_trial + epochs_base / n``: the epochs it
+trained after the base plus its share of the base, which the ``n`` trials of the experiment with
+the same values of ``BASE_KEYS`` share (prune_core trains a base once; ARCHITECTURE.md, contract 7).
+A method that trains more (IMP's levels, SNIP's training from scratch) buys accuracy with compute;
+the report warns when methods on one front differ in it by more than ``COMPUTE_RATIO``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from prune_core.sections import BASE_KEYS, SECTIONS
+
+from .results import Experiment
+
+COMPUTE_RATIO = 2.0  # methods on one front whose median training compute differs more are flagged
+HELD = ("data.name", "data.limit_train", "finetune.epochs")  # config keys compared across methods
+
+
+def _defaults() -> Dict[str, Any]:
+    return {f"{s}.{f.name}": f.default for s, cls in SECTIONS.items() for f in fields(cls)}
+
+
+def config_values(table: pd.DataFrame, exp: Experiment, key: str, defaults: Dict[str, Any]) -> pd.Series:
+    """The value of ``key`` in each trial's full config: its params, else base.yaml, else the default."""
+    fallback = exp.base_config.get(key, defaults.get(key))
+    if key not in table:
+        return pd.Series([fallback] * len(table), index=table.index, dtype=object)
+    col = table[key].astype(object)
+    return col.where(col.notna(), fallback)
+
+
+def base_ids(table: pd.DataFrame, exps: Sequence[Experiment]) -> pd.Series:
+    """A short id per trial (8 hex digits of a hash of its BASE_KEYS values); equal ids, one base."""
+    defaults = _defaults()
+    out = pd.Series("", index=table.index, dtype=object)
+    for exp in exps:
+        sub = table[table["experiment"] == exp.name]
+        if sub.empty:
+            continue
+        # a key no trial sets is one value for the whole experiment: it enters the hash, not the grouping
+        present = [k for k in BASE_KEYS if k in sub]
+        fixed = [str(config_values(sub.iloc[:1], exp, k, defaults).iloc[0]) for k in BASE_KEYS if k not in sub]
+        vals = pd.DataFrame({k: config_values(sub, exp, k, defaults).map(str) for k in present}, index=sub.index)
+        groups = (vals.groupby(present, sort=False).ngroup() if present
+                  else pd.Series(0, index=sub.index))
+        first = groups.drop_duplicates()
+        digest = {g: hashlib.sha1(json.dumps([*vals.loc[i], *fixed]).encode()).hexdigest()[:8]
+                  for i, g in first.items()}
+        out[sub.index] = groups.map(digest)
+    return out
+
+
+def compute_epochs(table: pd.DataFrame, bases: pd.Series) -> pd.Series:
+    """``epochs_trial + epochs_base / n`` per trial; NaN where a trial lacks the epoch keys."""
+    n = bases.groupby([table["experiment"], bases], sort=False).transform("size")
+    return table["epochs_trial"] + table["epochs_base"] / n
+
+
+def _values(series: pd.Series) -> str:
+    vals = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in series.dropna()})
+    if not vals:
+        return "–"  # results from before prune_core recorded the key
+    return ", ".join(vals) if len(vals) <= 4 else f"{len(vals)} values"
+
+
+def fairness(table: pd.DataFrame, configs: pd.DataFrame, exps: Sequence[Experiment]
+             ) -> Tuple[pd.DataFrame, List[str]]:
+    """Per experiment and method, what the comparison held equal; the lines that summarise it.
+
+    ``table`` holds the trials (``base_id``, ``compute_epochs``), ``configs`` the configurations
+    with their front columns. Lines: what was equal or not per experiment, and a warning where the
+    methods on the all-methods dense-FLOPs front differ in median training compute by > 2x.
+    """
+    defaults = _defaults()
+    rows: List[Dict[str, Any]] = []
+    lines: List[str] = []
+    for exp in exps:
+        trials = table[(table["experiment"] == exp.name) & (table["status"] == "done")]
+        conf = configs[configs["experiment"] == exp.name]
+        if trials.empty:
+            continue
+        held = {k: config_values(trials, exp, k, defaults) for k in HELD}
+        per = []
+        for method, g in trials.groupby("prune.method", sort=True):
+            front = conf[(conf["prune.method"] == method) & conf["front_flops_method"]]["compute_epochs"]
+            bases = sorted(set(g["base_id"]))
+            per.append({"experiment": exp.name, "method": method,
+                        "base": ", ".join(bases) if len(bases) <= 3 else f"{len(bases)} bases",
+                        "epochs_base": _values(g["epochs_base"]),
+                        "finetune.epochs": _values(held["finetune.epochs"][g.index]),
+                        "compute on its front (median epochs)": float(front.median()) if len(front) else np.nan,
+                        "data.name": _values(held["data.name"][g.index]),
+                        "data.limit_train": _values(held["data.limit_train"][g.index]),
+                        "seeds": _values(g["runtime.seed"]),
+                        "_bases": frozenset(bases)})
+        rows += per
+        lines.append(_held_line(exp.name, per))
+        warning = compute_warning(conf[conf["front_flops"]])
+        if warning:
+            lines.append(f"{exp.name}: {warning}")
+    frame = pd.DataFrame(rows)
+    return (frame.drop(columns="_bases") if not frame.empty else frame), lines
+
+
+def _held_line(exp: str, per: List[Dict[str, Any]]) -> str:
+    if len(per) < 2:
+        return f"{exp}: one method ({per[0]['method']}), nothing to compare."
+    def same(key: str) -> bool:
+        return len({str(p[key]) for p in per}) == 1
+    checks = {"base (one base for all methods)": same("_bases") and same("epochs_base"),
+              "fine-tune epochs": same("finetune.epochs"), "data": same("data.name") and same("data.limit_train"),
+              "seeds": same("seeds")}
+    medians = [p["compute on its front (median epochs)"] for p in per]
+    finite = [m for m in medians if np.isfinite(m)]
+    if len(finite) > 1:
+        checks["training compute (within 2x)"] = max(finite) <= COMPUTE_RATIO * min(finite)
+    equal = [k for k, ok in checks.items() if ok]
+    differ = [k for k, ok in checks.items() if not ok]
+    unknown = "" if len(finite) > 1 else "; training compute not recorded (no epochs_base / epochs_trial)"
+    return (f"{exp}: held equal across methods: {', '.join(equal) or 'nothing'}"
+            + (f"; differs: {', '.join(differ)}" if differ else "") + unknown + ".")
+
+
+def compute_warning(front: pd.DataFrame) -> str:
+    """The warning line when methods on one front differ in median compute by more than 2x, else ""."""
+    medians = front.groupby("prune.method")["compute_epochs"].median().dropna()
+    medians = medians[medians > 0]
+    if len(medians) < 2:
+        return ""
+    hi, lo = medians.idxmax(), medians.idxmin()
+    ratio = medians[hi] / medians[lo]
+    if ratio <= COMPUTE_RATIO:
+        return ""
+    return (f"Warning: on the dense-FLOPs front, {hi} trained {ratio:.1f}x the compute of {lo} (median "
+            f"{medians[hi]:.3g} vs {medians[lo]:.3g} epochs per trial); their accuracies are not a like-for-like "
+            "comparison.")
