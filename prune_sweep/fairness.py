@@ -2,7 +2,8 @@
 
 A trial's training compute is ``compute_epochs = epochs_trial + epochs_base / n``: the epochs it
 trained after the base plus its share of the base, which the ``n`` trials of the experiment with
-the same values of ``BASE_KEYS`` share (prune_core trains a base once; ARCHITECTURE.md, contract 7).
+the same values of ``BASE_KEYS`` that prune it trained share (prune_core trains a base once;
+ARCHITECTURE.md, contract 7; SNIP, which prunes at initialisation, records ``epochs_base`` 0).
 A method that trains more (IMP's levels, SNIP's training from scratch) buys accuracy with compute;
 the report warns when methods on one front differ in it by more than ``COMPUTE_RATIO``.
 """
@@ -60,9 +61,13 @@ def base_ids(table: pd.DataFrame, exps: Sequence[Experiment]) -> pd.Series:
 
 
 def compute_epochs(table: pd.DataFrame, bases: pd.Series) -> pd.Series:
-    """``epochs_trial + epochs_base / n`` per trial; NaN where a trial lacks the epoch keys."""
-    n = bases.groupby([table["experiment"], bases], sort=False).transform("size")
-    return table["epochs_trial"] + table["epochs_base"] / n
+    """``epochs_trial + epochs_base / n`` per trial; NaN where a trial lacks the epoch keys. ``n``
+    counts the trials of that base that use it trained (``epochs_base > 0``): a method that prunes
+    at initialisation (SNIP) records 0 and takes no share."""
+    uses = table["epochs_base"].fillna(0) > 0
+    n = uses.groupby([table["experiment"], bases], sort=False).transform("sum")
+    share = (table["epochs_base"] / n.where(n > 0)).where(uses, 0.0)
+    return (table["epochs_trial"] + share).where(table["epochs_base"].notna())
 
 
 def _values(series: pd.Series) -> str:

@@ -97,13 +97,15 @@ def test_compute_epochs_shares_the_base_among_its_trials():
     rows = [trial(f"t{i}", ratio=0.2 + 0.1 * i, frac=0.2 + 0.1 * i, epochs_base=10, epochs_trial=2) for i in range(4)]
     rows.append(trial("own_base", ratio=0.9, frac=0.9, seed=1, epochs_base=10, epochs_trial=2))
     rows.append(trial("old", ratio=0.95, frac=0.95, epochs_base=np.nan, epochs_trial=np.nan, seed=2))
+    rows.append(trial("at_init", ratio=0.85, frac=0.85, epochs_base=0, epochs_trial=10))  # same base, unused
     a = analyse(rows, base_config={"data.name": "cifar10"})
     compute = a.table.set_index("trial_id")["compute_epochs"]
     assert compute[[f"t{i}" for i in range(4)]].tolist() == [4.5] * 4
     assert compute["own_base"] == 12.0  # runtime.seed is a base key: a base of its own
+    assert compute["at_init"] == 10.0  # SNIP trains from scratch: no share of the trained base
     assert np.isnan(compute["old"])  # results from before the epoch keys: missing, not a crash
     frame = _trial_frame(a.configs.sort_values("flops_frac"), False, a.repeated)
-    assert frame[COMPUTE_COL].tolist() == ["4.5"] * 4 + ["12", "–"]
+    assert frame[COMPUTE_COL].tolist() == ["4.5"] * 4 + ["10", "12", "–"]
     assert len(set(a.table["base_id"])) == 3
 
 
