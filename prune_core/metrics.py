@@ -18,7 +18,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -129,51 +129,97 @@ class Latency:
     ms_batch: float  # median milliseconds per forward at the larger batch
     batch: int
     device: str
+    iqr_b1: float = 0.0  # interquartile range (q75 - q25, ms) of the batch-1 forwards
+    iqr_batch: float = 0.0  # the same at the larger batch
 
 
 @torch.inference_mode()
 def measure_latency(model: nn.Module, input_shape: Tuple[int, ...], batch: int = 16, repeats: int = 20,
                     warmup: int = 5, threads: int = 0) -> Latency:
-    """Median forward time after warm-up, at batch 1 and ``batch``.
+    """Median forward time after warm-up, at batch 1 and ``batch`` (``time_interleaved`` of one model)."""
+    return time_interleaved([model], input_shape, batch, repeats, warmup, threads)[0]
 
-    On the CPU the thread count is fixed for the measurement (``threads``, else torch's current
-    count) so runs compare; on CUDA the time comes from CUDA events around each forward.
+
+@torch.inference_mode()
+def time_interleaved(models: Sequence[nn.Module], input_shape: Tuple[int, ...], batch: int = 16, repeats: int = 20,
+                     warmup: int = 5, threads: int = 0) -> List[Latency]:
+    """Median and interquartile range of each model's forward time, the models taking turns.
+
+    The models run alternately, forward by forward (the order rotating every round), so that load
+    from other processes hits all of them alike: one resnet20 timed against itself on an idle
+    2-core machine varied 0.92-1.08 when timed apart (ARCHITECTURE.md, measured facts). Each model
+    is warmed up ``warmup`` forwards first, at batch 1 and again at ``batch``. On the CPU the thread
+    count is fixed for the measurement (``threads``, else torch's current count) and restored
+    after; on CUDA the time comes from CUDA events around each forward. Image models run in
+    channels_last, as they train. All models must be on one device; they are copied, so the
+    callers' models keep their mode and memory format.
     """
-    model = copy.deepcopy(model).eval()
-    device = next(model.parameters()).device
+    if not models:
+        return []
+    # one memory format for all: fit leaves a trained model in channels_last, a fresh one is not, and
+    # a pair timed in different formats would compare the formats as well as the networks
+    fmt = torch.channels_last if len(input_shape) == 3 else torch.contiguous_format
+    copies = [copy.deepcopy(m).eval().to(memory_format=fmt) for m in models]
+    device = next(copies[0].parameters()).device
     old_threads = torch.get_num_threads()
     if device.type == "cpu" and threads:
         torch.set_num_threads(threads)
     try:
-        times = {}
-        for b in (1, batch):
-            x = torch.randn((b, *input_shape), device=device)
-            times[b] = _median_ms(model, x, repeats, warmup)
+        stats = {b: _interleaved_ms(copies, torch.randn((b, *input_shape), device=device).contiguous(memory_format=fmt),
+                                    repeats, warmup)
+                 for b in dict.fromkeys((1, batch))}
     finally:
         torch.set_num_threads(old_threads)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"cpu x{threads or old_threads} threads")
-    return Latency(ms_b1=times[1], ms_batch=times[batch], batch=batch, device=where)
+    return [Latency(ms_b1=stats[1][i][0], ms_batch=stats[batch][i][0], batch=batch, device=where,
+                    iqr_b1=stats[1][i][1], iqr_batch=stats[batch][i][1]) for i in range(len(copies))]
 
 
-def _median_ms(model: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        model(x)
-    samples = []
-    if x.device.type == "cuda":
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            model(x)
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+def latency_metrics(base: Latency, final: Latency, how: str) -> Dict[str, Any]:
+    """The latency keys of ``prune_core.schema.METRICS`` from one interleaved measurement of the base
+    and the pruned model; ``how`` is ``latency_pass`` (trial, or quiet)."""
+    return {"latency_ms_base": base.ms_b1, "latency_ms_final": final.ms_b1,
+            "latency_ms_base_batch": base.ms_batch, "latency_ms_final_batch": final.ms_batch,
+            "latency_ms_base_iqr": base.iqr_b1, "latency_ms_final_iqr": final.iqr_b1,
+            "latency_ms_base_batch_iqr": base.iqr_batch, "latency_ms_final_batch_iqr": final.iqr_batch,
+            "speedup": base.ms_b1 / final.ms_b1, "speedup_batch": base.ms_batch / final.ms_batch,
+            "latency_device": base.device, "latency_pass": how}
+
+
+def _interleaved_ms(models: List[nn.Module], x: torch.Tensor, repeats: int, warmup: int
+                    ) -> List[Tuple[float, float]]:
+    """(median, q75 - q25) milliseconds per forward of each model on ``x``."""
+    for m in models:
+        for _ in range(warmup):
+            m(x)
+    cuda = x.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(x.device)
+    samples: List[List[float]] = [[] for _ in models]
+    n = len(models)
+    for r in range(repeats):
+        for j in range(n):
+            i = (j + r) % n  # rotate: no model always runs right after the same other one
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                models[i](x)
+                end.record()
+                torch.cuda.synchronize(x.device)
+                samples[i].append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                models[i](x)
+                samples[i].append((time.perf_counter() - t0) * 1e3)
+    return [(statistics.median(s), _iqr(s)) for s in samples]
+
+
+def _iqr(samples: List[float]) -> float:
+    if len(samples) < 2:
+        return 0.0
+    q = statistics.quantiles(samples, n=4, method="inclusive")
+    return q[2] - q[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,9 +41,14 @@ METRICS: Dict[str, str] = {
     "latency_ms_final": "median latency (ms) of the pruned model at batch 1",
     "latency_ms_base_batch": "median latency (ms) of the base model at runtime.latency_batch",
     "latency_ms_final_batch": "median latency (ms) of the pruned model at runtime.latency_batch",
+    "latency_ms_base_iqr": "interquartile range (q75 - q25, ms) of the base model's batch-1 latency",
+    "latency_ms_final_iqr": "interquartile range (q75 - q25, ms) of the pruned model's batch-1 latency",
+    "latency_ms_base_batch_iqr": "interquartile range (q75 - q25, ms) of the base model's latency at runtime.latency_batch",
+    "latency_ms_final_batch_iqr": "interquartile range (q75 - q25, ms) of the pruned model's latency at runtime.latency_batch",
     "speedup": "latency_ms_base / latency_ms_final at batch 1 (measured, not theoretical)",
     "speedup_batch": "latency_ms_base_batch / latency_ms_final_batch",
     "latency_device": "where latency was measured (cpu with its thread count, or the CUDA device)",
+    "latency_pass": "how latency was measured: trial (inside the run, base and pruned model interleaved) or quiet (a sweep's pass alone on a node)",
     "rebuild_max_abs_diff": "largest |logit| difference between the rebuilt and the masked model",
     "base_cached": "1 when the base model came from the cache, 0 when this run trained it",
     "finetune_epochs": "epochs trained after pruning: the fine-tune (early stopping may end it sooner), SNIP's training from scratch, IMP's last retraining",
@@ -66,12 +71,13 @@ def flops_kept(metrics: Dict[str, float]) -> Dict[str, float]:
     carry the three counts): the realisable and the theoretical cost, never one for the other."""
     return {"flops_kept_dense": metrics["flops_final"] / metrics["flops_base"],
             "flops_kept_effective": metrics["flops_nz_final"] / metrics["flops_base"]}
-TEXT_METRICS = frozenset({"latency_device", "prune_ranking"})  # every other key holds a number (or null)
+TEXT_METRICS = frozenset({"latency_device", "latency_pass", "prune_ranking"})  # every other key holds a number (or null)
 
 # keys of the final dict besides METRICS, present only where they apply
 DETAIL_KEYS: Dict[str, str] = {
     "layer_channels_base": "{layer name: output channels} of the base model's conv and linear layers",
     "layer_channels_final": "{layer name: output channels} of the pruned, rebuilt model",
+    "input_shape": "[C, H, W] of one input image as the model sees it (what rebuilding the architecture needs)",
     "layer_params_base": "{layer name: non-zero weights} of the base model's conv and linear layers",
     "layer_params_final": "{layer name: non-zero weights} of the pruned model",
     "imp_levels": "IMP: pruning levels run (each removes prune.imp_fraction of the remaining weights)",

@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from prune_core.config import ExperimentConfig, nest
 from prune_sweep.expand import OptunaSpace, base_configs, corner_configs, num_trials, trial_epochs
+from prune_sweep.latency_pass import run_quiet_pass
 from prune_sweep.spec import Sweep, SweepError
 from prune_sweep.storage import BASE_FILE, Store, base_rel, cache_dir, node_cache
 from prune_sweep.trial import TrialSetup, run_trial, train_base, trial_dirname
@@ -277,6 +278,18 @@ def restore_tuner(sweep: Sweep, exp: Store) -> Any:
     """The interrupted sweep in ``exp``: its unfinished and errored trials run again."""
     return tune.Tuner.restore(exp.location, trainable=make_trainable(sweep, exp), resume_unfinished=True,
                               resume_errored=True)
+
+
+def quiet_latency(sweep: Sweep, exp: Store) -> Optional[Dict[str, Any]]:
+    """Time every finished trial's base and pruned model again, alone on one node
+    (``prune_sweep.latency_pass``), with the trials' thread count; a failure is reported in one line
+    and leaves the sweep's results as they are."""
+    try:
+        return run_quiet_pass(exp, gpu=sweep.resources.gpu > 0, threads=_threads(sweep))
+    except (ray.exceptions.RayError, ValueError, OSError) as exc:
+        lines = [ln for ln in str(getattr(exc, "cause", None) or exc).strip().splitlines() if ln.strip()]
+        print(f"latency: quiet pass failed: {lines[-1] if lines else type(exc).__name__}")
+        return None
 
 
 def summarize(results: Any, exp: Store, expected: int, resume_hint: str) -> int:

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
       "seeds, else 1); the analysis reports their mean and standard deviation")
     a("--dry-run", action="store_true", help="print the trials and their count; start nothing")
     a("--smoke-test", action="store_true", help="tiny epochs and few trials (prune_core.SMOKE), for CI")
+    a("--no-quiet-latency", action="store_true",
+      help="skip timing every finished trial's base and pruned model again, alone on one node, into latency.json")
     a("--no-dashboard", action="store_true", help="start the local Ray without its dashboard")
     a("-v", "--verbose", action="store_true", help="Ray's and every trial's full output")
     return p
@@ -145,4 +147,6 @@ def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store) -> 
         db = node_cache(exp.location).parent / "optuna.db"
         if db.exists():
             exp.put(db, "optuna.db")
+    if not args.no_quiet_latency:
+        driver.quiet_latency(sweep, exp)
     return driver.summarize(results, exp, expected, hint)

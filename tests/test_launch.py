@@ -86,6 +86,10 @@ def test_quickstart_smoke_test_reports_every_metric(tmp_path, capsys):
         assert all({"val_acc", "train_loss", "flops_kept_dense", "flops_kept_effective", "lr"} <= set(r) for r in epochs)
         assert list((exp / name).glob("checkpoint_*")), "every epoch is checkpointed"
     assert len(list((exp / "base_cache").glob("*/base.pt"))) == 1
+    assert "distinct models timed alone on cpu" in out
+    quiet = json.loads((exp / "latency.json").read_text())  # every finished trial timed again, alone
+    assert sorted(quiet) == sorted(done_row(rows)["trial_id"] for rows in runs.values())
+    assert all(q["latency_pass"] == "quiet" and q["latency_ms_final"] > 0 for q in quiet.values())
 
     import analyze
 
@@ -158,3 +162,31 @@ def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tmp_path
     assert "Failure # 2" in text and "not retried" in text.strip().splitlines()[-1]  # the retry ended at once
     finished = [rows for rows in trials(exp).values() if any(r.get("stage") == "done" for r in rows)]
     assert len(finished) == 1
+
+
+def test_quiet_latency_pass_times_each_distinct_architecture_once(tmp_path, capsys):
+    # two trials differing only in the fine-tune's learning rate: one base, one pruned architecture
+    path = write_sweep(tmp_path, "quiet", {"finetune.lr": {"grid": [0.01, 0.02]}},
+                       base={"prune": {"method": "channel", "ratio": 0.5}})
+    assert main([str(path), "--storage", str(tmp_path)]) == 0
+    assert "latency: 2 distinct models timed alone on cpu x1 threads" in capsys.readouterr().out
+    exp = tmp_path / "quiet"
+    ids = sorted(done_row(rows)["trial_id"] for rows in trials(exp).values())
+    quiet = json.loads((exp / "latency.json").read_text())
+    assert sorted(quiet) == ids and len(ids) == 2
+    for q in quiet.values():
+        assert q["latency_pass"] == "quiet" and q["latency_device"] == "cpu x1 threads"
+        assert min(q[k] for k in ("latency_ms_base", "latency_ms_final", "latency_ms_base_batch",
+                                  "latency_ms_final_batch")) > 0
+        assert all(q[f"latency_ms_{m}{b}_iqr"] >= 0 for m in ("base", "final") for b in ("", "_batch"))
+        assert q["speedup"] == q["latency_ms_base"] / q["latency_ms_final"]
+    a, b = quiet.values()
+    assert a == b  # the same architectures, timed once, give both trials the same numbers
+    # --resume times every finished trial again; --no-quiet-latency skips the pass
+    (exp / "latency.json").unlink()
+    assert main([str(path), "--storage", str(tmp_path), "--resume"]) == 0
+    assert sorted(json.loads((exp / "latency.json").read_text())) == ids
+    (exp / "latency.json").unlink()
+    capsys.readouterr()
+    assert main([str(path), "--storage", str(tmp_path), "--resume", "--no-quiet-latency"]) == 0
+    assert "distinct models timed" not in capsys.readouterr().out and not (exp / "latency.json").exists()

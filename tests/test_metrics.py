@@ -4,7 +4,7 @@ import torch
 import torch.nn.utils.prune as prune
 from torch import nn
 
-from prune_core.metrics import count_flops, count_params, evaluate, measure_latency, sparsity
+from prune_core.metrics import count_flops, count_params, evaluate, measure_latency, sparsity, time_interleaved
 
 
 def two_layer():
@@ -56,6 +56,32 @@ def test_latency_is_positive_and_reports_device():
         torch.set_num_threads(before)
     assert lat.ms_b1 > 0 and lat.ms_batch > 0 and lat.batch == 4
     assert lat.device == "cpu x1 threads"
+
+
+def conv_stack(channels: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(),
+                         *[m for _ in range(3) for m in (nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())])
+
+
+def test_interleaved_timing_gives_each_model_a_median_and_a_spread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        small, big = conv_stack(4), conv_stack(64)  # big: about 200x the multiply-adds of small
+        big.train()
+        lats = time_interleaved([small, big], (3, 16, 16), batch=4, repeats=15, warmup=2, threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert big.training  # the callers' models are left as they were
+    assert len(lats) == 2 and all(lat.device == "cpu x1 threads" and lat.batch == 4 for lat in lats)
+    for lat in lats:
+        assert lat.ms_b1 > 0 and lat.ms_batch > 0 and lat.iqr_b1 >= 0 and lat.iqr_batch >= 0
+    # an ordering only with a margin no load can close: 200x the work at the same medians' noise
+    assert lats[1].ms_batch > lats[0].ms_batch
+    one = time_interleaved([small], (3, 16, 16), batch=2, repeats=1, warmup=0)[0]
+    assert one.iqr_b1 == 0.0 and one.ms_b1 > 0  # a single sample has no spread
 
 
 def test_accuracy_top1_and_top5():

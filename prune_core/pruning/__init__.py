@@ -43,12 +43,13 @@ from ._base import (BASE_NEEDS, CALIB_BATCHES, CRITERIA, METHOD_CRITERIA, METHOD
 from . import criteria as _criteria  # noqa: F401  (fills CRITERIA)
 from . import baseline, channel, imp, kernel, snip  # noqa: F401  (fill METHODS)
 from .surgery import rebuild
+from .architecture import ArchitectureMismatch, architecture_key, build_architecture
 from .serialize import load_pruned, save_pruned
 
 __all__ = ["METHODS", "CRITERIA", "METHOD_CRITERIA", "BASE_NEEDS", "RETRAIN", "post_prune_training", "resolve_prune",
            "Method",
            "PruneContext", "PruningPlan", "RebuildResult", "RebuildMismatch", "prune_model", "rebuild", "save_pruned",
-           "load_pruned"]
+           "load_pruned", "build_architecture", "architecture_key", "ArchitectureMismatch"]
 
 
 def resolve_prune(cfg: PruneConfig) -> PruneConfig:
