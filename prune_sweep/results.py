@@ -117,11 +117,14 @@ def _load_experiment(path: Path, name: str) -> Tuple[Experiment, List[Trial]]:
     sweep_text = _read_optional_text(path / "sweep.yaml")
     base = flatten(_read_yaml(path / "base.yaml"))
     defaults = _config_defaults()
+    quiet = _read_quiet_latency(path / "latency.json")
     trials = []
     for tdir in entries:
         trial = _read_trial(tdir, name)
         if trial is None:
             continue
+        if trial.record["status"] == "done":  # latency timed alone replaces what the trial timed
+            trial.record.update(quiet.get(trial.record["trial_id"], {}))
         for key in GROUP_KEYS:
             if key not in trial.params:
                 trial.record[key] = base.get(key, defaults.get(key))
@@ -131,6 +134,22 @@ def _load_experiment(path: Path, name: str) -> Tuple[Experiment, List[Trial]]:
     swept = list(dict.fromkeys(k for t in trials for k in t.params))
     exp = Experiment(name, path, sweep_text, (path / "base.yaml").is_file(), swept, base)
     return exp, trials
+
+
+def _read_quiet_latency(path: Path) -> Dict[str, Dict[str, Any]]:
+    """``latency.json`` of the sweep's quiet pass (``prune_sweep.latency_pass``): trial id -> its
+    latency keys, declared METRICS keys only; empty when the pass did not run."""
+    text = _read_optional_text(path)
+    if not text:
+        return {}
+    try:
+        table = json.loads(text)
+    except ValueError as exc:
+        raise AnalyzeError(f"{path}: not JSON ({exc}); expected the quiet latency pass's table") from None
+    if not isinstance(table, dict):
+        raise AnalyzeError(f"{path}: expected a JSON object of trial ids, got {type(table).__name__}")
+    return {str(tid): {k: _scalar(v) for k, v in values.items() if k in METRIC_KEYS}
+            for tid, values in table.items() if isinstance(values, dict)}
 
 
 def _no_trials_message(path: Path, sweep_text: str, base: dict) -> str:

@@ -462,3 +462,21 @@ def test_one_seed_report_has_no_error_bars(tmp_path):
     md = (out / "report.md").read_text()
     assert "±" not in md and "over seeds" not in md and "Repeated seeds" not in md
     assert "chosen on validation accuracy" in md
+
+
+def test_latency_timed_alone_replaces_what_the_trial_timed(tmp_path):
+    expdir = make_experiment(tmp_path / "exp", n_trials=6, seed=3, errors=0, stopped=0)
+    before = load_experiments([expdir]).table.set_index("trial_id")
+    done = before[before["status"] == "done"].index[:2]
+    quiet = {done[0]: {"latency_ms_base": 2.0, "latency_ms_final": 1.0, "latency_ms_final_iqr": 0.01,
+                       "speedup": 2.0, "latency_pass": "quiet", "not_a_metric": 5},
+             "no_such_trial": {"latency_ms_final": 9.0}}
+    (expdir / "latency.json").write_text(json.dumps(quiet))
+    after = load_experiments([expdir]).table.set_index("trial_id")
+    row = after.loc[done[0]]
+    assert (row["latency_ms_final"], row["speedup"], row["latency_pass"]) == (1.0, 2.0, "quiet")
+    assert "not_a_metric" not in after.columns  # only declared keys are read
+    assert after.loc[done[1], "latency_ms_final"] == before.loc[done[1], "latency_ms_final"]  # not timed: kept
+    (expdir / "latency.json").write_text("[1, 2]")
+    with pytest.raises(results_module.AnalyzeError, match=r"latency.json: expected a JSON object of trial ids"):
+        load_experiments([expdir])
