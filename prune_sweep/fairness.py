@@ -23,7 +23,8 @@ from prune_core.sections import BASE_KEYS, SECTIONS
 from .results import Experiment
 
 COMPUTE_RATIO = 2.0  # methods on one front whose median training compute differs more are flagged
-HELD = ("data.name", "data.limit_train", "finetune.epochs")  # config keys compared across methods
+# config keys compared across methods; prune.budget_epochs: the equal-budget mode (0 = off)
+HELD = ("data.name", "data.limit_train", "finetune.epochs", "prune.budget_epochs")
 
 
 def _defaults() -> Dict[str, Any]:
@@ -102,6 +103,7 @@ def fairness(table: pd.DataFrame, configs: pd.DataFrame, exps: Sequence[Experime
                         "base": ", ".join(bases) if len(bases) <= 3 else f"{len(bases)} bases",
                         "epochs_base": _values(g["epochs_base"]),
                         "finetune.epochs": _values(held["finetune.epochs"][g.index]),
+                        "budget (epochs)": _values(held["prune.budget_epochs"][g.index]),
                         "compute on its front (median epochs)": float(front.median()) if len(front) else np.nan,
                         "data.name": _values(held["data.name"][g.index]),
                         "data.limit_train": _values(held["data.limit_train"][g.index]),
@@ -122,7 +124,8 @@ def _held_line(exp: str, per: List[Dict[str, Any]]) -> str:
     def same(key: str) -> bool:
         return len({str(p[key]) for p in per}) == 1
     checks = {"base (one base for all methods)": same("_bases") and same("epochs_base"),
-              "fine-tune epochs": same("finetune.epochs"), "data": same("data.name") and same("data.limit_train"),
+              "fine-tune epochs": same("finetune.epochs"), "budget": same("budget (epochs)"),
+              "data": same("data.name") and same("data.limit_train"),
               "seeds": same("seeds")}
     medians = [p["compute on its front (median epochs)"] for p in per]
     finite = [m for m in medians if np.isfinite(m)]

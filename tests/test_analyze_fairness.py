@@ -138,6 +138,9 @@ def test_fairness_section_warns_for_the_dense_flops_front():
     even = analyse([{**r, "epochs_trial": 2} for r in rows])
     assert not any("Warning" in line for line in even.fairness_lines)
     assert "training compute (within 2x)" in even.fairness_lines[0].split("differs")[0]
+    assert "budget" in even.fairness_lines[0].split("differs")[0] and fair.loc["imp", "budget (epochs)"] == "0"
+    budgeted = analyse([{**r, "prune.budget_epochs": 40 if r["prune.method"] == "imp" else 0} for r in rows])
+    assert "budget" in budgeted.fairness_lines[0].split("differs")[1]  # one method under a budget, one not
 
 
 def test_group_keys_are_configuration_keys_but_the_seed():
