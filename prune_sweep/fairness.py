@@ -63,9 +63,9 @@ def base_ids(table: pd.DataFrame, exps: Sequence[Experiment]) -> pd.Series:
 
 def compute_epochs(table: pd.DataFrame, bases: pd.Series) -> pd.Series:
     """``epochs_trial + epochs_base / n`` per trial; NaN where a trial lacks the epoch keys. ``n``
-    counts the trials of that base that use it trained (``epochs_base > 0``): a method that prunes
-    at initialisation (SNIP) records 0 and takes no share."""
-    uses = table["epochs_base"].fillna(0) > 0
+    counts the trials of that base that use it trained (``epochs_base > 0``, or unknown for a trial
+    that never reported): a method that prunes at initialisation (SNIP) records 0 and takes no share."""
+    uses = table["epochs_base"].fillna(1) > 0  # a trial without a final report used its base too
     n = uses.groupby([table["experiment"], bases], sort=False).transform("sum")
     share = (table["epochs_base"] / n.where(n > 0)).where(uses, 0.0)
     return (table["epochs_trial"] + share).where(table["epochs_base"].notna())
