@@ -123,7 +123,9 @@ def _held_line(exp: str, per: List[Dict[str, Any]]) -> str:
         return f"{exp}: one method ({per[0]['method']}), nothing to compare."
     def same(key: str) -> bool:
         return len({str(p[key]) for p in per}) == 1
-    checks = {"base (one base for all methods)": same("_bases") and same("epochs_base"),
+    # a method that prunes at initialisation records epochs_base 0: it shares the base, untrained
+    trained = {str(p["epochs_base"]) for p in per if str(p["epochs_base"]) != "0"}
+    checks = {"base (one base for all methods)": same("_bases") and len(trained) <= 1,
               "fine-tune epochs": same("finetune.epochs"), "budget": same("budget (epochs)"),
               "data": same("data.name") and same("data.limit_train"),
               "seeds": same("seeds")}

@@ -139,6 +139,9 @@ def test_fairness_section_warns_for_the_dense_flops_front():
     assert not any("Warning" in line for line in even.fairness_lines)
     assert "training compute (within 2x)" in even.fairness_lines[0].split("differs")[0]
     assert "budget" in even.fairness_lines[0].split("differs")[0] and fair.loc["imp", "budget (epochs)"] == "0"
+    at_init = analyse([*(dict(r, epochs_trial=2) for r in rows),
+                       trial("s1", method="snip", ratio=0.5, frac=0.9, val=80.0, epochs_base=0, epochs_trial=2)])
+    assert "base (one base for all methods)" in at_init.fairness_lines[0].split("differs")[0]  # SNIP: same base
     budgeted = analyse([{**r, "prune.budget_epochs": 40 if r["prune.method"] == "imp" else 0} for r in rows])
     assert "budget" in budgeted.fairness_lines[0].split("differs")[1]  # one method under a budget, one not
 
