@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping
 
 import yaml
@@ -231,12 +231,19 @@ SECTIONS = {
     "runtime": RuntimeConfig,
 }
 
+# every dotted key with its default, in field order; finetune's defaults are not train's
+# (_finetune_default), and prune.criterion "" is the method's own, filled in by ExperimentConfig
+DEFAULTS: Dict[str, Any] = {
+    f"{s}.{k}": v
+    for s, section in zip(SECTIONS, (DataConfig(), ModelConfig(), TrainConfig(), PruneConfig(), _finetune_default(),
+                                     RuntimeConfig()))
+    for k, v in asdict(section).items()}
 
 # the keys that determine a trained base: data (but where it is read from and how), model, base
 # training, seed and numeric precision. Two configs that agree on these share one cached base.
 _BASE_IGNORED = ("data.root", "data.download", "data.num_workers", "data.eval_batch_size")
-BASE_KEYS = tuple(f"{s}.{f.name}" for s in ("data", "model", "train") for f in fields(SECTIONS[s])
-                  if f"{s}.{f.name}" not in _BASE_IGNORED) + ("runtime.seed", "runtime.cpu_bf16")
+BASE_KEYS = tuple(k for k in DEFAULTS if k.split(".")[0] in ("data", "model", "train") and k not in _BASE_IGNORED
+                  ) + ("runtime.seed", "runtime.cpu_bf16")
 
 # --smoke-test: a few steps of everything, for CI. prune.rewind_epoch 0: IMP retrains cfg.train
 # from its rewind epoch, and the one-epoch base leaves nothing after epoch 1; prune.rounds 2: two
@@ -273,7 +280,7 @@ def nest(flat: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
 def parse_overrides(items, example: str = "prune.ratio=0.5") -> Dict[str, Any]:
     """``--set KEY=VALUE`` items -> {key: value}: values read as YAML, except for keys that hold
     text, which keep the text (YAML would read ``runtime.progress=off`` as false)."""
-    text_keys = {f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls) if f.type in ("str", str)}
+    text_keys = {k for k, v in DEFAULTS.items() if isinstance(v, str)}
     out: Dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")

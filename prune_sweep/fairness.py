@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import fields
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from prune_core.sections import BASE_KEYS, SECTIONS
+from prune_core.sections import BASE_KEYS, DEFAULTS
 
 from .results import Experiment
 
 COMPUTE_RATIO = 2.0  # methods on one front whose median training compute differs more are flagged
 # config keys compared across methods; prune.budget_epochs: the equal-budget mode (0 = off)
 HELD = ("data.name", "data.limit_train", "finetune.epochs", "prune.budget_epochs")
-
-
-def _defaults() -> Dict[str, Any]:
-    return {f"{s}.{f.name}": f.default for s, cls in SECTIONS.items() for f in fields(cls)}
 
 
 def config_values(table: pd.DataFrame, exp: Experiment, key: str, defaults: Dict[str, Any]) -> pd.Series:
@@ -42,7 +37,7 @@ def config_values(table: pd.DataFrame, exp: Experiment, key: str, defaults: Dict
 
 def base_ids(table: pd.DataFrame, exps: Sequence[Experiment]) -> pd.Series:
     """A short id per trial (8 hex digits of a hash of its BASE_KEYS values); equal ids, one base."""
-    defaults = _defaults()
+    defaults = DEFAULTS
     out = pd.Series("", index=table.index, dtype=object)
     for exp in exps:
         sub = table[table["experiment"] == exp.name]
@@ -86,7 +81,7 @@ def fairness(table: pd.DataFrame, configs: pd.DataFrame, exps: Sequence[Experime
     with their front columns. Lines: what was equal or not per experiment, and a warning where the
     methods on the all-methods dense-FLOPs front differ in median training compute by > 2x.
     """
-    defaults = _defaults()
+    defaults = DEFAULTS
     rows: List[Dict[str, Any]] = []
     lines: List[str] = []
     for exp in exps:

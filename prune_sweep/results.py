@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from prune_core.sections import SECTIONS, flatten
+from prune_core.sections import DEFAULTS, flatten
 from prune_core.schema import METRIC_KEYS, TEXT_METRICS
 
 # config keys every row carries (from params.json, else base.yaml, else the config defaults)
@@ -142,14 +142,20 @@ def _read_quiet_latency(path: Path) -> Dict[str, Dict[str, Any]]:
     text = _read_optional_text(path)
     if not text:
         return {}
-    try:
-        table = json.loads(text)
-    except ValueError as exc:
-        raise AnalyzeError(f"{path}: not JSON ({exc}); expected the quiet latency pass's table") from None
-    if not isinstance(table, dict):
-        raise AnalyzeError(f"{path}: expected a JSON object of trial ids, got {type(table).__name__}")
+    table = _json_object(path, text, "a JSON object of trial ids (the quiet latency pass's table)")
     return {str(tid): {k: _scalar(v) for k, v in values.items() if k in METRIC_KEYS}
             for tid, values in table.items() if isinstance(values, dict)}
+
+
+def _json_object(path: Path | str, data: str | bytes, expected: str) -> Dict[str, Any]:
+    """``data`` read as one JSON object; else AnalyzeError naming ``path`` and what was ``expected``."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise AnalyzeError(f"{path}: not JSON ({exc}); expected {expected}") from None
+    if not isinstance(value, dict):
+        raise AnalyzeError(f"{path}: expected {expected}, got {type(value).__name__}")
+    return value
 
 
 def _no_trials_message(path: Path, sweep_text: str, base: dict) -> str:
@@ -171,13 +177,7 @@ def _read_trial(tdir: str, experiment: str) -> Optional[Trial]:
         return None
     except OSError as exc:
         raise AnalyzeError(f"{params_path}: cannot read it ({exc.strerror}); expected the trial's config") from None
-    try:
-        params = json.loads(raw)
-    except ValueError as exc:
-        raise AnalyzeError(f"{params_path}: not JSON ({exc}); expected the trial's config as a JSON object") from None
-    if not isinstance(params, dict):
-        raise AnalyzeError(f"{params_path}: expected a JSON object of config keys, got {type(params).__name__}")
-    params = flatten(params)
+    params = flatten(_json_object(params_path, raw, "a JSON object of config keys (the trial's config)"))
     rows = _read_rows(tdir)
     error = _read_optional_text(os.path.join(tdir, "error.txt"))
     final = next((r for r in reversed(rows) if r.get("stage") == "done"), None)
@@ -278,12 +278,7 @@ def _read_yaml(path: Path) -> dict:
 
 def _config_defaults() -> Dict[str, Any]:
     """Defaults of the grouping keys, for sweeps that neither sweep nor fix them."""
-    out = {}
-    for key in GROUP_KEYS:
-        section, name = key.split(".", 1)
-        for f in fields(SECTIONS[section]):
-            if f.name == name:
-                out[key] = f.default
+    out = {key: DEFAULTS[key] for key in GROUP_KEYS}
     if out.get("prune.criterion") == "":  # the config resolves "" to the method's own default
         out["prune.criterion"] = "default"
     return out

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from prune_core.errors import ConfigError
-from prune_core.sections import SECTIONS, SMOKE, flatten, nest
+from prune_core.sections import DEFAULTS, SMOKE, flatten, nest
 
 if TYPE_CHECKING:
     from prune_core.config import ExperimentConfig
 
-CONFIG_KEYS = frozenset(f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls))
+CONFIG_KEYS = frozenset(DEFAULTS)
 
 
 def experiment_config() -> "type[ExperimentConfig]":
