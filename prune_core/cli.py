@@ -7,6 +7,13 @@
 Results go to ``<output-dir>/<dataset>/<model>_<method>_<dataset>_<timestamp>/``: config.yaml,
 metrics.json, flops.txt, training curves, per-layer parameter and channel plots, and with
 ``--save-model`` the base and rebuilt models.
+
+Exit codes (README, "Exit codes"): 0 done; 1 an unexpected error, a bug (its traceback is printed,
+then one line); 2 a bad config or usage, including ``runtime.device=cuda`` with no CUDA device and a
+``--model-path`` that is not a saved model; 3 a dataset's files are missing; 4 the loss diverged;
+5 the rebuilt model does not compute what the pruned one does; 130 interrupted. Every code but 1
+is one line on stderr, ``prune-core: error: ...``. A run directory that holds anything computed
+stays, and the line says where it is; one holding only its config.yaml is removed.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -22,6 +30,12 @@ import torch
 import yaml
 
 from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
+from .errors import Diverged, RebuildMismatch
+
+# exit codes (README, "Exit codes"); 2 and 130 are argparse's and the shell's conventions
+EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_REBUILD, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
+LR_FLAGS = {"train.lr": "--learning-rate", "finetune.lr": "--finetune-lr"}
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage block
@@ -82,8 +96,39 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if values.get("model.pretrained_path") and not Path(values["model.pretrained_path"]).is_file():
         raise ConfigError(f"--model-path {values['model.pretrained_path']}: no such file")
     if args.config:
-        return ExperimentConfig.from_yaml(args.config, values)
-    return ExperimentConfig.from_dict(values)
+        cfg = ExperimentConfig.from_yaml(args.config, values)
+    else:
+        cfg = ExperimentConfig.from_dict(values)
+    if cfg.model.pretrained_path:
+        check_model_file(cfg.model.pretrained_path, rebuilt_ok=args.eval_only)
+    if cfg.runtime.device == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"runtime.device=cuda: no CUDA device is visible (torch {torch.__version__}, {build}); "
+                          "use --no-cuda or --set runtime.device=auto")
+    return cfg
+
+
+def check_model_file(path: str, rebuilt_ok: bool = True) -> None:
+    """Raise ConfigError unless ``path`` holds what ``--model-path`` takes: a state dict (str ->
+    tensor) or, when ``rebuilt_ok``, a model saved by ``prune_core.pruning.save_pruned``. Loaded
+    with ``weights_only=True``, like every load of the pipeline."""
+    expected = ("a state dict or a model rebuilt by prune-core (<model>_rebuilt.pt, <model>_base.pt)" if rebuilt_ok
+                else "the state dict of an unpruned model (<model>_base.pt of --save-model)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError, ... here
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise ConfigError(f"--model-path {path}: not a saved model (torch.load with weights_only=True failed: "
+                          f"{reason}); expected {expected}") from None
+    if isinstance(blob, dict) and "state_dict" in blob and "shapes" in blob:
+        if not rebuilt_ok:
+            raise ConfigError(f"--model-path {path}: a pruned model saved by prune-core; expected {expected}")
+        return
+    if not isinstance(blob, dict) or not blob or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in blob.items()):
+        got = (type(blob).__name__ if not isinstance(blob, dict) else
+               f"a dict with keys {', '.join(map(str, list(blob)[:5]))}" if blob else "an empty dict")
+        raise ConfigError(f"--model-path {path}: not a saved model (it holds {got}); expected {expected}")
 
 
 def run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
@@ -104,18 +149,31 @@ def run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line ``argv``; return the exit code (module docstring, README "Exit codes")."""
     args = build_parser().parse_args(argv)
     from .data import DatasetMissing
 
+    out: Optional[Path] = None  # the run directory, once made
+    created = False  # made by this call (not an unfinished one picked by --resume)
+    cfg: Optional[ExperimentConfig] = None
     try:
         cfg = config_from_args(args)
         if args.eval_only:
             from .pipeline import evaluate_only
 
-            metrics = evaluate_only(cfg)
+            try:
+                metrics = evaluate_only(cfg)
+            except (RuntimeError, ValueError) as exc:  # the file is a model of another architecture or dataset
+                path = cfg.model.pretrained_path
+                if "Error(s) in loading state_dict" not in str(exc) and not str(exc).startswith(f"{path}: layer"):
+                    raise
+                raise ConfigError(f"--model-path {cfg.model.pretrained_path}: does not fit model.name="
+                                  f"{cfg.model.name} on data.name={cfg.data.name} ({_first_line(exc)}); pass the "
+                                  "--model and --dataset it was trained with") from None
             print(json.dumps(metrics, indent=2, default=str))
             return 0
         out = run_dir(cfg, cfg.runtime.resume)
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         cfg = cfg.replace(**{"runtime.workdir": str(out)})
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -123,15 +181,95 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .pipeline import base_path, run
 
         metrics = run(cfg)
-    except (ConfigError, DatasetMissing) as exc:
-        print(f"prune-core: error: {exc}", file=sys.stderr)
-        return 2
+        _write_outputs(cfg, out, metrics, base_path(cfg))
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc) + _kept(out), out, created)
+    except DatasetMissing as exc:
+        msg = str(exc).replace("set data.download: true", "add --download")
+        if "--data-root" not in msg and "no files under" in msg:
+            msg += "; --data-root names the directory that holds it"
+        return _fail(EXIT_DATA, msg, out, created)
+    except Diverged as exc:
+        return _fail(EXIT_DIVERGED, _diverged(exc, cfg, out), out, created)
+    except RebuildMismatch as exc:
+        report = f"{out / 'config.yaml'} (the run so far stays there)" if _computed(out) else "its config"
+        return _fail(EXIT_REBUILD, f"{exc}; the rebuilt model does not compute what the pruned one does, a bug of "
+                     f"prune_core for this model and method: please report it with {report}; another "
+                     "--pruning-method or --criterion may avoid it" + _base_kept(cfg), out, created)
     except KeyboardInterrupt:
-        print("prune-core: interrupted; rerun with --resume to continue from the last epoch", file=sys.stderr)
-        return 130
-    _write_outputs(cfg, out, metrics, base_path(cfg))
+        where = f"; the run so far is in {out}" if out is not None else ""
+        print(f"prune-core: interrupted{where}; rerun with --resume to continue from the last epoch", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: keep the traceback to debug it, then the one line
+        traceback.print_exc()
+        where = f"; the run so far is in {out} (--resume continues it)" if out is not None else ""
+        print(f"prune-core: error: unexpected {type(exc).__name__}: {_first_line(exc)} (traceback above; "
+              f"please report it unless the machine caused it, e.g. a full disk){where}", file=sys.stderr)
+        return EXIT_UNEXPECTED
     _print_summary(metrics, out)
     return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _fail(code: int, message: str, out: Optional[Path], created: bool) -> int:
+    """Print the one line and return ``code``; a run directory this call made that holds nothing
+    but its config.yaml (nothing computed yet) is removed."""
+    if out is not None and created and out.is_dir() and {p.name for p in out.iterdir()} <= {"config.yaml"}:
+        (out / "config.yaml").unlink(missing_ok=True)
+        out.rmdir()
+        if not any(out.parent.iterdir()):  # <output-dir>/<dataset>/, made for it
+            out.parent.rmdir()
+    print(f"prune-core: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _computed(out: Optional[Path]) -> bool:
+    return out is not None and out.is_dir() and any(p.name != "config.yaml" for p in out.iterdir())
+
+
+def _kept(out: Optional[Path]) -> str:
+    return f"; the run so far is kept in {out}" if _computed(out) else ""
+
+
+def _base_kept(cfg: Optional[ExperimentConfig]) -> str:
+    if cfg is None:
+        return ""
+    from .pipeline import base_path
+
+    path = base_path(cfg)
+    return f"; the trained base stays cached in {path.parent} and a rerun reuses it" if path.exists() else ""
+
+
+def _diverged(exc: Diverged, cfg: Optional[ExperimentConfig], out: Optional[Path]) -> str:
+    """The loss diverged: which learning rate to lower (its flag and value), and what of the run
+    is kept. fit's message starts with the stage: base, finetune (SNIP's and IMP's training after
+    pruning use train.lr) or imp_level<n>."""
+    msg = "diverged: " + str(exc).removesuffix("; lower the learning rate")
+    if cfg is None:
+        return msg
+    from .pruning import RETRAIN
+
+    stage = str(exc).split(":", 1)[0].strip()
+    key = "finetune.lr" if stage == "finetune" and RETRAIN.get(cfg.prune.method) == "finetune" else "train.lr"
+    if stage not in ("base", "finetune") and not stage.startswith("imp_level"):
+        lower = ("rerun with a lower --learning-rate (train.lr=%g now) or --finetune-lr (finetune.lr=%g now)"
+                 % (cfg.train.lr, cfg.finetune.lr))
+    else:
+        lr = cfg.finetune.lr if key == "finetune.lr" else cfg.train.lr
+        lower = f"rerun with a lower {LR_FLAGS[key]} ({key}={lr:g} now)"
+    if out is None or not _computed(out):
+        return f"{msg}; {lower}"
+    if key == "finetune.lr" and (out / "pruned_model.pt").exists() and (out / "pre_finetune.json").exists():
+        if (out / "finetune_ckpt.pt").exists():  # a resumed checkpoint keeps the learning rate it was saved with
+            return (f"{msg}; the run so far is kept in {out}: {lower} and --resume after moving "
+                    f"{out / 'finetune_ckpt.pt'} aside to fine-tune its pruned model again (--resume alone "
+                    "continues from that checkpoint at its saved learning rate)")
+        return f"{msg}; the run so far is kept in {out}: {lower} and --resume to fine-tune its pruned model again"
+    return f"{msg}; {lower}; the run so far is kept in {out}"
 
 
 def _write_outputs(cfg: ExperimentConfig, out: Path, metrics: Dict[str, Any], base: Path) -> None:

@@ -1,9 +1,13 @@
 """FLOPs targets are reached, and pruned models survive a save/load round trip with weights_only."""
 
+import ast
 import copy
+import pickle
+from pathlib import Path
 
 import pytest
 import torch
+from _payload import LOADED, payload
 from torch import nn
 
 from prune_core.config import ExperimentConfig
@@ -104,3 +108,34 @@ def test_load_accepts_a_plain_state_dict(tmp_path):
     x = torch.randn(2, *SHAPE)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
+
+
+@pytest.mark.parametrize("where", ["top", "state_dict"])
+def test_load_refuses_a_file_that_would_run_code(tmp_path, where):
+    LOADED.clear()
+    save_pruned(fresh("lenet300"), tmp_path / "m.pt")
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    evil = payload(tmp_path / "PWNED")
+    if where == "top":
+        blob["extra"] = evil
+    else:
+        first, second = list(blob["state_dict"])[:2]  # in place of two weights
+        blob["state_dict"][first], blob["state_dict"][second] = evil["shell"], evil["marker"]
+    torch.save(blob, tmp_path / "m.pt")
+    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only load failed"):
+        load_pruned(tmp_path / "m.pt", build_model("lenet300", 10, *SHAPE[:2]))
+    assert not (tmp_path / "PWNED").exists() and LOADED == []
+
+
+def test_every_torch_load_passes_weights_only_true():
+    root = Path(__file__).resolve().parents[1]
+    files = [p for d in ("prune_core", "prune_sweep", "bench") for p in sorted((root / d).rglob("*.py"))]
+    calls = []
+    for path in [*files, root / "launch.py", root / "analyze.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                calls.append(f"{path.name}:{node.lineno}")
+                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                           for k in node.keywords)
+                assert safe, f"{path.name}:{node.lineno}: torch.load without weights_only=True"
+    assert len(calls) >= 5, calls  # the pipeline's, fit's, load_pruned's and the CLI's loads were found

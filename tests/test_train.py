@@ -3,12 +3,13 @@
 
 import pytest
 import torch
+from _payload import LOADED, payload
 
 from prune_core.config import ExperimentConfig, TrainConfig
 from prune_core.data import load_data
 from prune_core.models import build_model
 from prune_core.metrics import evaluate
-from prune_core.train import Diverged, fit, lr_factor, param_groups, seed_everything
+from prune_core.train import Diverged, fit, lr_factor, param_groups, save_atomic, seed_everything
 
 CPU = torch.device("cpu")
 
@@ -85,3 +86,25 @@ def test_divergence_is_reported():
         fit(model, TrainConfig(epochs=1, lr=0.1, max_steps=2), data, device=CPU)
 
 
+def test_resume_never_unpickles_code_from_a_checkpoint(tmp_path):
+    """A checkpoint that carries a pickled object whose loading would run code (a tampered or foreign
+    file): fit loads checkpoints with weights_only=True, so the object is never built, whether fit
+    then raises or sets the file aside and starts over."""
+    LOADED.clear()
+    data, model = _setup(limit=128)
+    ckpt = tmp_path / "ckpt.pt"
+    fit(model, TrainConfig(epochs=1, lr=0.05, max_steps=2), data, device=CPU, checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    # the payload is live: a load that unpickles anything runs both of its parts
+    save_atomic({**state, "extra": payload(tmp_path / "CONTROL")}, tmp_path / "control.pt")
+    torch.load(tmp_path / "control.pt", weights_only=False)
+    assert (tmp_path / "CONTROL").exists() and LOADED == ["marker"]
+    LOADED.clear()
+
+    save_atomic({**state, "extra": payload(tmp_path / "PWNED")}, ckpt)  # fit's checkpoint, one entry more
+    data, model = _setup(limit=128)
+    try:
+        fit(model, TrainConfig(epochs=2, lr=0.05, max_steps=2), data, device=CPU, checkpoint=ckpt, resume=True)
+    except Exception:  # refused; which error (or a fresh start instead) is fit's choice
+        pass
+    assert not (tmp_path / "PWNED").exists() and LOADED == []
