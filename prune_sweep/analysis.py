@@ -15,7 +15,7 @@ import pandas as pd
 from .configs import REPORT, SELECT, config_ids, configurations, usable
 from .fairness import base_ids, compute_epochs, fairness
 from .pareto import hypervolume_2d, pareto_front
-from .results import GROUP_KEYS, Results
+from .results import GROUP_KEYS, Experiment, Results, resume_command
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,6 @@ AXES: Tuple[Axis, ...] = (
 )
 AXIS = {a.key: a for a in AXES}
 
-STATUSES = ("done", "stopped", "error", "pending")
 DEFAULT_BUDGETS = (0.25, 0.5, 0.75)
 MAX_LISTED = 50  # longer lists in the report point to results.csv instead
 
@@ -67,6 +66,7 @@ class Analysis:
     fairness: pd.DataFrame = field(default_factory=pd.DataFrame)
     fairness_lines: List[str] = field(default_factory=list)
     repeated: bool = False  # some configuration ran with more than one seed
+    unfinished: List[str] = field(default_factory=list)  # one line per experiment still running or interrupted
 
 
 def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS) -> Analysis:
@@ -99,7 +99,24 @@ def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS
     repeated = bool((configs["seeds"] > 1).any()) if len(configs) else False
     return Analysis(table, configs, _front_table(configs), _hypervolume_table(table, configs, notes),
                     _budget_table(table, configs, budgets), _seed_table(configs), tuple(budgets), notes, fair, lines,
-                    repeated)
+                    repeated, unfinished_lines(table, exps))
+
+
+def unfinished_lines(table: pd.DataFrame, exps: Sequence[Experiment]) -> List[str]:
+    """One line per experiment with trials running or interrupted: what they are and what to do."""
+    lines = []
+    for exp in exps:
+        counts = table.loc[table["experiment"] == exp.name, "status"].value_counts()
+        running, interrupted = int(counts.get("running", 0)), int(counts.get("interrupted", 0))
+        if not running and not interrupted:
+            continue
+        parts = [f"{running} trial{'s' * (running != 1)} running"] if running else []
+        if interrupted:
+            parts.append(f"{interrupted}{'' if running else ' trial' + 's' * (interrupted != 1)} interrupted")
+        what = (f"resume with `{resume_command(exp)}`" if interrupted
+                else "the sweep is still going; these results are as far as it got")
+        lines.append(f"{exp.name + ': ' if len(exps) > 1 else ''}{', '.join(parts)}: {what}")
+    return lines
 
 
 def _chance(sub: pd.DataFrame) -> float:

@@ -17,6 +17,7 @@ import yaml
 from prune_core.errors import ConfigError
 from prune_core.sections import parse_overrides
 from prune_sweep.expand import corner_configs, load_sweep, num_trials, trial_configs, validate
+from prune_sweep.liveness import driver_marker
 from prune_sweep.plan import print_plan
 from prune_sweep.spec import DEFAULT_SWEEP, Sweep, SweepError, parse_sweep
 from prune_sweep.storage import Store, node_cache
@@ -139,7 +140,8 @@ def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store) -> 
     hint = f"python launch.py {args.sweep} --resume" + (f" --name {sweep.name}" if args.name else "") + (
         " --smoke-test" if args.smoke_test else "") + (f" --storage {storage.location}" if args.storage else "")
     try:
-        results = tuner.fit()
+        with driver_marker(exp):  # <exp>/.driver.json: analyze.py tells running trials from interrupted ones
+            results = tuner.fit()
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {hint}", file=sys.stderr)
         return 130

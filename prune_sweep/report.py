@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .analysis import AXES, AXIS, FRONTS, MAX_LISTED, STATUSES, Analysis, Axis
+from .analysis import AXES, AXIS, FRONTS, MAX_LISTED, Analysis, Axis
 from .configs import REPORT, SELECT, acc_text
 from .figures import all_figures
-from .results import AnalyzeError, Results
+from .results import STATUSES, UNFINISHED, AnalyzeError, Results
 
 
 VAL_COL = "val acc (%), chosen on"
@@ -89,14 +89,14 @@ def _acc_columns(rows: pd.DataFrame, repeated: bool) -> Dict[str, Any]:
 def _summary_frame(a: Analysis) -> pd.DataFrame:
     t = a.table
     counts = t.groupby(["experiment", "prune.method"], dropna=False)["status"].value_counts().unstack(fill_value=0)
-    counts = counts.reindex(columns=list(STATUSES), fill_value=0)
+    counts = counts.reindex(columns=_shown_statuses(t), fill_value=0)
     best = a.configs.sort_values(SELECT, ascending=False).drop_duplicates(["experiment", "prune.method"])
     best = best.set_index(["experiment", "prune.method"])
     rows = []
     hv = a.hypervolume.set_index(["experiment", "method"]) if not a.hypervolume.empty else None
     for (exp, method), c in counts.iterrows():
         top = best.loc[(exp, method)] if (exp, method) in best.index else None
-        row = {"experiment": exp, "method": method, "trials": int(c.sum()), **{s: int(c[s]) for s in STATUSES},
+        row = {"experiment": exp, "method": method, "trials": int(c.sum()), **{s: int(c[s]) for s in counts.columns},
                "best val acc (%)": _fmt(top[SELECT] if top is not None else np.nan),
                "its test acc (%)": _fmt(top[REPORT] if top is not None else np.nan)}
         for ax in AXES:
@@ -105,6 +105,12 @@ def _summary_frame(a: Analysis) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows)
     return frame if t["experiment"].nunique() > 1 else frame.drop(columns="experiment")
+
+
+def _shown_statuses(t: pd.DataFrame) -> List[str]:
+    """Every status, but running and interrupted only where some trial has them."""
+    present = set(t["status"])
+    return [s for s in STATUSES if s not in UNFINISHED or s in present]
 
 
 def _budget_frame(a: Analysis, multi: bool) -> pd.DataFrame:
@@ -145,10 +151,11 @@ def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Opt
     multi = len(results.experiments) > 1
     counts = t["status"].value_counts()
     blocks = [Block("p", f"{len(t)} trials in {', '.join(e.name for e in results.experiments)}: "
-                         + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES) + ". Only finished trials "
-                         "(status done: a final report with stage 'done') enter a front. Trials stopped early by the "
-                         "scheduler are listed under 'Stopped early', and drawn as crosses at their last validation "
-                         "accuracy where their epoch reports carry the pruned model's cost."), Block("p", SELECTION)]
+                         + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in _shown_statuses(t)) + ". Only finished "
+                         "trials (status done: a final report with stage 'done') enter a front. Trials stopped early "
+                         "by the scheduler are listed under 'Stopped early', and drawn as crosses at their last "
+                         "validation accuracy where their epoch reports carry the pruned model's cost."),
+              *(Block("p", line) for line in a.unfinished), Block("p", SELECTION)]
     if a.repeated:
         blocks.append(Block("p", "Seeds repeat: a configuration (every swept key but runtime.seed) is one point, the "
                                  "mean over its seeds, shown as mean ± sample std (n = seeds); fronts, budget winners "
@@ -206,6 +213,8 @@ def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Opt
                    Block("table", frame=s.drop(columns=drop if multi else [*drop, "experiment"]))]
     blocks += _listing("Failed trials", t[t["status"] == "error"], ["reason"], multi)
     blocks += _listing("Stopped early", t[t["status"] == "stopped"], ["reason", "val_acc_last"], multi)
+    blocks += _listing("Running", t[t["status"] == "running"], ["reason", "val_acc_last"], multi)
+    blocks += _listing("Interrupted", t[t["status"] == "interrupted"], ["reason", "val_acc_last"], multi)
     blocks += _listing("Pending", t[t["status"] == "pending"], [], multi)
     # the first seed's trial of each configuration in the tables
     repro = pd.concat([front[["experiment", "trial_id", "command"]],
@@ -349,6 +358,7 @@ def summary_text(a: Analysis) -> str:
         else:
             lines.append(head + "none")
     lines += [f"  {line}" for line in a.fairness_lines if "Warning" in line]
+    lines += [f"  {line}" for line in a.unfinished]
     return "\n".join(lines)
 
 

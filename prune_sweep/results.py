@@ -1,9 +1,16 @@
 """An experiment directory read from disk: one table row per trial, fine-tune curves, per-layer channels.
 
 Reads the folders Ray Tune writes for ``launch.py`` (``params.json``, ``result.json`` or
-``progress.csv``, ``error.txt``) without Ray. Of a trial's result rows it reads only the keys
-``prune_core.schema`` declares (``METRICS``, ``DETAIL_KEYS``, ``EPOCH_KEYS``) and ones Ray Tune
-adds to every result (``RAY_KEYS``).
+``progress.csv``, ``error.txt``) and its experiment state (``experiment_state-*.json``) without
+Ray. Of a trial's result rows it reads only the keys ``prune_core.schema`` declares (``METRICS``,
+``DETAIL_KEYS``, ``EPOCH_KEYS``) and ones Ray Tune adds to every result (``RAY_KEYS``).
+
+A trial's status (``STATUSES``) comes from Tune's state and whether the sweep's driver is alive
+(``prune_sweep.liveness``): done (a final report, stage "done"), stopped (TERMINATED without one:
+the scheduler stopped it), error, running, interrupted (started, unfinished, driver gone) or
+pending (not started). Without a readable state (a sweep copied without it, a file half written,
+a format this code does not know) it is guessed from the folder: done, error, stopped (rows but
+no final report) or pending.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import yaml
 
 from prune_core.sections import DEFAULTS, flatten
 from prune_core.schema import METRIC_KEYS, TEXT_METRICS
+from prune_sweep import liveness
 
 # config keys every row carries (from params.json, else base.yaml, else the config defaults)
 GROUP_KEYS = ("prune.method", "prune.criterion", "prune.scope", "prune.ratio", "runtime.seed")
@@ -32,6 +40,13 @@ RAY_KEYS = ("trial_id", "experiment_id", "training_iteration", "done", "date", "
             "node_ip", "config", "time_this_iter_s", "time_total_s", "time_since_restore",
             "iterations_since_restore", "timesteps_since_restore", "timesteps_total", "episodes_total",
             "checkpoint_dir_name")
+
+
+# every status a trial can have, in the order reports list them
+STATUSES = ("done", "stopped", "error", "running", "interrupted", "pending")
+UNFINISHED = ("running", "interrupted")  # a report built while these exist says so
+STATE_GLOB = "experiment_state-*.json"  # ray.tune.execution.tune_controller: TuneController.CKPT_FILE_TMPL
+TUNE_STATUSES = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")  # ray.tune.experiment.trial.Trial
 
 
 class AnalyzeError(Exception):
@@ -58,6 +73,23 @@ class Results:
     curves: pd.DataFrame  # experiment, trial_id, epoch, val_acc, train_loss
     layers: Dict[Tuple[str, str], Tuple[Dict[str, float], Dict[str, float]]]
     experiments: List[Experiment]
+
+
+@dataclass(frozen=True)
+class TuneTrial:
+    """One trial as Tune's experiment state records it."""
+
+    status: str  # one of TUNE_STATUSES
+    dirname: str  # its folder in the experiment directory (relative_logdir), "" if not recorded
+    config: Dict[str, Any]  # the swept keys (params.json holds the same)
+
+
+@dataclass(frozen=True)
+class TuneState:
+    """The newest ``experiment_state-*.json`` of an experiment: trial id -> trial, file time."""
+
+    trials: Dict[str, TuneTrial]
+    mtime: float
 
 
 @dataclass
@@ -118,22 +150,57 @@ def _load_experiment(path: Path, name: str) -> Tuple[Experiment, List[Trial]]:
     base = flatten(_read_yaml(path / "base.yaml"))
     defaults = _config_defaults()
     quiet = _read_quiet_latency(path / "latency.json")
-    trials = []
-    for tdir in entries:
-        trial = _read_trial(tdir, name)
-        if trial is None:
-            continue
+    state = read_tune_state(path)
+    alive = liveness.alive(path, state.mtime) if state is not None else None
+    folders = {t.dirname: tid for tid, t in state.trials.items() if t.dirname} if state is not None else {}
+    trials = [t for t in (_read_trial(tdir, name, state, alive, folders) for tdir in entries) if t is not None]
+    if state is not None:  # trials Tune created whose folder is not there yet: no metrics, no curve
+        seen = {t.record["trial_id"] for t in trials}
+        trials += [_state_only_trial(tid, t, name, alive) for tid, t in state.trials.items() if tid not in seen]
+    for trial in trials:
         if trial.record["status"] == "done":  # latency timed alone replaces what the trial timed
             trial.record.update(quiet.get(trial.record["trial_id"], {}))
         for key in GROUP_KEYS:
             if key not in trial.params:
                 trial.record[key] = base.get(key, defaults.get(key))
-        trials.append(trial)
     if not trials:
         raise AnalyzeError(_no_trials_message(path, sweep_text, base))
     swept = list(dict.fromkeys(k for t in trials for k in t.params))
     exp = Experiment(name, path, sweep_text, (path / "base.yaml").is_file(), swept, base)
     return exp, trials
+
+
+def read_tune_state(path: Path) -> Optional[TuneState]:
+    """Each trial's status in the newest ``experiment_state-*.json`` of ``path``, read without
+    Ray; None when there is none or it is not in the format this reads (half written, another
+    Ray's), and the caller guesses statuses from the trial folders instead.
+
+    The format (Ray 2.60: ``TuneController.save_to_dir``, ``Trial.get_json_state``) is
+    ``{"trial_data": [[trial_json, run_metadata_json], ...], "runner_data": ..., "stats": ...}``,
+    ``trial_json`` a JSON string of the Trial's attributes: ``trial_id``, ``status`` (saved as it
+    was; RUNNING is made PENDING only when Tune restores it), ``relative_logdir``, ``config``."""
+    files = sorted(path.glob(STATE_GLOB))
+    if not files:
+        return None
+    newest = files[-1]  # the greatest name, as Tune itself picks (the session's start time)
+    try:
+        mtime = newest.stat().st_mtime
+        entries = json.loads(newest.read_bytes())["trial_data"]
+        if not isinstance(entries, list):
+            return None
+        trials = {}
+        for entry in entries:
+            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+            if not isinstance(trial, dict):
+                return None
+            tid, status, config = trial["trial_id"], trial["status"], trial.get("config") or {}
+            if not isinstance(tid, str) or status not in TUNE_STATUSES or not isinstance(config, dict):
+                return None
+            scalars = {k: v for k, v in flatten(config).items() if v is None or isinstance(v, (str, int, float))}
+            trials[tid] = TuneTrial(status, str(trial.get("relative_logdir") or ""), scalars)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return TuneState(trials, mtime)
 
 
 def _read_quiet_latency(path: Path) -> Dict[str, Dict[str, Any]]:
@@ -167,8 +234,11 @@ def _no_trials_message(path: Path, sweep_text: str, base: dict) -> str:
     return f"{path}: not an experiment directory; expected {_EXPECTED}{hint}"
 
 
-def _read_trial(tdir: str, experiment: str) -> Optional[Trial]:
-    """One trial folder; None when it holds no params.json."""
+def _read_trial(tdir: str, experiment: str, state: Optional[TuneState] = None, alive: Optional[bool] = None,
+                folders: Optional[Mapping[str, str]] = None) -> Optional[Trial]:
+    """One trial folder; None when it holds no params.json. With Tune's ``state`` (``folders``:
+    folder name -> trial id in it) and whether the driver is ``alive``, its status comes from
+    ``trial_status``; without, from the folder alone."""
     params_path = os.path.join(tdir, "params.json")
     try:
         with open(params_path, "rb") as f:
@@ -182,28 +252,83 @@ def _read_trial(tdir: str, experiment: str) -> Optional[Trial]:
     error = _read_optional_text(os.path.join(tdir, "error.txt"))
     final = next((r for r in reversed(rows) if r.get("stage") == "done"), None)
     source = final if final is not None else (rows[-1] if rows else {})
-    trial_id = str(source.get("trial_id") or os.path.basename(tdir))
+    name = os.path.basename(tdir)
+    trial_id = str(source.get("trial_id") or _trial_id_of(name, state, folders or {}) or name)
     epoch_rows = [r for r in rows if r.get("stage") == "finetune"]
     curve = [(r.get("epoch"), r.get("val_acc"), r.get("train_loss")) for r in epoch_rows]
-    if final is not None:
-        status, reason = "done", ""
-    elif error:
-        status, reason = "error", _error_reason(error)
-    elif rows:
-        status = "stopped"
-        reason = f"no final report (last epoch {epoch_rows[-1].get('epoch')})" if epoch_rows else "no final report"
+    last = epoch_rows[-1].get("epoch") if epoch_rows else None
+    if state is None:
+        status, reason = _guess_status(final is not None, error, bool(rows), last)
     else:
-        status, reason = "pending", ""
+        tune = state.trials.get(trial_id)
+        status, reason = trial_status(tune.status if tune else None, final is not None, error, True, alive, last)
     layers = None
     if final is not None and isinstance(final.get("layer_channels_final"), dict):
         layers = (final.get("layer_channels_base") or {}, final["layer_channels_final"])
     rec = {"experiment": experiment, "trial_id": trial_id, "status": status, "reason": reason,
            "epochs": len({r.get("epoch") for r in epoch_rows}),
            "val_acc_last": epoch_rows[-1].get("val_acc") if epoch_rows else None,
-           "trial_dir": os.path.basename(tdir)}
+           "trial_dir": name}
     rec.update({k: _scalar(v) for k, v in params.items()})
     rec.update({k: _scalar(source.get(k)) for k in METRIC_KEYS})
     return Trial(rec, params, curve, layers)
+
+
+def _trial_id_of(dirname: str, state: Optional[TuneState], folders: Mapping[str, str]) -> Optional[str]:
+    """The id of the trial in folder ``dirname`` (no result row names it): Tune's record of its
+    folder, else the id its name starts with (``prune_sweep.trial.trial_dirname``)."""
+    if dirname in folders or state is None:
+        return folders.get(dirname)
+    parts = dirname.split("_")
+    return next(("_".join(parts[:n]) for n in range(len(parts), 0, -1) if "_".join(parts[:n]) in state.trials), None)
+
+
+def _state_only_trial(trial_id: str, tune: TuneTrial, experiment: str, alive: Optional[bool]) -> Trial:
+    """A trial Tune created whose folder is not written yet (or not synced): its config, its status."""
+    status, reason = trial_status(tune.status, False, "", False, alive, None)
+    rec = {"experiment": experiment, "trial_id": trial_id, "status": status, "reason": reason, "epochs": 0,
+           "val_acc_last": None, "trial_dir": tune.dirname}
+    rec.update({k: _scalar(v) for k, v in tune.config.items()})
+    rec.update({k: None for k in METRIC_KEYS})
+    return Trial(rec, dict(tune.config), [], None)
+
+
+def trial_status(tune_status: Optional[str], final: bool, error: str, started: bool, alive: Optional[bool],
+                 last_epoch: Any) -> Tuple[str, str]:
+    """A trial's status and reason from what Tune's experiment state says (``tune_status``; None:
+    the trial is not in it, being created after the state was saved) and what its folder holds:
+    a ``final`` report, ``error.txt`` text, whether the folder exists (``started``: Tune writes
+    params.json when a trial starts) and its last fine-tune epoch. ``alive``: the driver runs.
+
+    Tune saves the state, then uploads it with the folders, which may have moved on meanwhile: a
+    final report wins over any state."""
+    epoch = f"last epoch {last_epoch}" if last_epoch is not None else "no epoch reported"
+    if final:
+        return "done", ""
+    if tune_status == "ERROR":
+        return "error", _error_reason(error) if error else "Tune recorded an error (no error.txt)"
+    if tune_status == "TERMINATED":
+        return "stopped", f"stopped by the scheduler ({epoch})"
+    if tune_status in ("RUNNING", "PAUSED") or (tune_status is None and started):
+        return ("running", epoch) if alive else ("interrupted", f"the sweep's driver is gone ({epoch})")
+    # PENDING: not started in this driver's session; with the driver gone, one that started in an
+    # earlier session (its folder exists: a resumed sweep re-queues unfinished trials as PENDING)
+    # is as unfinished as a RUNNING one
+    if started and not alive:
+        return "interrupted", f"the sweep's driver is gone ({epoch})"
+    return "pending", ""
+
+
+def _guess_status(final: bool, error: str, has_rows: bool, last_epoch: Any) -> Tuple[str, str]:
+    """The status from the folder alone, for an experiment without a readable Tune state: a
+    trial with rows but no final report may be stopped, running or interrupted; read as stopped."""
+    if final:
+        return "done", ""
+    if error:
+        return "error", _error_reason(error)
+    if has_rows:
+        return "stopped", f"no final report (last epoch {last_epoch})" if last_epoch is not None else "no final report"
+    return "pending", ""
 
 
 def _read_rows(tdir: str) -> List[dict]:
@@ -314,6 +439,20 @@ def reproduce_command(exp: Experiment, params: Mapping[str, Any]) -> str:
     for key, value in params.items():
         parts += ["--set", f"{key}={_cli_value(value)}"]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def resume_command(exp: Experiment) -> str:
+    """The launch.py command line that continues the sweep in ``exp``: its storage is the folder
+    holding it, or the bucket its sweep.yaml names (a local copy of a cloud sweep continues there)."""
+    try:
+        stored = yaml.safe_load(exp.sweep_text) if exp.sweep_text else None
+    except yaml.YAMLError:
+        stored = None
+    storage = stored.get("storage") if isinstance(stored, dict) else None
+    where = Path(exp.path).resolve()
+    storage = storage if isinstance(storage, str) and "://" in storage else str(where.parent)
+    return " ".join(shlex.quote(p) for p in ["python", "launch.py", "--resume", "--storage", storage,
+                                              "--name", where.name])
 
 
 def _cli_value(value: Any) -> str:

@@ -1,0 +1,128 @@
+"""Whether a sweep's driver (``launch.py``) is alive: the ``.driver.json`` marker in its experiment
+directory, written by ``driver_marker`` around ``tuner.fit()`` and read by ``prune_sweep.results``.
+
+The marker is ``{"host", "pid", "started", "heartbeat"}`` (times in seconds since the epoch); a
+daemon thread refreshes ``heartbeat`` every ``HEARTBEAT_S``. On leaving, the driver adds
+``"ended"`` instead of deleting the file: Tune's ``fit()`` returns normally after Ctrl-C with its
+unfinished trials still RUNNING in the experiment state, and a missing marker could not tell that
+sweep from one launched before markers existed (``alive`` below). A SIGKILLed or crashed driver
+leaves the marker as it was: its pid is gone and its heartbeat stops.
+
+    with driver_marker(Store(exp_dir)):
+        tuner.fit()
+    alive(Path(exp_dir))  # None when nothing says (no marker, no experiment state)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+from prune_sweep.storage import Store
+
+DRIVER_FILE = ".driver.json"
+HEARTBEAT_S = 15.0  # how often the driver refreshes its marker
+STALE_S = 60.0  # a marker from another host whose heartbeat is older: its driver is gone (4 missed beats)
+# Without a marker (a sweep launched before markers existed), a newest experiment_state-*.json
+# older than this means the driver is gone: a live Tune driver rewrites it every ~10 s
+# (tune/execution/experiment_state.py: checkpoint_period "auto" = max(10 s, 19 x the time one
+# save takes), and after every trial checkpoint), so 5 minutes leaves room for slow cloud syncs.
+STATE_STALE_S = 300.0
+
+
+def _marker(started: float, ended: Optional[float] = None) -> str:
+    values: Dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "started": started,
+                              "heartbeat": time.time()}
+    if ended is not None:
+        values["ended"] = ended
+    return json.dumps(values)
+
+
+def _write(exp: Store, text: str) -> None:
+    """Local: through a temporary name, so a reader never sees half a marker; cloud: one PUT."""
+    try:
+        if not exp.local:
+            exp.write_text(DRIVER_FILE, text)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f"{DRIVER_FILE}.", dir=exp.location)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(exp.location, DRIVER_FILE))
+    except OSError:  # a missed beat reads as a late heartbeat; it must never stop the sweep
+        pass
+
+
+@contextmanager
+def driver_marker(exp: Store, period: float = HEARTBEAT_S) -> Iterator[None]:
+    """Mark ``exp`` as driven by this process while the block runs; a daemon thread beats every
+    ``period`` seconds. The marker says ``ended`` afterwards, however the block was left."""
+    started = time.time()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(period):
+            _write(exp, _marker(started))
+
+    _write(exp, _marker(started))
+    thread = threading.Thread(target=beat, name="prune-sweep-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=period + 5)
+        _write(exp, _marker(started, ended=time.time()))
+
+
+def read_marker(exp_dir: Path) -> Optional[Dict[str, Any]]:
+    """The marker of a local experiment directory; None when absent or unreadable."""
+    try:
+        value = json.loads((Path(exp_dir) / DRIVER_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def marker_alive(marker: Dict[str, Any], now: Optional[float] = None, host: Optional[str] = None) -> bool:
+    """Whether the driver that wrote ``marker`` runs: on this host, its pid exists; on another,
+    its heartbeat is younger than ``STALE_S`` (as far as the two clocks agree)."""
+    if marker.get("ended") is not None:
+        return False
+    host = socket.gethostname() if host is None else host
+    if marker.get("host") == host:
+        pid = marker.get("pid")
+        return isinstance(pid, int) and pid > 0 and _pid_exists(pid)
+    beat = marker.get("heartbeat")
+    now = time.time() if now is None else now
+    return isinstance(beat, (int, float)) and now - beat < STALE_S
+
+
+def alive(exp_dir: Path, state_mtime: Optional[float] = None, now: Optional[float] = None) -> Optional[bool]:
+    """Whether the sweep in ``exp_dir`` has a live driver: its marker's word; without one (a sweep
+    launched before markers existed), whether the newest experiment state (modified at
+    ``state_mtime``) is younger than ``STATE_STALE_S``; None when neither exists."""
+    marker = read_marker(exp_dir)
+    if marker is not None:
+        return marker_alive(marker, now)
+    if state_mtime is None:
+        return None
+    return (time.time() if now is None else now) - state_mtime < STATE_STALE_S
