@@ -245,3 +245,39 @@ def test_resume_continues_a_sweep_stopped_while_its_bases_trained(tmp_path):
     sweep, _, exp = _experiment(args)
     assert sweep.name == "early" and exp.location == str(tmp_path / "runs" / "early")
     assert sweep.to_yaml() == {**stored.to_yaml(), "storage": str(tmp_path / "runs")}
+
+
+def test_the_launcher_learns_from_tunes_handler_whether_it_caught_a_sigint():
+    """What ``Tuner.fit`` does with SIGINT (``ray.tune.tune._setup_signal_catching``, the first
+    thing its loop sets up): its handler takes the first one and puts back the handler it found.
+    The launcher reads that to tell an interrupted fit from a finished one; this pins it."""
+    from ray.tune.tune import _setup_signal_catching
+
+    from prune_sweep.launch_cli import CtrlC
+
+    previous = signal.getsignal(signal.SIGINT)
+    usr1 = signal.getsignal(signal.SIGUSR1)  # Tune takes SIGUSR1 too
+    try:
+        with CtrlC() as ctrl_c:  # a fit that ends on its own: Tune's handler is still in place
+            ctrl_c.hand_to_tune()
+            _setup_signal_catching()
+            ctrl_c.take_back()
+            assert not ctrl_c.caught
+            with pytest.raises(KeyboardInterrupt):  # after fit, a SIGINT is the launcher's first again
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            assert ctrl_c.caught
+        assert signal.getsignal(signal.SIGINT) is previous
+
+        with CtrlC() as ctrl_c:  # a fit Tune stopped on SIGINT
+            ctrl_c.hand_to_tune()
+            stop = _setup_signal_catching()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            assert stop.is_set()
+            ctrl_c.take_back()
+            assert ctrl_c.caught
+        assert signal.getsignal(signal.SIGINT) is previous
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGUSR1, usr1)
