@@ -116,6 +116,20 @@ def init_ray(address: Optional[str], verbose: bool, dashboard: bool) -> bool:
     return True
 
 
+def kill_started_processes() -> None:
+    """SIGKILL every process this driver started, at any depth, for a second Ctrl-C: a local Ray's
+    gcs_server and raylet die with the driver anyway (Ray starts them to share its fate), but the
+    raylet's agents (ray::DashboardAgent, ray::RuntimeEnvAgent) outlived a killed raylet by more
+    than 15 s. A joined cluster's processes are not the driver's children and are left alone."""
+    import psutil  # shipped inside Ray (ray/thirdparty_files), which is imported by now
+
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            proc.kill()
+        except psutil.Error:  # gone already
+            pass
+
+
 def alive_nodes() -> int:
     return sum(1 for n in ray.nodes() if n.get("Alive"))
 
@@ -272,6 +286,19 @@ def make_tuner(sweep: Sweep, configs: List[Dict[str, Any]], storage: Store, exp:
 def can_restore(exp: Store) -> bool:
     """Whether ``exp`` holds a sweep Tune can continue."""
     return tune.Tuner.can_restore(exp.location)
+
+
+def finished_trials(exp: Store) -> Optional[int]:
+    """Trials of the saved experiment state that ``--resume`` will not run again (done, or stopped
+    early by the scheduler); None when that state cannot be read. After an interrupted ``fit`` the
+    result grid cannot tell: Tune marks the trials it stopped for the interruption terminated, after
+    saving them as pending."""
+    try:
+        if not can_restore(exp):
+            return 0  # stopped before Tune saved anything
+        return sum(t.status == "TERMINATED" for t in tune.ExperimentAnalysis(exp.location).trials)
+    except Exception:  # after Ctrl-C the count is a courtesy; the line saying how to continue is not
+        return None
 
 
 def restore_tuner(sweep: Sweep, exp: Store) -> Any:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import signal
 import sys
-from typing import Any, Dict, Optional, Sequence, Tuple
+import threading
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import yaml
 
@@ -66,8 +69,8 @@ def _experiment(args: argparse.Namespace) -> Tuple[Sweep, Store, Store]:
         if args.set or args.seeds is not None:
             raise SweepError(f"{'--set' if args.set else '--seeds'} cannot change a sweep that is resumed; "
                              "start a new one with --name")
-        text = exp.read_text("sweep.yaml")
-        if text is None or not _can_restore(exp):
+        text = exp.read_text("sweep.yaml")  # Tune's state may be missing: stopped while bases trained
+        if text is None:
             raise SweepError(f"--resume: {exp.location} holds no interrupted sweep to continue")
         stored = parse_sweep(yaml.safe_load(text), exp.uri("sweep.yaml"))
         validate(stored)
@@ -83,6 +86,59 @@ def _can_restore(exp: Store) -> bool:
     from prune_sweep import driver
 
     return driver.can_restore(exp)
+
+
+class CtrlC:
+    """Ctrl-C for a running sweep: the first SIGINT stops it so that ``--resume`` continues it, a
+    second one exits at once. Ray's processes die with the driver either way: Ray starts them to
+    share its fate (``PR_SET_PDEATHSIG``), and with SIGINT blocked, so a terminal's Ctrl-C reaches
+    only the driver. Outside the main thread (no signal handlers there) it changes nothing."""
+
+    def __init__(self, at_second: Callable[[], None] = lambda: None) -> None:
+        self.caught = False
+        self._at_second = at_second  # run before the immediate exit: ends what the sweep started
+        self.hint = ""  # how to continue, once the sweep's files exist
+        self._previous: Any = None
+        self._armed = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> "CtrlC":
+        if self._armed:
+            self._previous = signal.signal(signal.SIGINT, self._first)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._armed:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _first(self, signum: int, frame: Any) -> None:
+        self.caught = True
+        signal.signal(signal.SIGINT, self._second)
+        raise KeyboardInterrupt
+
+    def _second(self, signum: int, frame: Any) -> None:
+        # When Tune caught the first SIGINT, no line said how to continue yet
+        line = "interrupted again: exiting at once" if self.caught else (
+            "interrupted: exiting at once" + (f"; continue with: {self.hint}" if self.hint else ""))
+        os.write(2, f"{line}\n".encode())  # not print(): it may be mid-write, and is not reentrant
+        try:
+            self._at_second()
+        finally:
+            os._exit(130)
+
+    def hand_to_tune(self) -> None:
+        """Let ``Tuner.fit`` catch the first SIGINT: its handler (``ray.tune.tune._setup_signal_catching``)
+        stops the trials, saves the experiment state and makes ``fit`` return normally, after putting
+        back the handler it found: this one's second, which then exits at once. Until fit installs
+        its handler (well under a second) a SIGINT exits at once too."""
+        if self._armed and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")):
+            signal.signal(signal.SIGINT, self._second)
+
+    def take_back(self) -> None:
+        """After ``fit``: Tune's handler stays installed when no SIGINT came; when one came, Tune has
+        put back this one's second."""
+        if self._armed:
+            self.caught = self.caught or signal.getsignal(signal.SIGINT) == self._second
+            signal.signal(signal.SIGINT, self._second if self.caught else self._first)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -101,54 +157,75 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from prune_sweep import driver
 
     driver.quiet_environment(args.verbose)
-    try:
-        started = driver.init_ray(args.address, args.verbose, dashboard=not args.no_dashboard)
-    except ConnectionError as exc:
-        print(f"prune-sweep: error: --address {args.address}: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    try:
-        if started and not args.address:
-            driver.check_resources(sweep)
-        return _run(args, sweep, storage, exp)
-    except SweepError as exc:
-        print(f"prune-sweep: error: {exc}", file=sys.stderr)
-        return 2
-    except ray.exceptions.RayTaskError as exc:  # a base task failed: e.g. the dataset is missing
-        cause = str(exc.cause if getattr(exc, "cause", None) else exc).strip().splitlines()
-        print(f"prune-sweep: error: base training failed: {cause[-1] if cause else exc}", file=sys.stderr)
-        return 1
-    finally:
-        if started:
-            ray.shutdown()
+    with CtrlC(at_second=driver.kill_started_processes) as ctrl_c:
+        try:
+            started = driver.init_ray(args.address, args.verbose, dashboard=not args.no_dashboard)
+        except ConnectionError as exc:
+            print(f"prune-sweep: error: --address {args.address}: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            ray.shutdown()  # whatever part of a local Ray had started
+            print("interrupted while Ray started; nothing ran", file=sys.stderr)
+            return 130
+        try:
+            if started and not args.address:
+                driver.check_resources(sweep)
+            return _run(args, sweep, storage, exp, ctrl_c)
+        except SweepError as exc:
+            print(f"prune-sweep: error: {exc}", file=sys.stderr)
+            return 2
+        except ray.exceptions.RayTaskError as exc:  # a base task failed: e.g. the dataset is missing
+            cause = str(exc.cause if getattr(exc, "cause", None) else exc).strip().splitlines()
+            print(f"prune-sweep: error: base training failed: {cause[-1] if cause else exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:  # before the sweep was announced
+            print("interrupted; nothing ran", file=sys.stderr)
+            return 130
+        finally:
+            if started:
+                ray.shutdown()
 
 
-def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store) -> int:
+def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctrl_c: CtrlC) -> int:
     from prune_sweep import driver
 
     driver.check_shared_storage(storage, args.shared_storage)
     configs = trial_configs(sweep) if sweep.search.algorithm != "optuna" else []
     expected = num_trials(sweep)
-    if not args.resume:
-        driver.write_experiment_files(sweep, exp)
-    print(f"sweep {sweep.name}: {expected} trials, {sweep.search.algorithm} search, "
-          f"{sweep.scheduler.name} scheduler -> {exp.location}")
-    driver.prepare_bases(sweep, configs or corner_configs(sweep), storage, exp)
-    if args.resume:
-        tuner = driver.restore_tuner(sweep, exp)
-    else:
-        tuner = driver.make_tuner(sweep, configs, storage, exp, args.verbose)
     hint = f"python launch.py {args.sweep} --resume" + (f" --name {sweep.name}" if args.name else "") + (
         " --smoke-test" if args.smoke_test else "") + (f" --storage {storage.location}" if args.storage else "")
+    if not args.resume:
+        driver.write_experiment_files(sweep, exp)
+    ctrl_c.hint = hint
+    print(f"sweep {sweep.name}: {expected} trials, {sweep.search.algorithm} search, "
+          f"{sweep.scheduler.name} scheduler -> {exp.location}")
+    results = None
     try:
+        # bases are checkpointed every epoch: one stopped here continues from its last on --resume
+        driver.prepare_bases(sweep, configs or corner_configs(sweep), storage, exp)
+        if args.resume and driver.can_restore(exp):
+            tuner = driver.restore_tuner(sweep, exp)
+        else:  # a new sweep, or one stopped while its bases trained, before Tune saved any state
+            tuner = driver.make_tuner(sweep, configs, storage, exp, args.verbose)
+        ctrl_c.hand_to_tune()
         with driver_marker(exp):  # <exp>/.driver.json: analyze.py tells running trials from interrupted ones
             results = tuner.fit()
+        ctrl_c.take_back()
     except KeyboardInterrupt:
-        print(f"interrupted; continue with: {hint}", file=sys.stderr)
+        pass
+    if ctrl_c.caught or results is None:
+        finished = driver.finished_trials(exp)
+        counts = ("trial counts unknown" if finished is None
+                  else f"{finished} trials finished, {expected - finished} unfinished")
+        print(f"interrupted: {counts}; continue with: {hint}", file=sys.stderr)
         return 130
     if not exp.local and sweep.search.algorithm == "optuna":
         db = node_cache(exp.location).parent / "optuna.db"
         if db.exists():
             exp.put(db, "optuna.db")
     if not args.no_quiet_latency:
-        driver.quiet_latency(sweep, exp)
+        try:
+            driver.quiet_latency(sweep, exp)
+        except KeyboardInterrupt:  # every trial is done: the summary still follows
+            print("latency: quiet pass interrupted; latency.json not written")
     return driver.summarize(results, exp, expected, hint)
