@@ -106,8 +106,10 @@ def init_ray(address: Optional[str], verbose: bool, dashboard: bool) -> bool:
     if address:
         ctx = ray.init(address=address, log_to_driver=verbose, logging_level=level)
     else:
-        ctx = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=verbose,
-                       logging_level=level)
+        # "local": a Ray of its own, never one another program started on this machine (without
+        # it ray.init joins the cluster named in /tmp/ray/ray_current_cluster, even a dead one)
+        ctx = ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                       log_to_driver=verbose, logging_level=level)
     url = getattr(ctx, "dashboard_url", None)
     if url:
         token = Path.home() / ".ray" / "auth_token"

@@ -279,3 +279,91 @@ def test_a_killed_lock_holder_is_taken_over_and_its_training_resumed(tmp_path):
     assert resumed and "at epoch 1" not in resumed[0], second["log"]  # epoch 1 was not trained again
     assert not lock.exists()  # taken over, then released
     assert time.time() - t0 < 120
+
+
+# --------------------------------------------------------------------------------------------
+# a sweep on Ray: the base task and a trial's worker killed
+
+
+def processes_named(prefix: str):
+    """Pids whose command line starts with ``prefix`` (Ray titles a worker ``ray::<task>`` while it
+    runs one)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if cmdline.startswith(prefix):
+                yield int(entry.name)
+
+
+def test_killed_base_task_and_trial_worker_resume_from_their_checkpoints(tmp_path):
+    """One sweep, two kills: the Ray task training the base is SIGKILLed after its first epoch
+    (Ray retries it; the retry takes over the dead task's lock and resumes at epoch 2), then a
+    trial's worker process is SIGKILLed mid-fine-tune (Tune restores the trial on a new worker from
+    its last epoch's checkpoint). Every trial finishes once and every epoch is trained once."""
+    import yaml
+
+    ft_epochs = 4
+    sweep = {"name": "kills",
+             "base": {"data": {"name": "mnist5k", "limit_train": 1280, "batch_size": 64},
+                      "model": {"name": "resnet20", "width": 0.5},
+                      "train": {"epochs": 3, "max_steps": 20},
+                      "finetune": {"epochs": ft_epochs, "max_steps": 20},
+                      "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}},
+             "space": {"prune.ratio": {"grid": [0.3, 0.5]}},
+             "search": {"algorithm": "grid", "max_concurrent": 1}, "resources": {"cpu": 1}, "max_failures": 1}
+    path = tmp_path / "kills.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    exp = tmp_path / "kills"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(path), "--storage", str(tmp_path),
+                             "--no-dashboard", "--no-quiet-latency", "-v"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def wait_for(check, what):
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            assert proc.poll() is None, f"the sweep ended before {what}:\n" + proc.stdout.read()
+            found = check()
+            if found:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def base_task():
+        if not list(exp.glob("base_cache/*/train_ckpt.pt")):
+            return None
+        return next(iter(processes_named("ray::train_base")), None)
+
+    def trial_mid_finetune():
+        for result in exp.glob("*/result.json"):
+            rows = [json.loads(ln) for ln in result.read_text().split("\n")[:-1] if ln.strip()]
+            if any(r.get("stage") == "finetune" for r in rows) and not any(r.get("stage") == "done" for r in rows):
+                return result.parent.name, rows[-1]["pid"]
+        return None
+
+    try:
+        os.kill(wait_for(base_task, "the base task's first epoch"), signal.SIGKILL)
+        killed_trial, pid = wait_for(trial_mid_finetune, "a trial's first fine-tune epoch")
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    assert "2 finished" in out, out
+    (log,) = exp.glob("base_cache/*/base_task.log")
+    assert len(log.read_text().splitlines()) == 1  # the base was trained (and finished) once
+    assert "base: resumed from" in out  # by the retried task, from the killed one's checkpoint
+    base = load_checked(log.parent / "base.pt")
+    assert [r["epoch"] for r in base["history"]] == [1, 2, 3]
+    trials = {p.parent.name: [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+              for p in exp.glob("*/result.json")}
+    assert len(trials) == 2 and killed_trial in trials
+    for name, rows in trials.items():
+        assert sum(r.get("stage") == "done" for r in rows) == 1, name
+        epochs = [r["epoch"] for r in rows if r.get("stage") == "finetune"]
+        assert sorted(set(epochs)) == list(range(1, ft_epochs + 1)), (name, epochs)
+        assert epochs.count(1) == 1, (name, epochs)  # the killed trial went on from its checkpoint
+    assert pid not in {r["pid"] for r in trials[killed_trial] if r.get("stage") == "done"}
