@@ -106,17 +106,29 @@ class ExperimentConfig:
         """A copy with dotted keys changed: ``cfg.replace(**{"prune.ratio": 0.3})``."""
         return ExperimentConfig.from_dict(dotted, base=self)
 
+    def device_type(self) -> str:
+        """The device type this config trains on here: ``runtime.device``, with auto resolved the
+        way ``prune_core.pipeline.resolve_device`` resolves it."""
+        if self.runtime.device != "auto":
+            return self.runtime.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
     def base_key(self) -> Dict[str, Any]:
-        """The settings that determine the trained base model (``BASE_KEYS``; ARCHITECTURE.md,
-        contract 7)."""
+        """Everything that determines the trained base's weights (ARCHITECTURE.md, contract 7): the
+        ``BASE_KEYS`` values, the device type (``device_type()``), the numeric precision that device
+        and ``runtime.amp``/``cpu_bf16`` give, determinism, and the major versions of torch and
+        torchvision. The data's contents are checked on load instead (``prune_core.pipeline``): a
+        launcher hashes bases without reading the data."""
         flat = self.to_flat()
-        key: Dict[str, Any] = {"data": {}, "model": {}, "train": {}}
+        device = self.device_type()
+        key: Dict[str, Any] = {"data": {}, "model": {}, "train": {}, "seed": flat["runtime.seed"], "device": device,
+                               "precision": precision_name(device, self.runtime.amp, self.runtime.cpu_bf16),
+                               "deterministic": self.runtime.deterministic, "versions": major_versions()}
         for dotted in BASE_KEYS:
             section, name = dotted.split(".", 1)
-            if section == "runtime":  # fp32 hashes stay as they were: cpu_bf16 only when set
-                if name == "seed" or flat[dotted]:
-                    key[name] = flat[dotted]
-            else:
+            if section != "runtime":
                 key[section][name] = flat[dotted]
         return key
 
@@ -125,3 +137,26 @@ class ExperimentConfig:
 
     def run_hash(self) -> str:
         return digest(self.to_dict())
+
+
+def precision_name(device_type: str, amp: bool, cpu_bf16: bool) -> str:
+    """What a base trains in (``prune_core.train.amp_dtype``): mixed precision on CUDA with
+    ``amp`` (bf16 or fp16, as the GPU supports), bf16 autocast on the CPU only with ``cpu_bf16``."""
+    if not amp:
+        return "fp32"
+    if device_type == "cuda":
+        return "amp"
+    return "bf16" if cpu_bf16 else "fp32"
+
+
+def major_versions() -> Dict[str, str]:
+    """The version parts of torch and torchvision whose change may change a trained base: the major
+    version, and the minor one while the major is 0 (semantic versioning's breaking part)."""
+    import torch
+    import torchvision
+
+    out = {}
+    for name, version in (("torch", torch.__version__), ("torchvision", torchvision.__version__)):
+        parts = version.split("+")[0].split(".")
+        out[name] = parts[0] if parts[0] != "0" else ".".join(parts[:2])
+    return out

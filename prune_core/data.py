@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +90,24 @@ class DataSplits:
     input_shape: Tuple[int, int, int]  # (C, H, W) as the model sees it
     mean: Stats
     std: Stats
+    fingerprint: str = ""  # of the contents (``fingerprint``): a cached base is checked against it
+
+
+FINGERPRINT_SAMPLES = 16  # images whose pixels enter the fingerprint, spread over the training split
+
+
+def fingerprint(train, val, test, num_classes: int, mean: Stats, std: Stats) -> str:
+    """A digest of what a base trains and is validated on: sizes, every label of the three splits
+    (so the split itself), the normalisation and the pixels of ``FINGERPRINT_SAMPLES`` training
+    images. Cheap for any size (16 decodes for a dataset read from files); it tells a changed or
+    replaced dataset from the one a cached base was trained on, not every edited pixel."""
+    digest = hashlib.sha256(json.dumps([num_classes, list(train.shape), list(mean), list(std),
+                                        len(train), len(val), len(test)]).encode())
+    for split in (train, val, test):
+        digest.update(split.targets.to(torch.int64).numpy().tobytes())
+    index = torch.linspace(0, len(train) - 1, min(FINGERPRINT_SAMPLES, len(train))).long().unique()
+    digest.update(train.sample_bytes(index))
+    return digest.hexdigest()[:16]
 
 
 def _holdout(images, fraction: float, seed: int, purpose: str):
@@ -119,7 +139,7 @@ def load_data(cfg: DataConfig, device: torch.device | str, seed: int) -> DataSpl
                       val=val.loader(cfg.eval_batch_size, device, norm, train=False, **common),
                       test=test.loader(cfg.eval_batch_size, device, norm, train=False, **common),
                       num_classes=raw.num_classes, input_shape=tuple(train.shape), mean=tuple(mean),
-                      std=tuple(std))
+                      std=tuple(std), fingerprint=fingerprint(train, val, test, raw.num_classes, mean, std))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -261,6 +261,10 @@ class TensorImages:
     def take(self, index: torch.Tensor) -> "TensorImages":
         return TensorImages(self.x[index], self.y[index], self.pad, self.flip)
 
+    def sample_bytes(self, index: torch.Tensor) -> bytes:
+        """The stored pixels of the images at ``index`` (``prune_core.data.fingerprint``)."""
+        return self.x[index].contiguous().numpy().tobytes()
+
     def pixel_stats(self) -> Tuple[Stats, Stats]:
         """Per-channel mean and std of the pixels in [0, 1], from exact integer sums (the same on
         every machine), in chunks so large synthetic sets need no big float copy."""
@@ -308,6 +312,11 @@ class FileImages:
     def take(self, index: torch.Tensor) -> "FileImages":
         return FileImages(self.dataset, self.labels, self.train_transform, self.eval_transform, self.shape,
                           [self.indices[i] for i in index.tolist()])
+
+    def sample_bytes(self, index: torch.Tensor) -> bytes:
+        """The decoded, unaugmented pixels of the images at ``index``."""
+        return b"".join(torch.as_tensor(self.eval_transform(self.dataset[self.indices[i]][0])).numpy().tobytes()
+                        for i in index.tolist())
 
     def pixel_stats(self) -> Tuple[Stats, Stats]:
         raise ValueError("datasets read from files state their mean and std; decoding every image to "

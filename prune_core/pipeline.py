@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import json
 import math
 import tempfile
@@ -20,9 +19,11 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.utils.prune as torch_prune
+from filelock import SoftFileLease
 from torch import nn
 
-from .config import ConfigError, ExperimentConfig
+from .checkpoints import CorruptFile, load_or_discard, move_aside, warn
+from .config import ConfigError, ExperimentConfig, precision_name
 from .data import DataSplits, load_data
 from .metrics import (WEIGHTED, count_flops, count_params, evaluate, latency_metrics, layer_channels, layer_params,
                       measure_latency, sparsity, time_interleaved)
@@ -30,7 +31,7 @@ from .models import build_model
 from .pruning import (BASE_NEEDS, RETRAIN, PruneContext, load_pruned, post_prune_training, prune_model, rebuild,
                       save_pruned)
 from .schema import DETAIL_KEYS, EPOCH_COSTS, METRIC_KEYS, flops_kept
-from .train import History, amp_dtype, fit, recalibrate_bn, save_atomic, seed_everything
+from .train import History, amp_dtype, fit, recalibrate_bn, save_atomic, seed_everything, set_determinism
 
 Reporter = Callable[[Dict[str, Any], Optional[Path]], None]
 
@@ -54,16 +55,18 @@ def base_path(cfg: ExperimentConfig) -> Path:
     return cache_dir(cfg) / cfg.base_hash() / "base.pt"
 
 
+LEASE_S = 60.0  # a base's lock holder refreshes its lease every LEASE_S / 3 s (filelock's heartbeat)
+
+
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Two processes that need the same base wait for one of them to train it."""
+def _base_lock(path: Path) -> Iterator[None]:
+    """Two processes that need the same base wait for one of them to train it. The lock is a lease
+    file (``filelock.SoftFileLease``): created exclusively, which NFS honours where ``flock`` may
+    not, and refreshed by a heartbeat thread. A holder that died on this host is seen at once; one
+    that died on another host, after ``LEASE_S`` without a heartbeat."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with SoftFileLease(str(path), lease_duration=LEASE_S):
+        yield
 
 
 def fresh_model(cfg: ExperimentConfig, data: DataSplits) -> nn.Module:
@@ -119,33 +122,83 @@ def ensure_base(cfg: ExperimentConfig, data: Optional[DataSplits] = None, device
 
 def _load_or_train(cfg: ExperimentConfig, data: DataSplits, device: torch.device, path: Path, log
                    ) -> Tuple[Dict[str, Any], str]:
-    with _file_lock(path.with_suffix(".lock")):
-        if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=True), "cache"
+    with _base_lock(path.with_suffix(".lock")):
+        artifact = _cached_base(path, data, log)
+        if artifact is not None:
+            return artifact, "cache"
         seed_everything(cfg.runtime.seed)
+        set_determinism(cfg.runtime.deterministic)
         model = fresh_model(cfg, data)
         if cfg.model.pretrained_path:
             model.load_state_dict(torch.load(cfg.model.pretrained_path, map_location="cpu", weights_only=True))
             artifact = {"model": model.state_dict(), "early": {0: model.state_dict()}, "history": [], "val_acc": -1.0}
             return artifact, "given"
+        early_path, ckpt = path.parent / "early.pt", path.parent / "train_ckpt.pt"
         early = {0: _cpu_state(model)}
+        if cfg.runtime.resume:
+            early.update(_early_states_to_resume(early_path, ckpt, log))
 
         def keep_early(record, _ckpt):
             if record["epoch"] <= REWIND_EPOCHS:
                 early[record["epoch"]] = _cpu_state(model)
-                torch.save(early, path.parent / "early.pt")
+                save_atomic(early, early_path)
 
-        if cfg.runtime.resume and (path.parent / "early.pt").exists():
-            early.update(torch.load(path.parent / "early.pt", weights_only=True))
         log(f"training base {cfg.model.name} on {cfg.data.name} for {cfg.train.epochs} epochs "
             f"(cached as {path.parent.name})")
         history = fit(model, cfg.train, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
-                      stage="base", checkpoint=path.parent / "train_ckpt.pt", resume=cfg.runtime.resume,
-                      on_epoch=keep_early, progress=cfg.runtime.progress, log=log)
+                      stage="base", checkpoint=ckpt, resume=cfg.runtime.resume, on_epoch=keep_early,
+                      progress=cfg.runtime.progress, log=log)
         artifact = {"model": _cpu_state(model), "early": early, "history": history.epochs,
-                    "val_acc": history.best_val_acc}
+                    "val_acc": history.best_val_acc, "provenance": _provenance(cfg, data, device)}
         save_atomic(artifact, path)
         return artifact, "trained"
+
+
+def _cached_base(path: Path, data: DataSplits, log) -> Optional[Dict[str, Any]]:
+    """The cached base at ``path``; None when absent, or bad (truncated, failing its checksum, or
+    trained on data with another fingerprint): then it is moved aside with a one-line warning."""
+    artifact = load_or_discard(path, "training the base again", log)
+    if artifact is None:
+        return None
+    recorded = artifact.get("provenance", {}).get("data", "")
+    if recorded and data.fingerprint and recorded != data.fingerprint:
+        aside = move_aside(path)
+        warn(f"{path} was trained on other data (fingerprint {recorded}, the data now reads "
+             f"{data.fingerprint}); moved to {aside.name}, training the base again", log)
+        return None
+    return artifact
+
+
+def _early_states_to_resume(early_path: Path, ckpt: Path, log) -> Dict[int, Dict[str, torch.Tensor]]:
+    """The rewind states (``early``) saved by an interrupted base training. ``fit`` writes its
+    checkpoint before ``keep_early`` writes early.pt, so a kill between the two leaves the last
+    epoch's state only in the checkpoint: it is taken from there. When states before the
+    checkpoint's epoch are lost (early.pt bad or gone), the checkpoint is set aside too and the
+    base trains from epoch 1, as IMP could not rewind to them."""
+    early = load_or_discard(early_path, "base training starts again from epoch 1", log) or {}
+    state = load_or_discard(ckpt, "base training starts again from epoch 1", log)
+    if state is None:
+        return early
+    done = int(state["epoch"]) + 1
+    if done <= REWIND_EPOCHS and done not in early:
+        early[done] = {k: v.to("cpu").contiguous().clone() for k, v in state["model"].items()}
+    if any(e not in early for e in range(1, min(done, REWIND_EPOCHS) + 1)):
+        aside = move_aside(ckpt)
+        warn(f"{early_path.name} lacks rewind states of epochs before {done}; {ckpt.name} moved to "
+             f"{aside.name}, base training starts again from epoch 1", log)
+        return {}
+    return early
+
+
+def _provenance(cfg: ExperimentConfig, data: DataSplits, device: torch.device) -> Dict[str, Any]:
+    """Where and how a base was trained, stored with it: the data fingerprint is checked on load."""
+    import torchvision
+
+    return {"data": data.fingerprint, "device": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "precision": precision_name(device.type, cfg.runtime.amp, cfg.runtime.cpu_bf16),
+            "deterministic": cfg.runtime.deterministic, "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__)}
 
 
 def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -243,6 +296,7 @@ def run(config: ExperimentConfig, reporter: Optional[Reporter] = None, log: Call
     cfg = config
     t_start = time.perf_counter()
     seed_everything(cfg.runtime.seed)
+    set_determinism(cfg.runtime.deterministic)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     device = resolve_device(cfg.runtime.device)
@@ -252,12 +306,14 @@ def run(config: ExperimentConfig, reporter: Optional[Reporter] = None, log: Call
             stack.enter_context(tempfile.TemporaryDirectory(prefix="prune_core_")))
         root.mkdir(parents=True, exist_ok=True)
         wd = _Workdir(root)
-        if cfg.runtime.resume and wd.state.exists() and wd.pruned.exists():
-            metrics = json.loads(wd.state.read_text())  # time_total_s_before: the stages run before
-            model = load_pruned(wd.pruned, fresh_model(cfg, data)).to(device)
+        resumed = _pruned_to_resume(cfg, data, wd, log) if cfg.runtime.resume else None
+        if resumed is not None:
+            metrics, model = resumed  # metrics["time_total_s_before"]: the stages run before
+            model = model.to(device)
             base = _base_model(cfg, data, ensure_base(cfg, data, device, log).artifact)
             log(f"resuming fine-tuning from {root}")
         else:
+            wd.finetune_ckpt.unlink(missing_ok=True)  # it would belong to another pruned model
             metrics, model, base = _prepare(cfg, data, device, wd, log)
             metrics["time_total_s_before"] = 0.0  # this process's clock already covers those stages
         metrics = _finetune_and_measure(cfg, data, device, model, base, metrics, wd, reporter, log)
@@ -268,6 +324,23 @@ def run(config: ExperimentConfig, reporter: Optional[Reporter] = None, log: Call
     if reporter:
         reporter({**result, "stage": "done"}, None)
     return result
+
+
+def _pruned_to_resume(cfg: ExperimentConfig, data: DataSplits, wd: _Workdir, log
+                      ) -> Optional[Tuple[Dict[str, Any], nn.Module]]:
+    """The metrics and pruned model an interrupted run saved before fine-tuning; None when there
+    are none, or when either is bad: then they are moved aside with a warning, and the run prunes
+    again (deterministically, from the same base and seed)."""
+    if not (wd.state.exists() and wd.pruned.exists()):
+        return None
+    try:
+        metrics = json.loads(wd.state.read_text())
+        return metrics, load_pruned(wd.pruned, fresh_model(cfg, data))
+    except (CorruptFile, ValueError, KeyError, RuntimeError) as exc:
+        for path in (wd.state, wd.pruned):
+            move_aside(path)
+        warn(f"the saved pruned model in {wd.root} is bad ({exc}); moved aside, pruning again", log)
+        return None
 
 
 def _base_model(cfg: ExperimentConfig, data: DataSplits, artifact: Dict[str, Any]) -> nn.Module:
@@ -345,11 +418,17 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     save_pruned(model, wd.pruned)
     metrics["time_total_s_before"] = sum(metrics[k] for k in ("time_base_s", "time_prune_s", "time_rebuild_s",
                                                                   "time_eval_s"))
-    wd.state.write_text(json.dumps({k: v for k, v in metrics.items()}, default=float))
+    _write_atomic(wd.state, json.dumps({k: v for k, v in metrics.items()}, default=float))
     log(f"pruned {cfg.prune.method}/{cfg.prune.criterion} {cfg.prune.scope} ratio {cfg.prune.ratio}: "
         f"accuracy {metrics['acc_base']:.2f}% -> {metrics['acc_pruned']:.2f}% before fine-tuning "
         f"({metrics['acc_pruned_raw']:.2f}% before BN re-estimation)")
     return metrics, model, kept
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch.device, model: nn.Module,

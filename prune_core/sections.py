@@ -199,6 +199,9 @@ class RuntimeConfig:
     # bf16 autocast on CPUs with native bf16 (avx512_bf16, AMX): resnet20 trained 1.65x faster on
     # this 2-core EPYC (797 -> 1294 images/s); off by default so CPU runs stay plain fp32
     cpu_bf16: bool = False
+    # torch.use_deterministic_algorithms (warn-only) and no cuDNN autotuning: bit-identical reruns
+    # on one GPU, at some speed; the CPU kernels used here are deterministic either way
+    deterministic: bool = False
     threads: int = 0  # torch CPU threads (0 = torch's default)
     output_dir: str = "experiments"  # the CLI's results go to output_dir/<dataset>/<run name>/
     cache_dir: str = ""  # trained-base cache (default: <output_dir>/base_cache)
@@ -239,11 +242,12 @@ DEFAULTS: Dict[str, Any] = {
                                      RuntimeConfig()))
     for k, v in asdict(section).items()}
 
-# the keys that determine a trained base: data (but where it is read from and how), model, base
-# training, seed and numeric precision. Two configs that agree on these share one cached base.
+# the config keys that determine a trained base: data (but where it is read from and how), model,
+# base training, seed, numeric precision and determinism. Two configs that agree on these (and on
+# the device type and library versions, ExperimentConfig.base_key) share one cached base.
 _BASE_IGNORED = ("data.root", "data.download", "data.num_workers", "data.eval_batch_size")
 BASE_KEYS = tuple(k for k in DEFAULTS if k.split(".")[0] in ("data", "model", "train") and k not in _BASE_IGNORED
-                  ) + ("runtime.seed", "runtime.cpu_bf16")
+                  ) + ("runtime.seed", "runtime.amp", "runtime.cpu_bf16", "runtime.deterministic")
 
 # --smoke-test: a few steps of everything, for CI. prune.rewind_epoch 0: IMP retrains cfg.train
 # from its rewind epoch, and the one-epoch base leaves nothing after epoch 1; prune.rounds 2: two

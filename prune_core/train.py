@@ -26,6 +26,7 @@ import torch
 import torch.nn.utils.prune
 from torch import nn
 
+from .checkpoints import load_or_discard, save_atomic  # noqa: F401  (save_atomic: importable from here)
 from .sections import TrainConfig
 from .errors import Diverged  # noqa: F401  (raised by fit; importable from here)
 from .metrics import evaluate
@@ -48,6 +49,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def set_determinism(enabled: bool) -> None:
+    """``runtime.deterministic``: deterministic kernels where torch has them (a warning, not an
+    error, where it has none) and no nondeterministic cuDNN algorithms. cuBLAS needs its workspace
+    setting before CUDA starts, so it is set here, for a process that has not touched CUDA yet."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
 
 
 def amp_dtype(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> Optional[torch.dtype]:
@@ -124,14 +135,6 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary name, then rename: a kill mid-write never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: bool = True,
         cpu_bf16: bool = False, stage: str = "train", checkpoint: Optional[Path] = None, resume: bool = False,
         on_epoch: Optional[EpochCallback] = None, progress: str = "off", log=None, start_epoch: int = 0) -> History:
@@ -162,8 +165,10 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     best_state: Optional[Dict[str, torch.Tensor]] = None
     first_epoch, stale = start_epoch, 0
 
-    if resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
+    # tensors and plain data only (weights_only); a bad checkpoint is moved aside and training restarts
+    state = load_or_discard(checkpoint, f"{stage} starts again from epoch {start_epoch + 1}", log,
+                            map_location=device) if resume and checkpoint is not None else None
+    if state is not None:
         if state.get("start_epoch", 0) != start_epoch:
             raise ValueError(f"{stage}: {checkpoint} trained from epoch {state.get('start_epoch', 0)}, "
                              f"not start_epoch={start_epoch}")

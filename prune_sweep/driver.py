@@ -19,10 +19,10 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from prune_core.config import ExperimentConfig, nest
-from prune_sweep.expand import OptunaSpace, base_configs, corner_configs, num_trials, trial_epochs
+from prune_sweep.expand import OptunaSpace, base_configs, corner_configs, num_trials, trial_base, trial_epochs
 from prune_sweep.latency_pass import run_quiet_pass
 from prune_sweep.spec import Sweep, SweepError
-from prune_sweep.storage import BASE_FILE, Store, base_rel, cache_dir, node_cache
+from prune_sweep.storage import BASE_FILE, BASE_SUM, Store, base_rel, cache_dir, node_cache
 from prune_sweep.trial import TrialSetup, run_trial, train_base, trial_dirname
 
 PROGRESS_PERIOD_S = 10  # the trial table is printed at most this often, and only when it changed
@@ -106,8 +106,10 @@ def init_ray(address: Optional[str], verbose: bool, dashboard: bool) -> bool:
     if address:
         ctx = ray.init(address=address, log_to_driver=verbose, logging_level=level)
     else:
-        ctx = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=verbose,
-                       logging_level=level)
+        # "local": a Ray of its own, never one another program started on this machine (without
+        # it ray.init joins the cluster named in /tmp/ray/ray_current_cluster, even a dead one)
+        ctx = ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                       log_to_driver=verbose, logging_level=level)
     url = getattr(ctx, "dashboard_url", None)
     if url:
         token = Path.home() / ".ray" / "auth_token"
@@ -173,17 +175,19 @@ def adopt_bases(bases: Mapping[str, ExperimentConfig], storage: Store, name: str
             src = Store(storage.uri(other))
             if not src.exists(rel):
                 continue
-            if exp.local:
-                dst = Path(exp.path(rel))
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(src.path(rel), dst)
-                except OSError:
-                    shutil.copyfile(src.path(rel), dst)
-            else:
-                with tempfile.TemporaryDirectory() as tmp:
-                    src.get(rel, Path(tmp) / BASE_FILE)
-                    exp.put(Path(tmp) / BASE_FILE, rel)
+            names = [n for n in (BASE_SUM, BASE_FILE) if src.exists(base_rel(h, n))]  # checksum first
+            for name in names:
+                if exp.local:
+                    dst = Path(exp.path(base_rel(h, name)))
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(src.path(base_rel(h, name)), dst)
+                    except OSError:
+                        shutil.copyfile(src.path(base_rel(h, name)), dst)
+                else:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        src.get(base_rel(h, name), Path(tmp) / name)
+                        exp.put(Path(tmp) / name, base_rel(h, name))
             adopted.append(f"{h} (from {other})")
             break
     return adopted
@@ -218,7 +222,7 @@ def prepare_bases(sweep: Sweep, configs: Sequence[Mapping[str, Any]], storage: S
 def cfg_flat(sweep: Sweep, cfg: ExperimentConfig) -> Dict[str, Any]:
     """The sweep's base with the values that distinguish ``cfg``'s base."""
     flat = cfg.to_flat()
-    return {**sweep.base, **{k: flat[k] for k in sweep.keys}}
+    return {**trial_base(sweep), **{k: flat[k] for k in sweep.keys}}
 
 
 def _threads(sweep: Sweep) -> int:
@@ -257,7 +261,7 @@ def make_scheduler(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Any:
 
 
 def make_trainable(sweep: Sweep, exp: Store) -> Any:
-    setup = TrialSetup(base=sweep.base, exp=exp.location, threads=_threads(sweep))
+    setup = TrialSetup(base=trial_base(sweep), exp=exp.location, threads=_threads(sweep))
     trainable = tune.with_parameters(run_trial, setup=setup)
     return tune.with_resources(trainable, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
 

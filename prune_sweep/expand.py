@@ -98,6 +98,18 @@ def trial_epochs(sweep: Sweep, configs: Iterable[Mapping[str, Any]]) -> int:
     return most
 
 
+def trial_base(sweep: Sweep) -> Dict[str, Any]:
+    """The flat config every trial and base task starts from: the sweep's base, with
+    ``runtime.device: auto`` resolved by the trial's resources. Ray leaves CUDA_VISIBLE_DEVICES
+    alone for a task that asked for no GPU (Ray 2.60, ``set_visible_accelerator_ids``), so such a
+    task would otherwise take the node's GPU, and the base's device type (part of its hash,
+    ``ExperimentConfig.base_key``) must be the same on the driver as on the workers."""
+    base = dict(sweep.base)
+    if base.get("runtime.device", "auto") == "auto":
+        base["runtime.device"] = "cuda" if sweep.resources.gpu > 0 else "cpu"
+    return base
+
+
 def base_configs(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Dict[str, "ExperimentConfig"]:
     """Distinct bases (by ``base_hash``) of the trials; empty when a base key is drawn from a
     continuous range (each trial then trains or loads its own base under the cache's lock)."""
@@ -106,7 +118,7 @@ def base_configs(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Dict[str
         return {}
     out: Dict[str, "ExperimentConfig"] = {}
     for c in configs:
-        cfg = experiment_config().from_dict({**sweep.base, **c})
+        cfg = experiment_config().from_dict({**trial_base(sweep), **c})
         if not cfg.model.pretrained_path:  # a given base is loaded by each trial, nothing to train
             out.setdefault(cfg.base_hash(), cfg)
     return out

@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 
 BASE_CACHE = "base_cache"  # in the experiment directory; prune_core's runtime.cache_dir points here
 BASE_FILE = "base.pt"
+BASE_SUM = BASE_FILE + ".sha256"  # its checksum (prune_core.checkpoints): copied wherever base.pt goes
 BASE_LOG = "base_task.log"  # one line per base training, written by the base task
 
 

@@ -24,7 +24,7 @@ from ray import tune
 from prune_core import NotRetryable
 from prune_core.config import ExperimentConfig
 from prune_core.schema import flops_kept
-from prune_sweep.storage import BASE_FILE, BASE_LOG, Store, base_rel, cache_dir, is_uri
+from prune_sweep.storage import BASE_FILE, BASE_LOG, BASE_SUM, Store, base_rel, cache_dir, is_uri
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,11 @@ def _fetch_base(cfg: ExperimentConfig, exp: str) -> None:
     from prune_core import base_path
 
     local = base_path(cfg)
-    rel = base_rel(cfg.base_hash())
     store = Store(exp)
-    if not local.exists() and store.exists(rel):
-        store.get(rel, local)
+    if not local.exists() and store.exists(base_rel(cfg.base_hash())):
+        for name in (BASE_SUM, BASE_FILE):  # the checksum first: base.pt appears checked
+            if store.exists(base_rel(cfg.base_hash(), name)):
+                store.get(base_rel(cfg.base_hash(), name), local.parent / name)
 
 
 def train_base(flat: Dict[str, Any], exp: str) -> Dict[str, Any]:
@@ -75,7 +76,7 @@ def train_base(flat: Dict[str, Any], exp: str) -> Dict[str, Any]:
                      f"in {seconds:.1f} s, val_acc {base.val_acc:.2f}\n")
         if is_uri(exp):
             store = Store(exp)
-            for name in (BASE_FILE, BASE_LOG):
+            for name in (BASE_SUM, BASE_FILE, BASE_LOG):
                 store.put(path.parent / name, base_rel(cfg.base_hash(), name))
     return {"hash": cfg.base_hash(), "trained": trained, "seconds": seconds, "val_acc": base.val_acc}
 

@@ -18,6 +18,8 @@ from typing import Dict, Union
 import torch
 from torch import nn
 
+from ..checkpoints import load_checked, save_atomic
+
 FORMAT = 1
 SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features")
 
@@ -42,17 +44,14 @@ def save_pruned(model: nn.Module, path: Union[str, Path]) -> None:
     shapes = {name: {a: int(getattr(m, a)) for a in SHAPE_ATTRS if isinstance(getattr(m, a, None), int)}
               for name, m in model.named_modules()}
     shapes = {k: v for k, v in shapes.items() if v}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "state_dict": _dense_state(model), "shapes": shapes}, tmp)
-    tmp.replace(path)
+    save_atomic({"format": FORMAT, "state_dict": _dense_state(model), "shapes": shapes}, Path(path))
 
 
 def load_pruned(path: Union[str, Path], base_model: nn.Module) -> nn.Module:
     """Reshape ``base_model`` (a fresh registry model of the same name and settings) to the saved
-    pruned shapes and load the saved weights into it. A plain state dict loads as it is."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    pruned shapes and load the saved weights into it. A plain state dict loads as it is. Raises
+    ``prune_core.checkpoints.CorruptFile`` for a file that fails its checksum or is no torch file."""
+    blob = load_checked(Path(path))
     if "state_dict" not in blob:  # an unpruned model's state dict
         base_model.load_state_dict(blob)
         return base_model
