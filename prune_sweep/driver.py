@@ -4,13 +4,15 @@ the progress table and the closing summary. What runs on the workers is ``prune_
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import ray
 import yaml
@@ -19,6 +21,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from prune_core.config import ExperimentConfig, nest
+from prune_core.pipeline import LEASE_S
 from prune_sweep.expand import OptunaSpace, base_configs, corner_configs, num_trials, trial_base, trial_epochs
 from prune_sweep.latency_pass import run_quiet_pass
 from prune_sweep.spec import Sweep, SweepError
@@ -26,6 +29,7 @@ from prune_sweep.storage import BASE_FILE, BASE_SUM, Store, base_rel, cache_dir,
 from prune_sweep.trial import TrialSetup, run_trial, train_base, trial_dirname
 
 PROGRESS_PERIOD_S = 10  # the trial table is printed at most this often, and only when it changed
+LOCKS = ".base_locks"  # in the storage root: a lease per base a driver is preparing (storage_leases)
 
 
 class SweepOptunaSearch(OptunaSearch):
@@ -200,6 +204,11 @@ def prepare_bases(sweep: Sweep, configs: Sequence[Mapping[str, Any]], storage: S
         print("bases: none to train (model.pretrained_path, or a base key drawn from a continuous range: "
               "each trial then trains or loads its own)")
         return
+    with storage_leases(storage, list(bases)):
+        _adopt_or_train(sweep, bases, storage, exp)
+
+
+def _adopt_or_train(sweep: Sweep, bases: Mapping[str, ExperimentConfig], storage: Store, exp: Store) -> None:
     for line in adopt_bases(bases, storage, sweep.name):
         print(f"base {line}: reused")
     todo = {h: cfg for h, cfg in bases.items() if not exp.exists(base_rel(h))}
@@ -217,6 +226,32 @@ def prepare_bases(sweep: Sweep, configs: Sequence[Mapping[str, Any]], storage: S
         what = f"trained in {info['seconds']:.1f} s" if info["trained"] else "cached"
         print(f"base {info['hash']}: {what}, val acc {info['val_acc']:.2f}%")
     print(f"bases ready in {time.perf_counter() - t0:.1f} s")
+
+
+@contextlib.contextmanager
+def storage_leases(storage: Store, hashes: Sequence[str]) -> Iterator[None]:
+    """While this driver adopts or trains the bases ``hashes``, another sweep in the same local or
+    NFS storage that needs one of them waits, then adopts what this one trained: two sweeps started
+    together train a shared base once. A lease per base under ``<storage>/.base_locks`` (the lease
+    files of ``prune_core``'s base cache), taken in hash order so two drivers cannot deadlock.
+    Cloud storage has no exclusive create: there two sweeps started together each train it."""
+    if not storage.local:
+        yield
+        return
+    from filelock import SoftFileLease, Timeout
+
+    with contextlib.ExitStack() as stack:
+        for h in sorted(hashes):
+            path = Path(storage.path(posixpath.join(LOCKS, f"{h}.lock")))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lease = SoftFileLease(str(path), lease_duration=LEASE_S)
+            try:
+                lease.acquire(timeout=0)
+            except Timeout:
+                print(f"base {h}: another sweep in {storage.location} is preparing it; waiting to reuse it")
+                lease.acquire()
+            stack.callback(lease.release)
+        yield
 
 
 def cfg_flat(sweep: Sweep, cfg: ExperimentConfig) -> Dict[str, Any]:

@@ -20,7 +20,7 @@ import yaml
 from prune_core.errors import ConfigError
 from prune_core.sections import parse_overrides
 from prune_sweep.expand import corner_configs, load_sweep, num_trials, trial_configs, validate
-from prune_sweep.liveness import driver_marker
+from prune_sweep.liveness import driver_marker, exclusive
 from prune_sweep.plan import print_plan
 from prune_sweep.spec import DEFAULT_SWEEP, Sweep, SweepError, parse_sweep
 from prune_sweep.storage import Store, node_cache
@@ -170,7 +170,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             if started and not args.address:
                 driver.check_resources(sweep)
-            return _run(args, sweep, storage, exp, ctrl_c)
+            with exclusive(exp):  # one launch per experiment directory
+                return _run(args, sweep, storage, exp, ctrl_c)
         except SweepError as exc:
             print(f"prune-sweep: error: {exc}", file=sys.stderr)
             return 2

@@ -126,3 +126,36 @@ def alive(exp_dir: Path, state_mtime: Optional[float] = None, now: Optional[floa
     if state_mtime is None:
         return None
     return (time.time() if now is None else now) - state_mtime < STATE_STALE_S
+
+
+LAUNCH_LOCK = ".launch.lock"  # held by the one launch that drives an experiment directory
+
+
+@contextmanager
+def exclusive(exp: Store) -> Iterator[None]:
+    """Let one launch at a time drive ``exp`` (local or NFS storage): a second one, a new sweep of
+    the same name or a ``--resume`` of a sweep still running, would write the same Tune state.
+    A lease file (``filelock.SoftFileLease``) with a heartbeat: a launch that was killed on this
+    host leaves nothing that blocks the next, one killed on another host blocks it for a minute.
+    Raises ``SweepError`` naming the running launch. Cloud storage has no exclusive create: there
+    the caller is trusted."""
+    if not exp.local:
+        yield
+        return
+    from filelock import SoftFileLease, Timeout
+
+    from prune_sweep.spec import SweepError
+
+    Path(exp.location).mkdir(parents=True, exist_ok=True)
+    lease = SoftFileLease(os.path.join(exp.location, LAUNCH_LOCK), lease_duration=STALE_S)
+    try:
+        lease.acquire(timeout=0)
+    except Timeout:
+        marker = read_marker(Path(exp.location)) or {}
+        who = f"pid {marker['pid']} on {marker['host']}" if "pid" in marker and "host" in marker else "another launch"
+        raise SweepError(f"{exp.location} is being run by {who}; wait for it to end, or start another "
+                         "sweep with --name") from None
+    try:
+        yield
+    finally:
+        lease.release()

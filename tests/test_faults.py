@@ -367,3 +367,43 @@ def test_killed_base_task_and_trial_worker_resume_from_their_checkpoints(tmp_pat
         assert sorted(set(epochs)) == list(range(1, ft_epochs + 1)), (name, epochs)
         assert epochs.count(1) == 1, (name, epochs)  # the killed trial went on from its checkpoint
     assert pid not in {r["pid"] for r in trials[killed_trial] if r.get("stage") == "done"}
+
+
+def test_two_sweeps_started_together_on_one_storage_train_their_base_once(tmp_path):
+    """Sweeps "one" and "two" need the same base: one trains it, the other waits on its lease and
+    reuses it. A third launch names "one" too: one of the two drives that experiment, the other is
+    refused in one line (exit 2), so no Tune state is written by two drivers."""
+    import yaml
+
+    sweep = {"name": "together",
+             "base": {"data": {"name": "mnist5k", "limit_train": 640, "batch_size": 64},
+                      "model": {"name": "resnet20", "width": 0.5},
+                      "train": {"epochs": 1, "max_steps": 10},
+                      "finetune": {"epochs": 1, "max_steps": 3},
+                      "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}},
+             "space": {"prune.ratio": {"grid": [0.3]}},
+             "search": {"algorithm": "grid"}, "resources": {"cpu": 1}}
+    path = tmp_path / "together.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(path), "--storage", str(tmp_path / "s"),
+                               "--name", name, "--no-dashboard", "--no-quiet-latency"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("one", "two", "one")]
+    runs = [p.communicate(timeout=300) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 0, 2], runs
+    refused = codes.index(2)
+    assert refused in (0, 2)  # a launch of "one"
+    (line,) = runs[refused][1].strip().splitlines()
+    assert line.startswith("prune-sweep: error: ") and str(tmp_path / "s" / "one") in line, line
+    assert "is being run by" in line or "already holds a sweep" in line, line
+    out_one, out_two = runs[2 if refused == 0 else 0][0], runs[1][0]
+    for out in (out_one, out_two):
+        assert "1 finished" in out, out
+    assert len(list((tmp_path / "s" / "one").glob("*/result.json"))) == 1  # one trial, run by one launch
+    logs = list((tmp_path / "s").glob("*/base_cache/*/base_task.log"))
+    assert len(logs) == 1 and len(logs[0].read_text().splitlines()) == 1, logs  # trained once, by one sweep
+    trained_by = logs[0].parts[-4]
+    reused_by = "two" if trained_by == "one" else "one"
+    assert ": reused" in (out_two if reused_by == "two" else out_one)
+    assert (tmp_path / "s" / reused_by / "base_cache" / logs[0].parts[-2] / "base.pt").is_file()
