@@ -63,7 +63,7 @@ def run_study(path: Path, storage: Path, concurrency: int) -> dict:
 
     driver.prepare_bases = timed_prepare
     t0 = time.perf_counter()
-    ray.init(num_cpus=concurrency, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=concurrency, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # workers import prune_sweep from any cwd
     t_ray = time.perf_counter() - t0
     try:

@@ -170,6 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             if started and not args.address:
                 driver.check_resources(sweep)
+            driver.check_shared_storage(storage, args.shared_storage)
             with exclusive(exp):  # one launch per experiment directory
                 return _run(args, sweep, storage, exp, ctrl_c)
         except SweepError as exc:
@@ -190,7 +191,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctrl_c: CtrlC) -> int:
     from prune_sweep import driver
 
-    driver.check_shared_storage(storage, args.shared_storage)
     configs = trial_configs(sweep) if sweep.search.algorithm != "optuna" else []
     expected = num_trials(sweep)
     hint = f"python launch.py {args.sweep} --resume" + (f" --name {sweep.name}" if args.name else "") + (

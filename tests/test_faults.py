@@ -305,12 +305,12 @@ def test_killed_base_task_and_trial_worker_resume_from_their_checkpoints(tmp_pat
     its last epoch's checkpoint). Every trial finishes once and every epoch is trained once."""
     import yaml
 
-    ft_epochs = 4
+    ft_epochs = 3
     sweep = {"name": "kills",
-             "base": {"data": {"name": "mnist5k", "limit_train": 1280, "batch_size": 64},
+             "base": {"data": {"name": "mnist5k", "limit_train": 960, "batch_size": 64},
                       "model": {"name": "resnet20", "width": 0.5},
-                      "train": {"epochs": 3, "max_steps": 20},
-                      "finetune": {"epochs": ft_epochs, "max_steps": 20},
+                      "train": {"epochs": 3, "max_steps": 12},
+                      "finetune": {"epochs": ft_epochs, "max_steps": 15},
                       "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}},
              "space": {"prune.ratio": {"grid": [0.3, 0.5]}},
              "search": {"algorithm": "grid", "max_concurrent": 1}, "resources": {"cpu": 1}, "max_failures": 1}

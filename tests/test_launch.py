@@ -30,7 +30,7 @@ TINY = {"data": {"name": "mnist5k", "limit_train": 256, "batch_size": 64},
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never a cluster another test left
     yield
     ray.shutdown()
 
