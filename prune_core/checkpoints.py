@@ -91,6 +91,19 @@ def load_checked(path: Path, map_location: Any = "cpu") -> Any:
         raise CorruptFile(path, f"not a readable torch file ({first[:160]})") from None
 
 
+def rename(src: Path, dst: Path) -> None:
+    """Move a file written by ``save_atomic`` and its checksum (the checksum first, as written)."""
+    if sidecar(Path(src)).exists():
+        os.replace(sidecar(Path(src)), sidecar(Path(dst)))
+    os.replace(src, dst)
+
+
+def remove(path: Path) -> None:
+    """Delete a file written by ``save_atomic`` and its checksum, if there."""
+    Path(path).unlink(missing_ok=True)
+    sidecar(Path(path)).unlink(missing_ok=True)
+
+
 def move_aside(path: Path) -> Path:
     """Rename a bad file (and its sidecar) to ``<name>.corrupt-<time>``, kept for inspection;
     returns the new path."""
@@ -102,8 +115,8 @@ def move_aside(path: Path) -> Path:
         aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
         n += 1
     if path.exists():
-        os.replace(path, aside)
-    if sidecar(path).exists():
+        rename(path, aside)
+    elif sidecar(path).exists():
         os.replace(sidecar(path), sidecar(aside))
     return aside
 

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import yaml
 
+from . import checkpoints
 from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
 from .errors import Diverged, RebuildMismatch
 
@@ -115,11 +116,10 @@ def check_model_file(path: str, rebuilt_ok: bool = True) -> None:
     expected = ("a state dict or a model rebuilt by prune-core (<model>_rebuilt.pt, <model>_base.pt)" if rebuilt_ok
                 else "the state dict of an unpruned model (<model>_base.pt of --save-model)")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError, ... here
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        raise ConfigError(f"--model-path {path}: not a saved model (torch.load with weights_only=True failed: "
-                          f"{reason}); expected {expected}") from None
+        blob = checkpoints.load_checked(Path(path))
+    except checkpoints.CorruptFile as exc:
+        raise ConfigError(f"--model-path {path}: not a saved model ({' '.join(exc.reason.split())}); "
+                          f"expected {expected}") from None
     if isinstance(blob, dict) and "state_dict" in blob and "shapes" in blob:
         if not rebuilt_ok:
             raise ConfigError(f"--model-path {path}: a pruned model saved by prune-core; expected {expected}")
@@ -278,11 +278,11 @@ def _write_outputs(cfg: ExperimentConfig, out: Path, metrics: Dict[str, Any], ba
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     plots.training_curves(out)
     plots.layer_bars(metrics, out)
-    (out / "final_model.pt").replace(out / f"{cfg.model.name}_rebuilt.pt")
+    checkpoints.rename(out / "final_model.pt", out / f"{cfg.model.name}_rebuilt.pt")
     if cfg.runtime.save_model and base.exists():
-        torch.save(torch.load(base, weights_only=True)["model"], out / f"{cfg.model.name}_base.pt")
+        torch.save(checkpoints.load_checked(base)["model"], out / f"{cfg.model.name}_base.pt")
     for name in ("finetune_ckpt.pt", "pre_finetune.json", "pruned_model.pt"):
-        (out / name).unlink(missing_ok=True)  # resume state; the run is complete
+        checkpoints.remove(out / name)  # resume state; the run is complete
 
 
 def _print_summary(m: Dict[str, Any], out: Path) -> None:

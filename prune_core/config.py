@@ -24,7 +24,7 @@ from .models import check_model
 from .pruning import METHODS, post_prune_training, resolve_prune
 from .sections import (BASE_KEYS, LAMP_METHODS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig,
                        RuntimeConfig, TrainConfig, _finetune_default, coerce, digest, flatten, nest,
-                       parse_overrides)
+                       parse_overrides, precision_name)
 
 __all__ = ["ExperimentConfig", "ConfigError", "BASE_KEYS", "LAMP_METHODS", "SECTIONS", "SMOKE", "DataConfig",
            "ModelConfig", "PruneConfig", "RuntimeConfig", "TrainConfig", "digest", "flatten", "nest",
@@ -137,16 +137,6 @@ class ExperimentConfig:
 
     def run_hash(self) -> str:
         return digest(self.to_dict())
-
-
-def precision_name(device_type: str, amp: bool, cpu_bf16: bool) -> str:
-    """What a base trains in (``prune_core.train.amp_dtype``): mixed precision on CUDA with
-    ``amp`` (bf16 or fp16, as the GPU supports), bf16 autocast on the CPU only with ``cpu_bf16``."""
-    if not amp:
-        return "fp32"
-    if device_type == "cuda":
-        return "amp"
-    return "bf16" if cpu_bf16 else "fp32"
 
 
 def major_versions() -> Dict[str, str]:

@@ -22,8 +22,8 @@ import torch.nn.utils.prune as torch_prune
 from filelock import SoftFileLease
 from torch import nn
 
-from .checkpoints import CorruptFile, load_or_discard, move_aside, warn
-from .config import ConfigError, ExperimentConfig, precision_name
+from .checkpoints import CorruptFile, load_or_discard, move_aside, remove, warn
+from .config import ConfigError, ExperimentConfig
 from .data import DataSplits, load_data
 from .metrics import (WEIGHTED, count_flops, count_params, evaluate, latency_metrics, layer_channels, layer_params,
                       measure_latency, sparsity, time_interleaved)
@@ -31,6 +31,7 @@ from .models import build_model
 from .pruning import (BASE_NEEDS, RETRAIN, PruneContext, load_pruned, post_prune_training, prune_model, rebuild,
                       save_pruned)
 from .schema import DETAIL_KEYS, EPOCH_COSTS, METRIC_KEYS, flops_kept
+from .sections import precision_name
 from .train import History, amp_dtype, fit, recalibrate_bn, save_atomic, seed_everything, set_determinism
 
 Reporter = Callable[[Dict[str, Any], Optional[Path]], None]
@@ -313,7 +314,7 @@ def run(config: ExperimentConfig, reporter: Optional[Reporter] = None, log: Call
             base = _base_model(cfg, data, ensure_base(cfg, data, device, log).artifact)
             log(f"resuming fine-tuning from {root}")
         else:
-            wd.finetune_ckpt.unlink(missing_ok=True)  # it would belong to another pruned model
+            remove(wd.finetune_ckpt)  # it would belong to another pruned model
             metrics, model, base = _prepare(cfg, data, device, wd, log)
             metrics["time_total_s_before"] = 0.0  # this process's clock already covers those stages
         metrics = _finetune_and_measure(cfg, data, device, model, base, metrics, wd, reporter, log)

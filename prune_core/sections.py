@@ -257,6 +257,17 @@ SMOKE = {"train.epochs": 1, "train.max_steps": 4, "finetune.epochs": 1, "finetun
          "runtime.latency_batch": 4}
 
 
+def precision_name(device_type: str, amp: bool, cpu_bf16: bool) -> str:
+    """What a model trains in: "amp" on CUDA with ``amp`` (bf16 or fp16, as the GPU supports:
+    ``prune_core.train.amp_dtype``), "bf16" autocast on the CPU only with ``cpu_bf16``, else
+    "fp32". Part of the base key, so it is decided without a device at hand."""
+    if not amp:
+        return "fp32"
+    if device_type == "cuda":
+        return "amp"
+    return "bf16" if cpu_bf16 else "fp32"
+
+
 def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -27,7 +27,7 @@ import torch.nn.utils.prune
 from torch import nn
 
 from .checkpoints import load_or_discard, save_atomic  # noqa: F401  (save_atomic: importable from here)
-from .sections import TrainConfig
+from .sections import TrainConfig, precision_name
 from .errors import Diverged  # noqa: F401  (raised by fit; importable from here)
 from .metrics import evaluate
 
@@ -62,12 +62,12 @@ def set_determinism(enabled: bool) -> None:
 
 
 def amp_dtype(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> Optional[torch.dtype]:
-    """bf16 where the GPU supports it, else fp16; on the CPU fp32 (None) unless ``cpu_bf16``."""
-    if not enabled:
-        return None
-    if device.type != "cuda":
-        return torch.bfloat16 if cpu_bf16 else None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """The autocast dtype of ``precision_name``: bf16 where the GPU supports it, else fp16; on
+    the CPU bf16 with ``cpu_bf16``; None (fp32) otherwise."""
+    precision = precision_name(device.type, enabled, cpu_bf16)
+    if precision == "amp":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:

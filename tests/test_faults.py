@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _sweeps import trial_rows, write_sweep
 
 from prune_core import SMOKE, ExperimentConfig, run
 from prune_core.checkpoints import CorruptFile, load_checked, save_atomic, sidecar
@@ -303,19 +304,9 @@ def test_killed_base_task_and_trial_worker_resume_from_their_checkpoints(tmp_pat
     (Ray retries it; the retry takes over the dead task's lock and resumes at epoch 2), then a
     trial's worker process is SIGKILLed mid-fine-tune (Tune restores the trial on a new worker from
     its last epoch's checkpoint). Every trial finishes once and every epoch is trained once."""
-    import yaml
-
     ft_epochs = 3
-    sweep = {"name": "kills",
-             "base": {"data": {"name": "mnist5k", "limit_train": 960, "batch_size": 64},
-                      "model": {"name": "resnet20", "width": 0.5},
-                      "train": {"epochs": 3, "max_steps": 12},
-                      "finetune": {"epochs": ft_epochs, "max_steps": 15},
-                      "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}},
-             "space": {"prune.ratio": {"grid": [0.3, 0.5]}},
-             "search": {"algorithm": "grid", "max_concurrent": 1}, "resources": {"cpu": 1}, "max_failures": 1}
-    path = tmp_path / "kills.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    path = write_sweep(tmp_path, "kills", [0.3, 0.5], train=(3, 12), finetune=(ft_epochs, 15), limit_train=960,
+                       search={"algorithm": "grid", "max_concurrent": 1}, max_failures=1)
     exp = tmp_path / "kills"
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(path), "--storage", str(tmp_path),
                              "--no-dashboard", "--no-quiet-latency", "-v"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -337,10 +328,9 @@ def test_killed_base_task_and_trial_worker_resume_from_their_checkpoints(tmp_pat
         return next(iter(processes_named("ray::train_base")), None)
 
     def trial_mid_finetune():
-        for result in exp.glob("*/result.json"):
-            rows = [json.loads(ln) for ln in result.read_text().split("\n")[:-1] if ln.strip()]
+        for name, rows in trial_rows(exp).items():
             if any(r.get("stage") == "finetune" for r in rows) and not any(r.get("stage") == "done" for r in rows):
-                return result.parent.name, rows[-1]["pid"]
+                return name, rows[-1]["pid"]
         return None
 
     try:
@@ -358,8 +348,7 @@ def test_killed_base_task_and_trial_worker_resume_from_their_checkpoints(tmp_pat
     assert "base: resumed from" in out  # by the retried task, from the killed one's checkpoint
     base = load_checked(log.parent / "base.pt")
     assert [r["epoch"] for r in base["history"]] == [1, 2, 3]
-    trials = {p.parent.name: [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
-              for p in exp.glob("*/result.json")}
+    trials = trial_rows(exp)
     assert len(trials) == 2 and killed_trial in trials
     for name, rows in trials.items():
         assert sum(r.get("stage") == "done" for r in rows) == 1, name
@@ -373,18 +362,8 @@ def test_two_sweeps_started_together_on_one_storage_train_their_base_once(tmp_pa
     """Sweeps "one" and "two" need the same base: one trains it, the other waits on its lease and
     reuses it. A third launch names "one" too: one of the two drives that experiment, the other is
     refused in one line (exit 2), so no Tune state is written by two drivers."""
-    import yaml
-
-    sweep = {"name": "together",
-             "base": {"data": {"name": "mnist5k", "limit_train": 640, "batch_size": 64},
-                      "model": {"name": "resnet20", "width": 0.5},
-                      "train": {"epochs": 1, "max_steps": 10},
-                      "finetune": {"epochs": 1, "max_steps": 3},
-                      "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}},
-             "space": {"prune.ratio": {"grid": [0.3]}},
-             "search": {"algorithm": "grid"}, "resources": {"cpu": 1}}
-    path = tmp_path / "together.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    path = write_sweep(tmp_path, "together", [0.3], train=(1, 10), finetune=(1, 3), limit_train=640,
+                       search={"algorithm": "grid"})
     procs = [subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(path), "--storage", str(tmp_path / "s"),
                                "--name", name, "--no-dashboard", "--no-quiet-latency"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

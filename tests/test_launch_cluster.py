@@ -6,14 +6,13 @@ Its own module: it needs its own Ray (``ray.cluster_utils.Cluster``: a head with
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import ray
-import yaml
+from _sweeps import trial_rows, write_sweep
 from ray.cluster_utils import Cluster
 
 from prune_sweep.launch_cli import main
@@ -35,24 +34,11 @@ def cluster():
 
 def sweep_file(tmp_path: Path) -> Path:
     # one trial, fine-tune epochs of about a second each: time to remove its node mid-fine-tune
-    sweep = {"name": "ft",
-             "base": {"data": {"name": "mnist5k", "limit_train": 512, "batch_size": 64},
-                      "model": {"name": "resnet20", "width": 0.5},
-                      "train": {"epochs": 1, "max_steps": 3},
-                      "finetune": {"epochs": EPOCHS, "max_steps": 8},
-                      "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}},
-             "space": {"prune.ratio": {"grid": [0.3]}},
-             "resources": {"cpu": 1}, "max_failures": 3}
-    path = tmp_path / "ft.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+    return write_sweep(tmp_path, "ft", [0.3], finetune=(EPOCHS, 8), limit_train=512, max_failures=3)
 
 
 def rows(exp: Path) -> list:
-    out = []
-    for path in exp.glob("*/result.json"):
-        out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return out
+    return [r for trial in trial_rows(exp).values() for r in trial]
 
 
 def test_local_storage_is_refused_on_a_multi_node_cluster(cluster, tmp_path, capsys):

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from _sweeps import trial_rows, write_sweep
 
 from prune_sweep.analysis import unfinished_lines
 from prune_sweep.results import AnalyzeError, load_experiments
@@ -28,32 +28,13 @@ RATIOS = [0.2, 0.3, 0.4, 0.5]
 
 
 def sweep_file(tmp_path: Path) -> Path:
-    sweep = {"name": "killed",
-             "base": {"data": {"name": "mnist5k", "limit_train": 256, "batch_size": 64},
-                      "model": {"name": "resnet20", "width": 0.5},
-                      "train": {"epochs": 1, "max_steps": 3},
-                      "finetune": {"epochs": EPOCHS, "max_steps": 6},
-                      "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}},
-             "space": {"prune.ratio": {"grid": RATIOS}},
-             "search": {"algorithm": "grid", "max_concurrent": 2}, "resources": {"cpu": 1}, "max_failures": 1}
-    path = tmp_path / "killed.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+    return write_sweep(tmp_path, "killed", RATIOS, finetune=(EPOCHS, 6),
+                       search={"algorithm": "grid", "max_concurrent": 2}, max_failures=1)
 
 
 def launch(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args, "--no-dashboard"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def results(exp: Path) -> dict:
-    """Trial folder -> its complete result.json rows."""
-    out = {}
-    for params in exp.glob("*/params.json"):
-        path = params.parent / "result.json"
-        lines = path.read_text().split("\n") if path.exists() else []
-        out[params.parent.name] = [json.loads(ln) for ln in lines[:-1] if ln.strip()]  # the last may be half-written
-    return out
 
 
 def finished(rows: list) -> bool:
@@ -76,7 +57,7 @@ def test_killed_driver_resumes_every_trial_once(tmp_path):
     try:
         deadline, looked = time.time() + 300, 0.0
         while time.time() < deadline and first.poll() is None:
-            runs = results(exp) if exp.exists() else {}
+            runs = trial_rows(exp) if exp.exists() else {}
             if "running" not in seen and time.time() - looked > 1:  # once a second, until one is seen
                 seen |= {status for status, _ in statuses(exp).values()}
                 looked = time.time()
@@ -91,7 +72,7 @@ def test_killed_driver_resumes_every_trial_once(tmp_path):
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     assert "running" in seen and "stopped" not in seen, seen
-    before = results(exp)
+    before = trial_rows(exp)
     done_before = {name for name, rows in before.items() if finished(rows)}
     assert 2 <= len(done_before) < len(RATIOS)
     assert json.loads((exp / ".driver.json").read_text())["pid"] == first.pid  # left behind by the kill
@@ -109,7 +90,7 @@ def test_killed_driver_resumes_every_trial_once(tmp_path):
     assert second.returncode == 0, out
     assert f"{len(RATIOS)} finished" in out
 
-    after = results(exp)
+    after = trial_rows(exp)
     assert len(after) == len(RATIOS)  # no trial was created twice
     assert sorted(json.loads((exp / n / "params.json").read_text())["prune.ratio"] for n in after) == RATIOS
     for name, rows in after.items():

@@ -20,6 +20,7 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 import yaml
+from _sweeps import trial_rows, write_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
@@ -29,17 +30,8 @@ Proc = Tuple[int, int]  # pid, start time in clock ticks since boot: a pid alone
 
 
 def sweep_file(tmp_path: Path, name: str) -> Path:
-    sweep = {"name": name,
-             "base": {"data": {"name": "mnist5k", "limit_train": 256, "batch_size": 64},
-                      "model": {"name": "resnet20", "width": 0.5},
-                      "train": {"epochs": 1, "max_steps": 3},
-                      "finetune": {"epochs": EPOCHS, "max_steps": 6},
-                      "runtime": {"device": "cpu", "latency_repeats": 2, "latency_batch": 2}},
-             "space": {"prune.ratio": {"grid": RATIOS}},
-             "search": {"algorithm": "grid", "max_concurrent": 2}, "resources": {"cpu": 1}, "max_failures": 1}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+    return write_sweep(tmp_path, name, RATIOS, finetune=(EPOCHS, 6), search={"algorithm": "grid", "max_concurrent": 2},
+                       max_failures=1)
 
 
 class Driver:
@@ -47,11 +39,9 @@ class Driver:
     it) and its descendants (Ray's gcs_server, raylet and workers) recorded while it runs."""
 
     def __init__(self, *args: str):
-        # RAY_ADDRESS=local: ray.init() would otherwise join a cluster another process on this
-        # machine started (the address in /tmp/ray/ray_current_cluster), whose processes are not ours
         self.proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "launch.py"), *args, "--no-dashboard"],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True, env={**os.environ, "RAY_ADDRESS": "local"})
+                                     start_new_session=True)
         self.lines: List[str] = []
         self.seen: Set[Proc] = set()
         self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
@@ -123,16 +113,6 @@ def assert_no_ray_left(driver: Driver, within: float = 15.0) -> None:
     assert not left, f"processes of the sweep's Ray outlived its driver: {left}"
 
 
-def results(exp: Path) -> dict:
-    """Trial folder -> its complete result.json rows."""
-    out = {}
-    for params in exp.glob("*/params.json"):
-        path = params.parent / "result.json"
-        lines = path.read_text().split("\n") if path.exists() else []
-        out[params.parent.name] = [json.loads(ln) for ln in lines[:-1] if ln.strip()]  # the last may be half-written
-    return out
-
-
 def finetune_epochs(rows: list) -> List[int]:
     return [r["epoch"] for r in rows if r.get("stage") == "finetune"]
 
@@ -161,7 +141,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_every_trial_once(tmp_path):
     sweep, exp = sweep_file(tmp_path, "ctrlc"), tmp_path / "ctrlc"
     first = Driver(str(sweep), "--storage", str(tmp_path))
     try:
-        run_until(first, lambda: exp.exists() and any(finetune_epochs(r) for r in results(exp).values()))
+        run_until(first, lambda: exp.exists() and any(finetune_epochs(r) for r in trial_rows(exp).values()))
         first.proc.send_signal(signal.SIGINT)
         t0 = time.time()
         code = first.wait(timeout=60)
@@ -172,7 +152,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_every_trial_once(tmp_path):
     finally:
         first.kill()
     print(f"first SIGINT -> exit {code} in {seconds:.1f} s: {hint}")
-    before = results(exp)
+    before = trial_rows(exp)
     done = {name for name, rows in before.items() if any(r.get("stage") == "done" for r in rows)}
     interrupted = {name for name, rows in before.items() if name not in done and finetune_epochs(rows)}
     assert interrupted, before  # some trial was stopped mid-fine-tune, after a checkpointed epoch
@@ -189,7 +169,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_every_trial_once(tmp_path):
         second.kill()
     assert f"{len(RATIOS)} finished" in second.output
 
-    after = results(exp)
+    after = trial_rows(exp)
     assert sorted(json.loads((exp / n / "params.json").read_text())["prune.ratio"] for n in after) == RATIOS
     for name, rows in after.items():
         assert sum(r.get("stage") == "done" for r in rows) == 1, (name, rows)
