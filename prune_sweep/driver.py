@@ -5,10 +5,13 @@ the progress table and the closing summary. What runs on the workers is ``prune_
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import posixpath
+import re
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +31,8 @@ from prune_sweep.spec import Sweep, SweepError
 from prune_sweep.storage import BASE_FILE, BASE_SUM, Store, base_rel, cache_dir, node_cache
 from prune_sweep.trial import TrialSetup, run_trial, train_base, trial_dirname
 
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left; disk quota exceeded
+NO_SPACE = re.compile(r"\[Errno (28|122)\]|No space left on device|Disk quota exceeded")  # as an error's text reads
 PROGRESS_PERIOD_S = 10  # the trial table is printed at most this often, and only when it changed
 LOCKS = ".base_locks"  # in the storage root: a lease per base a driver is preparing (storage_leases)
 
@@ -301,7 +306,57 @@ def make_trainable(sweep: Sweep, exp: Store) -> Any:
     return tune.with_resources(trainable, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
 
 
-def make_tuner(sweep: Sweep, configs: List[Dict[str, Any]], storage: Store, exp: Store, verbose: bool) -> Any:
+def no_space(error: Any) -> Optional[str]:
+    """The line of ``error`` (an exception, or an error's text) saying a disk is full (ENOSPC) or
+    a quota is used up (EDQUOT); None when it says nothing of the kind. Follows Ray's ``cause``
+    and Python's exception chain."""
+    seen, exc = set(), error
+    while isinstance(exc, BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+            return " ".join(str(exc).split())
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    text = error if isinstance(error, str) else str(error or "")
+    lines = [" ".join(ln.split()) for ln in text.splitlines() if NO_SPACE.search(ln)]
+    return lines[-1] if lines else None
+
+
+class StopWhenStorageFull(tune.Callback):
+    """Stops the sweep at the first trial that fails for want of space: every trial after it would
+    fail the same way, each after redoing its pruning. It stops as Ctrl-C does, through Tune's own
+    interrupt (SIGUSR1, which ``Tuner.fit`` catches in the main thread): the experiment state is
+    saved with the running trials unfinished, so ``--resume`` continues each from its last
+    checkpoint once there is space. ``storage_full()`` tells the launcher why it stopped."""
+
+    reason: Optional[str] = None  # class-wide: a restored tuner holds an unpickled copy of this callback
+
+    def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
+        self._check(trial)
+
+    def on_trial_recover(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
+        self._check(trial)
+
+    def _check(self, trial: Any) -> None:
+        path = trial.error_file  # on the driver; error.txt appends each failure: read the latest
+        try:
+            latest = Path(path).read_text().rsplit("Failure # ", 1)[-1] if path else ""
+        except OSError:
+            return
+        line = no_space(latest)
+        if line is None or StopWhenStorageFull.reason is not None:
+            return
+        StopWhenStorageFull.reason = f"trial {trial.trial_id}: {line}"
+        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler; never the default, which kills
+            signal.raise_signal(signal.SIGUSR1)
+
+
+def storage_full() -> Optional[str]:
+    """Why the last ``fit`` stopped for want of space (``StopWhenStorageFull``), or None."""
+    return StopWhenStorageFull.reason
+
+
+def make_tuner(sweep: Sweep, configs: List[Dict[str, Any]], storage: Store, exp: Store, verbose: bool,
+               filesystem: Any = None) -> Any:
     total = num_trials(sweep)
     optuna = sweep.search.algorithm == "optuna"
     tune_config = tune.TuneConfig(
@@ -312,8 +367,10 @@ def make_tuner(sweep: Sweep, configs: List[Dict[str, Any]], storage: Store, exp:
         reuse_actors=True,  # same resources for every trial: 8 short trials 8.2 s -> 1.9 s (ARCHITECTURE.md)
         trial_dirname_creator=trial_dirname)
     params = {k: _short_name(k) for k in sweep.keys}
+    StopWhenStorageFull.reason = None
     run_config = tune.RunConfig(
-        name=sweep.name, storage_path=storage.location,
+        name=sweep.name, storage_path=storage.location if filesystem is None else storage.path(),
+        storage_filesystem=filesystem, callbacks=[StopWhenStorageFull()],
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the last epoch is all a restart needs
         progress_reporter=TrialTable(params, total), verbose=2 if verbose else 1)
@@ -342,6 +399,7 @@ def finished_trials(exp: Store) -> Optional[int]:
 
 def restore_tuner(sweep: Sweep, exp: Store) -> Any:
     """The interrupted sweep in ``exp``: its unfinished and errored trials run again."""
+    StopWhenStorageFull.reason = None
     return tune.Tuner.restore(exp.location, trainable=make_trainable(sweep, exp), resume_unfinished=True,
                               resume_errored=True)
 

@@ -200,7 +200,7 @@ def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctr
     ctrl_c.hint = hint
     print(f"sweep {sweep.name}: {expected} trials, {sweep.search.algorithm} search, "
           f"{sweep.scheduler.name} scheduler -> {exp.location}")
-    results = None
+    results, full = None, None
     try:
         # bases are checkpointed every epoch: one stopped here continues from its last on --resume
         driver.prepare_bases(sweep, configs or corner_configs(sweep), storage, exp)
@@ -212,12 +212,21 @@ def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctr
         with driver_marker(exp):  # <exp>/.driver.json: analyze.py tells running trials from interrupted ones
             results = tuner.fit()
         ctrl_c.take_back()
+        full = driver.storage_full()  # a trial failed for want of space: the sweep stopped, resumably
     except KeyboardInterrupt:
         pass
-    if ctrl_c.caught or results is None:
+    except Exception as exc:  # the driver's write failed, or a base task's (a RayTaskError): a full disk?
+        full = driver.no_space(exc)
+        if full is None:
+            raise
+    if full is not None or ctrl_c.caught or results is None:
         finished = driver.finished_trials(exp)
         counts = ("trial counts unknown" if finished is None
                   else f"{finished} trials finished, {expected - finished} unfinished")
+        if full is not None:
+            print(f"prune-sweep: error: storage full ({full}); stopped: {counts} (each continues from its last "
+                  f"checkpoint); free space in {storage.location}, then continue with: {hint}", file=sys.stderr)
+            return 1
         print(f"interrupted: {counts}; continue with: {hint}", file=sys.stderr)
         return 130
     if not exp.local and sweep.search.algorithm == "optuna":

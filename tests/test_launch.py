@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Dict, List
 
 import optuna
+import pyarrow.fs as pafs
 import pytest
 import ray
 import yaml
+from fsspec.implementations.local import LocalFileSystem
+from ray import cloudpickle
 
 from prune_core import METRIC_KEYS, ExperimentConfig
+from prune_sweep import driver
 from prune_sweep.expand import load_sweep
 from prune_sweep.launch_cli import main
 from prune_sweep.spec import DEFAULT_SWEEP
@@ -190,3 +198,74 @@ def test_quiet_latency_pass_times_each_distinct_architecture_once(tmp_path, caps
     capsys.readouterr()
     assert main([str(path), "--storage", str(tmp_path), "--resume", "--no-quiet-latency"]) == 0
     assert "distinct models timed" not in capsys.readouterr().out and not (exp / "latency.json").exists()
+
+
+class FullDisk:
+    """Local storage, for pyarrow's ``FSSpecHandler``, that is full while the file ``flag`` exists,
+    from each trial's second checkpoint on: a trial saves one epoch, then its next write fails with
+    ENOSPC. (A wrapper, not a subclass: fsspec classes hold a lock, and Ray's workers unpickle this
+    class by value.)"""
+
+    def __init__(self, flag: str):
+        self.flag, self.local = flag, LocalFileSystem()
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "local":  # unpickling asks before __dict__ is set
+            raise AttributeError(name)
+        return getattr(self.local, name)
+
+    def open(self, path, mode="rb", **kwargs):
+        if mode[0] in "wax" and "checkpoint_000001" in str(path) and os.path.exists(self.flag):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return self.local.open(path, mode, **kwargs)
+
+
+def test_storage_full_stops_the_sweep_in_one_line_and_resume_finishes_every_trial_once(tmp_path, capsys,
+                                                                                         monkeypatch):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers unpickle FullDisk by value
+    flag = tmp_path / "full"
+    flag.touch()
+    disk = pafs.PyFileSystem(pafs.FSSpecHandler(FullDisk(str(flag))))
+    monkeypatch.setattr(driver, "make_tuner", functools.partial(driver.make_tuner, filesystem=disk))
+    path = write_sweep(tmp_path, "full", {"prune.ratio": {"grid": [0.3, 0.5]}},
+                       base={"finetune": {"epochs": 3, "max_steps": 2}})
+    exp = tmp_path / "full"
+
+    assert main([str(path), "--storage", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("prune-sweep: error:")]
+    assert len(lines) == 1 and "storage full (trial " in lines[0] and "No space left on device" in lines[0], err
+    assert "0 trials finished, 2 unfinished (each continues from its last checkpoint)" in lines[0] and lines[0].endswith(
+        f"continue with: python launch.py {path} --resume --storage {tmp_path / 's'}")
+    exp = tmp_path / "s" / "full"
+    before = trials(exp)
+    assert len(before) == 2 and not any(r.get("stage") == "done" for rows in before.values() for r in rows)
+    assert all(list((exp / name).glob("checkpoint_000000")) for name in before)  # what was computed stays
+
+    flag.unlink()  # space returns
+    assert main([str(path), "--storage", str(tmp_path / "s"), "--resume", "--no-quiet-latency"]) == 0
+    assert "2 finished" in capsys.readouterr().out
+    after = trials(exp)
+    assert after.keys() == before.keys()  # no trial was created twice
+    for name, rows in after.items():
+        done_row(rows)  # exactly one final row
+        epochs = [r["epoch"] for r in rows if r.get("stage") == "finetune"]
+        assert epochs == [1, 2, 3], (name, epochs)  # epoch 1 from its checkpoint: run and reported once
+
+
+def test_a_full_disk_while_bases_train_or_tune_saves_is_the_same_one_line(tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise RuntimeError("saving failed") from OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/s/base.pt")
+
+    monkeypatch.setattr(driver, "prepare_bases", full)
+    path = write_sweep(tmp_path, "fullbase", {"prune.ratio": {"grid": [0.3]}})
+    assert main([str(path), "--storage", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prune-sweep: error: storage full ([Errno 28] No space left on device: '/s/base.pt'); "
+                          "stopped: 0 trials finished, 1 unfinished") and "--resume" in err and "\n" not in err, err
+    assert driver.no_space("Failure # 2\nOSError: [Errno 28] No space left on device: 'x'\n") == (
+        "OSError: [Errno 28] No space left on device: 'x'")
+    assert driver.no_space(RuntimeError("disk quota")) is None and driver.no_space("") is None
+    monkeypatch.setattr(driver, "prepare_bases", lambda *a: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))
+    with pytest.raises(OSError):  # any other failure is not a full disk
+        main([str(path), "--storage", str(tmp_path), "--resume"])
