@@ -23,8 +23,9 @@ import json
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
@@ -32,7 +33,10 @@ import yaml
 from . import checkpoints
 from .cliargs import HelpFormatter, add_version
 from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
+from .data import DATASETS
 from .errors import Diverged, RebuildMismatch
+from .models import MODELS
+from .pruning import CRITERIA, METHODS
 from .sections import canonical
 
 # exit codes (README, "Exit codes"); 2 and 130 are argparse's and the shell's conventions
@@ -46,20 +50,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _name(key: str) -> Callable[[str], str]:
-    """argparse's ``type`` for a registry name: its other spellings read as the name (``canonical``)."""
-    def read(text: str) -> str:
-        return canonical(key, text)
-
-    read.__name__ = key  # what argparse names in an error
-    return read
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from .data import DATASETS
-    from .models import MODELS
-    from .pruning import CRITERIA, METHODS
-
     p = _Parser(prog="prune-core", description="Train, prune, rebuild, fine-tune and measure one network.",
                 formatter_class=HelpFormatter)
     a = p.add_argument
@@ -69,12 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--set", action="append", default=[], metavar="KEY=VALUE",
       help="any config key, repeatable, e.g. prune.lamp=true; overrides --config and the flags (default: none)")
     g = p.add_argument_group("basic")
-    g.add_argument("--dataset", dest="data.name", type=_name("data.name"), choices=sorted(DATASETS), metavar="NAME",
+    g.add_argument("--dataset", dest="data.name", type=partial(canonical, "data.name"), choices=sorted(DATASETS), metavar="NAME",
                    help="dataset: %(choices)s")
     g.add_argument("--data-root", dest="data.root", metavar="DIR", help="directory holding torchvision datasets")
     g.add_argument("--download", dest="data.download", action="store_const", const=True,
                    help="let torchvision download a missing dataset (needs the internet)")
-    g.add_argument("--model", dest="model.name", type=_name("model.name"), choices=sorted(MODELS), metavar="NAME",
+    g.add_argument("--model", dest="model.name", type=partial(canonical, "model.name"), choices=sorted(MODELS), metavar="NAME",
                    help="model: %(choices)s (vgg16 has batch norm; vgg16_bn is read as vgg16)")
     g.add_argument("--output-dir", dest="runtime.output_dir", metavar="DIR",
                    help="results go to DIR/<dataset>/<model>_<method>_<dataset>_<timestamp>/")
@@ -89,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patience", dest="train.patience", type=int, metavar="N",
                    help="early-stopping patience in epochs (0 = off)")
     g = p.add_argument_group("pruning")
-    g.add_argument("--pruning-method", dest="prune.method", type=_name("prune.method"), choices=sorted(METHODS),
+    g.add_argument("--pruning-method", dest="prune.method", type=partial(canonical, "prune.method"), choices=sorted(METHODS),
                    metavar="METHOD", help="pruning method: %(choices)s (a hyphen reads as an underscore: intra-kernel)")
-    g.add_argument("--criterion", dest="prune.criterion", type=_name("prune.criterion"), choices=sorted(CRITERIA),
+    g.add_argument("--criterion", dest="prune.criterion", type=partial(canonical, "prune.criterion"), choices=sorted(CRITERIA),
                    metavar="NAME", help="importance criterion: %(choices)s; the method must allow it (default: the "
                    "method's first, l2 with LAMP)")
     g.add_argument("--pruning-ratio", dest="prune.ratio", type=float, metavar="R",

@@ -34,8 +34,14 @@ class _Help(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every flag's default, and the description as written."""
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage block
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prune-analyze", description=__doc__.split("\n\n")[0], formatter_class=_Help)
+    p = _Parser(prog="prune-analyze", description=__doc__.split("\n\n")[0], formatter_class=_Help)
     add_version(p, "prune_sweep")
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT_DIR",
                    help="experiment directories (<storage>/<sweep name>); several are compared in one report "

@@ -136,3 +136,15 @@ def test_strict_exits_1_when_any_trial_errored(tmp_path, capsys):
     clean = _Results([_trial("a"), _trial("c")])
     assert driver.summarize(clean, exp, 2, "hint", strict=True) == 0
     assert driver.summarize(_Results([_trial("b", "boom")]), exp, 1, "hint") == 1
+
+
+@pytest.mark.parametrize("argv,needle", [(["--budgets", "3"], "'3': expected fractions"),
+                                         ([], "give at least one EXPERIMENT_DIR")])
+def test_analyze_argument_errors_are_one_line(argv, needle, capsys):
+    from prune_sweep.analyze_cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prune-analyze: error: ") and needle in lines[0], lines
