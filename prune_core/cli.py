@@ -23,6 +23,7 @@ import json
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -30,8 +31,13 @@ import torch
 import yaml
 
 from . import checkpoints
+from .cliargs import HelpFormatter, add_version
 from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
+from .data import DATASETS
 from .errors import Diverged, RebuildMismatch
+from .models import MODELS
+from .pruning import CRITERIA, METHODS
+from .sections import canonical
 
 # exit codes (README, "Exit codes"); 2 and 130 are argparse's and the shell's conventions
 EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_REBUILD, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
@@ -45,42 +51,63 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="prune-core", description="Train, prune, rebuild, fine-tune and measure one network.")
+    p = _Parser(prog="prune-core", description="Train, prune, rebuild, fine-tune and measure one network.",
+                formatter_class=HelpFormatter)
     a = p.add_argument
-    a("--config", metavar="FILE.yaml", help="settings as a YAML file (nested or dotted keys); flags override it")
-    a("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. prune.lamp=true")
+    add_version(p, "prune_core")
+    a("--config", metavar="FILE.yaml", help="settings as a YAML file (nested or dotted keys); flags override it "
+      "(default: none, the config's defaults)")
+    a("--set", action="append", default=[], metavar="KEY=VALUE",
+      help="any config key, repeatable, e.g. prune.lamp=true; overrides --config and the flags (default: none)")
     g = p.add_argument_group("basic")
-    g.add_argument("--dataset", dest="data.name")
-    g.add_argument("--data-root", dest="data.root", help="directory holding torchvision datasets")
+    g.add_argument("--dataset", dest="data.name", type=partial(canonical, "data.name"), choices=sorted(DATASETS), metavar="NAME",
+                   help="dataset: %(choices)s")
+    g.add_argument("--data-root", dest="data.root", metavar="DIR", help="directory holding torchvision datasets")
     g.add_argument("--download", dest="data.download", action="store_const", const=True,
                    help="let torchvision download a missing dataset (needs the internet)")
-    g.add_argument("--model", dest="model.name")
-    g.add_argument("--output-dir", dest="runtime.output_dir")
-    g.add_argument("--seed", dest="runtime.seed", type=int)
+    g.add_argument("--model", dest="model.name", type=partial(canonical, "model.name"), choices=sorted(MODELS), metavar="NAME",
+                   help="model: %(choices)s (vgg16 has batch norm; vgg16_bn is read as vgg16)")
+    g.add_argument("--output-dir", dest="runtime.output_dir", metavar="DIR",
+                   help="results go to DIR/<dataset>/<model>_<method>_<dataset>_<timestamp>/")
+    g.add_argument("--seed", dest="runtime.seed", type=int, metavar="N",
+                   help="seed of initialisation, data order and pruning")
     g = p.add_argument_group("training")
-    g.add_argument("--base-train-epochs", dest="train.epochs", type=int)
-    g.add_argument("--learning-rate", dest="train.lr", type=float)
-    g.add_argument("--batch-size", dest="data.batch_size", type=int)
-    g.add_argument("--weight-decay", dest="train.weight_decay", type=float)
-    g.add_argument("--patience", dest="train.patience", type=int, help="early-stopping patience (0 = off)")
+    g.add_argument("--base-train-epochs", dest="train.epochs", type=int, metavar="N", help="epochs of base training")
+    g.add_argument("--learning-rate", dest="train.lr", type=float, metavar="LR", help="base training's learning rate")
+    g.add_argument("--batch-size", dest="data.batch_size", type=int, metavar="N", help="training batch size")
+    g.add_argument("--weight-decay", dest="train.weight_decay", type=float, metavar="WD",
+                   help="base training's weight decay (never on norm and bias parameters)")
+    g.add_argument("--patience", dest="train.patience", type=int, metavar="N",
+                   help="early-stopping patience in epochs (0 = off)")
     g = p.add_argument_group("pruning")
-    g.add_argument("--pruning-method", dest="prune.method")
-    g.add_argument("--criterion", dest="prune.criterion")
-    g.add_argument("--pruning-ratio", dest="prune.ratio", type=float)
-    g.add_argument("--global-pruning", dest="prune.scope", action="store_const", const="global")
-    g.add_argument("--finetune-epochs", dest="finetune.epochs", type=int)
-    g.add_argument("--finetune-lr", dest="finetune.lr", type=float)
+    g.add_argument("--pruning-method", dest="prune.method", type=partial(canonical, "prune.method"), choices=sorted(METHODS),
+                   metavar="METHOD", help="pruning method: %(choices)s (a hyphen reads as an underscore: intra-kernel)")
+    g.add_argument("--criterion", dest="prune.criterion", type=partial(canonical, "prune.criterion"), choices=sorted(CRITERIA),
+                   metavar="NAME", help="importance criterion: %(choices)s; the method must allow it (default: the "
+                   "method's first, l2 with LAMP)")
+    g.add_argument("--pruning-ratio", dest="prune.ratio", type=float, metavar="R",
+                   help="fraction of the method's unit removed, in [0, 1)")
+    g.add_argument("--global-pruning", dest="prune.scope", action="store_const", const="global",
+                   help="one ranking across layers instead of the same ratio per layer")
+    g.add_argument("--finetune-epochs", dest="finetune.epochs", type=int, metavar="N",
+                   help="epochs of fine-tuning after the rebuild")
+    g.add_argument("--finetune-lr", dest="finetune.lr", type=float, metavar="LR", help="fine-tuning's learning rate")
     g = p.add_argument_group("execution")
-    g.add_argument("--no-cuda", dest="runtime.device", action="store_const", const="cpu")
-    g.add_argument("--no-fp16", dest="runtime.amp", action="store_const", const=False)
-    g.add_argument("--num-workers", dest="data.num_workers", type=int)
+    g.add_argument("--no-cuda", dest="runtime.device", action="store_const", const="cpu",
+                   help="run on the CPU even where CUDA is available")
+    g.add_argument("--no-fp16", dest="runtime.amp", action="store_const", const=False,
+                   help="no mixed precision on CUDA: train in fp32")
+    g.add_argument("--num-workers", dest="data.num_workers", type=int, metavar="N",
+                   help="DataLoader workers, for datasets too big for memory")
     g.add_argument("--resume", dest="runtime.resume", action="store_const", const=True,
                    help="continue the latest unfinished run of this configuration from its last epoch")
     g.add_argument("--skip-base-training", action="store_true", help="start from --model-path instead of training")
     g.add_argument("--skip-pruning", action="store_true", help="no pruning: the dense baseline")
     g.add_argument("--eval-only", action="store_true", help="only evaluate the model at --model-path")
-    g.add_argument("--save-model", dest="runtime.save_model", action="store_const", const=True)
-    g.add_argument("--model-path", dest="model.pretrained_path")
+    g.add_argument("--save-model", dest="runtime.save_model", action="store_const", const=True,
+                   help="also keep the base model's state dict in the run directory")
+    g.add_argument("--model-path", dest="model.pretrained_path", metavar="FILE",
+                   help="a saved state dict (or, with --eval-only, a rebuilt model) to start from")
     g.add_argument("--smoke-test", action="store_true", help="a few steps of everything, for CI")
     return p
 

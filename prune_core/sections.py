@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Tuple
 
 import yaml
 
@@ -27,6 +27,31 @@ def require(ok: bool, key: str, value: Any, accepted: str) -> None:
 
 def require_choice(key: str, value: Any, options) -> None:
     require(value in options, key, value, "one of " + ", ".join(sorted(map(str, options))))
+
+
+# the closed sets of the text keys; registry names are checked against their registries instead
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "train.optimizer": ("sgd", "adamw"), "train.schedule": ("cosine", "step", "constant"),
+    "prune.scope": ("local", "global"), "prune.target": ("unit", "flops"),
+    "prune.snip_init": ("vs", "vs_redraw", "model"), "prune.pattern": ("library", "fixed", "magnitude"),
+    "prune.rewind": ("weights", "lr"), "runtime.device": ("auto", "cpu", "cuda"),
+    "runtime.progress": ("auto", "on", "off")}
+CHOICES["finetune.optimizer"], CHOICES["finetune.schedule"] = CHOICES["train.optimizer"], CHOICES["train.schedule"]
+
+# the keys whose values are registry names, and the other spellings they accept: a hyphen reads as an
+# underscore (the first seed project's intra-kernel), and torchvision's vgg16_bn is the registry's
+# vgg16, which has batch norm
+NAME_KEYS = ("data.name", "model.name", "prune.method", "prune.criterion")
+ALIASES: Dict[str, Dict[str, str]] = {"model.name": {"vgg16_bn": "vgg16"}}
+
+
+def canonical(key: str, value: Any) -> Any:
+    """``value`` as its registry spells it when ``key`` holds a registry name (``intra-kernel`` ->
+    ``intra_kernel``, ``vgg16_bn`` -> ``vgg16``); anything else unchanged."""
+    if key not in NAME_KEYS or not isinstance(value, str):
+        return value
+    value = value.replace("-", "_")
+    return ALIASES.get(key, {}).get(value, value)
 
 
 @dataclass(frozen=True)
@@ -95,8 +120,8 @@ class TrainConfig:
         require(isinstance(self.epochs, int) and self.epochs >= 0, f"{prefix}.epochs", self.epochs,
                "an integer >= 0")
         require(isinstance(self.lr, (int, float)) and self.lr > 0, f"{prefix}.lr", self.lr, "a positive number")
-        require_choice(f"{prefix}.optimizer", self.optimizer, ("sgd", "adamw"))
-        require_choice(f"{prefix}.schedule", self.schedule, ("cosine", "step", "constant"))
+        require_choice(f"{prefix}.optimizer", self.optimizer, CHOICES["train.optimizer"])
+        require_choice(f"{prefix}.schedule", self.schedule, CHOICES["train.schedule"])
         require(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
         require(0 <= self.label_smoothing < 1, f"{prefix}.label_smoothing", self.label_smoothing,
                "a number in [0, 1)")
@@ -158,18 +183,18 @@ class PruneConfig:
     def validate(self) -> None:
         require(isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0, "prune.ratio", self.ratio,
                "a number in [0, 1)")
-        require_choice("prune.scope", self.scope, ("local", "global"))
-        require_choice("prune.target", self.target, ("unit", "flops"))
+        require_choice("prune.scope", self.scope, CHOICES["prune.scope"])
+        require_choice("prune.target", self.target, CHOICES["prune.target"])
         require(0.0 < self.max_layer_ratio < 1.0, "prune.max_layer_ratio", self.max_layer_ratio,
                "a number in (0, 1)")
         require(isinstance(self.round_to, int) and self.round_to >= 1, "prune.round_to", self.round_to,
                "a positive integer")
         require(isinstance(self.calib_batches, int) and self.calib_batches >= 0, "prune.calib_batches",
                self.calib_batches, "a positive integer (0 = the method's default)")
-        require_choice("prune.snip_init", self.snip_init, ("vs", "vs_redraw", "model"))
+        require_choice("prune.snip_init", self.snip_init, CHOICES["prune.snip_init"])
         require(not self.shuffle or self.method == "snip", "prune.shuffle", self.shuffle,
                "false unless prune.method is snip")
-        require_choice("prune.pattern", self.pattern, ("library", "fixed", "magnitude"))
+        require_choice("prune.pattern", self.pattern, CHOICES["prune.pattern"])
         require(isinstance(self.pattern_keep, int) and 1 <= self.pattern_keep <= 8, "prune.pattern_keep",
                self.pattern_keep, "an integer in [1, 8]")
         require(isinstance(self.pattern_count, int) and self.pattern_count >= 1, "prune.pattern_count",
@@ -178,7 +203,7 @@ class PruneConfig:
                "prune.imp_fraction", self.imp_fraction, "a number in (0, 1)")
         require(isinstance(self.rounds, int) and self.rounds >= 0, "prune.rounds", self.rounds,
                "an integer >= 0 (0 = derived from prune.imp_fraction)")
-        require_choice("prune.rewind", self.rewind, ("weights", "lr"))
+        require_choice("prune.rewind", self.rewind, CHOICES["prune.rewind"])
         require(isinstance(self.rewind_epoch, int) and self.rewind_epoch >= 0, "prune.rewind_epoch",
                self.rewind_epoch, "an integer >= 0")
         require(not (self.lamp and self.scope != "global"), "prune.lamp", self.lamp,
@@ -215,8 +240,8 @@ class RuntimeConfig:
 
     def validate(self) -> None:
         require(isinstance(self.seed, int), "runtime.seed", self.seed, "an integer")
-        require_choice("runtime.device", self.device, ("auto", "cpu", "cuda"))
-        require_choice("runtime.progress", self.progress, ("auto", "on", "off"))
+        require_choice("runtime.device", self.device, CHOICES["runtime.device"])
+        require_choice("runtime.progress", self.progress, CHOICES["runtime.progress"])
         require(isinstance(self.threads, int) and self.threads >= 0, "runtime.threads", self.threads,
                "an integer >= 0")
         require(isinstance(self.latency_batch, int) and self.latency_batch >= 1, "runtime.latency_batch",
@@ -307,12 +332,14 @@ def parse_overrides(items, example: str = "prune.ratio=0.5") -> Dict[str, Any]:
 
 
 def coerce(key: str, value: Any, default: Any) -> Any:
-    """Accept YAML/CLI spellings (``"0.5"``, ``"true"``, ``1`` for a float) and refuse the rest."""
+    """Accept YAML/CLI spellings (``"0.5"``, ``"true"``, ``1`` for a float, a registry name's other
+    spellings: ``canonical``) and refuse the rest. Every config value read from a file, ``--set``
+    or a sweep passes here."""
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
         raise ConfigError(f"{key}={value!r}: expected true or false")
     if isinstance(default, int):
         if isinstance(value, bool):
@@ -333,8 +360,22 @@ def coerce(key: str, value: Any, default: Any) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{key}={value!r}: expected a number") from None
     if isinstance(default, str):
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        if isinstance(value, bool):
+            return _bool_text(key, value)
+        if not isinstance(value, (str, int, float)):
             raise ConfigError(f"{key}={value!r}: expected a string")
-        return str(value)
+        return canonical(key, str(value))
     return value
+
+
+def _bool_text(key: str, value: bool) -> str:
+    """A boolean given to a text key: YAML 1.1 reads an unquoted on, off, yes or no as one, where
+    ``--set`` keeps the text. It reads as ``on`` (true) or ``off`` (false) where the key accepts
+    that word (``runtime.progress: off``); anywhere else it is refused."""
+    word = "on" if value else "off"
+    if word in CHOICES.get(key, ()):
+        return word
+    accepted = ("one of " + ", ".join(sorted(CHOICES[key])) if key in CHOICES
+                else "a string (quote a YAML yes, no, on or off)")
+    raise ConfigError(f"{key}={value!r}: expected {accepted}")
 

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+from prune_core.cliargs import HelpFormatter, add_version
+
 from .analysis import DEFAULT_BUDGETS, Analysis, analyze_results
 from .fake_sweep import make_experiment
 from .report import summary_text, write_atomically, write_report
@@ -28,15 +30,32 @@ def _budgets(text: str) -> Tuple[float, ...]:
     return values
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="prune-analyze", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+class _Help(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's default, and the description as written."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage block
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="prune-analyze", description=__doc__.split("\n\n")[0], formatter_class=_Help)
+    add_version(p, "prune_sweep")
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT_DIR",
-                   help="experiment directories (<storage>/<sweep name>); several are compared in one report")
-    p.add_argument("--out", type=Path, help="output folder (default: <first EXPERIMENT_DIR>/analysis)")
-    p.add_argument("--budgets", type=_budgets, default=DEFAULT_BUDGETS,
-                   help="FLOPs budgets as fractions of the base model (default: 0.25,0.5,0.75)")
+                   help="experiment directories (<storage>/<sweep name>); several are compared in one report "
+                   "(no default: give one, or --smoke-test)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: <first EXPERIMENT_DIR>/analysis)")
+    p.add_argument("--budgets", type=_budgets, default=DEFAULT_BUDGETS, metavar="F,F,...",
+                   help="FLOPs budgets as fractions of the base model (default: %s)"
+                   % ",".join(f"{b:g}" for b in DEFAULT_BUDGETS))
     p.add_argument("--smoke-test", action="store_true", help="analyse a tiny generated sweep in a temp folder")
+    return p
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.experiments and not args.smoke_test:
         p.error("give at least one EXPERIMENT_DIR (or --smoke-test)")

@@ -416,9 +416,10 @@ def quiet_latency(sweep: Sweep, exp: Store) -> Optional[Dict[str, Any]]:
         return None
 
 
-def summarize(results: Any, exp: Store, expected: int, resume_hint: str) -> int:
+def summarize(results: Any, exp: Store, expected: int, resume_hint: str, strict: bool = False) -> int:
     """Counts, the reasons of errored trials, where the results are and what to run next.
-    Exit code 0 when any trial finished (or none errored), else 1."""
+    Exit code 0 when any trial finished (or none errored), else 1; with ``strict`` (``--strict``)
+    1 when any trial errored."""
     done = stopped = 0
     errors = []
     for r in results:
@@ -441,4 +442,4 @@ def summarize(results: Any, exp: Store, expected: int, resume_hint: str) -> int:
     print(f"results: {exp.location}")
     where = exp.location if exp.local else f"<a local copy of {exp.location}>"
     print(f"next:    python analyze.py {where}")
-    return 0 if done or not errors else 1
+    return 1 if errors and (strict or not done) else 0

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import yaml
 
+from prune_core.cliargs import HelpFormatter, add_version
 from prune_core.errors import ConfigError
 from prune_core.sections import parse_overrides
 from prune_sweep.expand import corner_configs, load_sweep, num_trials, trial_configs, validate
@@ -32,19 +33,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="prune-sweep", description="Run a pruning sweep (a YAML file) with Ray Tune.")
+    p = _Parser(prog="prune-sweep", description="Run a pruning sweep (a YAML file) with Ray Tune.",
+                formatter_class=HelpFormatter)
     a = p.add_argument
+    add_version(p, "prune_sweep")
     a("sweep", nargs="?", default=str(DEFAULT_SWEEP), help="sweep file (default: sweeps/quickstart.yaml)")
-    a("--address", help="an existing Ray cluster (auto: the one this machine belongs to)")
+    a("--address", help="an existing Ray cluster, or auto: the one this machine belongs to (default: none, "
+      "a local Ray started for this sweep)")
     a("--storage", help="where experiments go: a path, NFS mount, s3:// or gs:// URI (default: the sweep's)")
     a("--shared-storage", action="store_true", help="the local --storage path is mounted on every node (NFS)")
     a("--name", help="experiment name (default: the sweep's; smoke tests add -smoke)")
     a("--resume", action="store_true", help="continue the interrupted sweep <storage>/<name>")
-    a("--set", action="append", default=[], metavar="KEY=VALUE", help="change a base key, e.g. finetune.epochs=5")
+    a("--set", action="append", default=[], metavar="KEY=VALUE",
+      help="change a base key, repeatable, e.g. finetune.epochs=5 (default: none)")
     a("--seeds", type=int, metavar="N", help="run every configuration with N seeds (default: the sweep's "
       "seeds, else 1); the analysis reports their mean and standard deviation")
     a("--dry-run", action="store_true", help="print the trials and their count; start nothing")
     a("--smoke-test", action="store_true", help="tiny epochs and few trials (prune_core.SMOKE), for CI")
+    a("--strict", action="store_true", help="exit 1 when any trial errored (otherwise only when trials errored "
+      "and none finished)")
     a("--no-quiet-latency", action="store_true",
       help="skip timing every finished trial's base and pruned model again, alone on one node, into latency.json")
     a("--no-dashboard", action="store_true", help="start the local Ray without its dashboard")
@@ -238,4 +245,4 @@ def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctr
             driver.quiet_latency(sweep, exp)
         except KeyboardInterrupt:  # every trial is done: the summary still follows
             print("latency: quiet pass interrupted; latency.json not written")
-    return driver.summarize(results, exp, expected, hint)
+    return driver.summarize(results, exp, expected, hint, strict=args.strict)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from prune_core.errors import ConfigError
-from prune_core.sections import DEFAULTS, SMOKE, flatten, nest
+from prune_core.sections import DEFAULTS, SMOKE, canonical, flatten, nest
 
 if TYPE_CHECKING:
     from prune_core.config import ExperimentConfig
@@ -282,7 +282,7 @@ def _parse_dist(key: str, spec: Any, source: str, where: str) -> Entry:
     if kind in ("grid", "choice"):
         if not isinstance(args, list) or not args:
             raise _fail(source, f"{where}.{kind}", f"{args!r}: expected a non-empty list of values")
-        values = _scalars(args, source, f"{where}.{kind}")
+        values = tuple(canonical(key, v) for v in _scalars(args, source, f"{where}.{kind}"))
     else:
         if not isinstance(args, list) or len(args) != 2:
             raise _fail(source, f"{where}.{kind}", f"{args!r}: expected [low, high]")
@@ -302,7 +302,8 @@ def _parse_dist(key: str, spec: Any, source: str, where: str) -> Entry:
         _config_key(ckey, source, f"{where}.when")
         if ckey == key:
             raise _fail(source, f"{where}.when", f"{ckey}: a key cannot depend on itself")
-        conds.append((ckey, _scalars(allowed, source, f"{where}.when.{ckey}")))
+        allowed = _scalars(allowed, source, f"{where}.when.{ckey}")
+        conds.append((ckey, tuple(canonical(ckey, v) for v in allowed)))
     return Entry(key, Dist(kind, values), tuple(conds))
 
 
@@ -436,7 +437,7 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
         base_flat = experiment_config().from_dict(base).to_flat()
     except ConfigError as exc:
         raise _fail(source, "base", str(exc)) from None
-    base = _absolute_paths(base)
+    base = _absolute_paths({k: canonical(k, v) for k, v in base.items()})
     max_failures = _number(raw.get("max_failures", 2), source, "max_failures", int, -1,
                            accepted="an integer >= -1 (-1 = retry forever)")
     where = "--seeds" if seeds is not None else "seeds"

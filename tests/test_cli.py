@@ -21,8 +21,8 @@ def _cli(*args, cwd):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--dataset", "mnist6k"], "data.name='mnist6k'"),
-    (["--model", "resnet19"], "model.name='resnet19'"),
+    (["--dataset", "mnist6k"], "--dataset: invalid choice: 'mnist6k'"),
+    (["--model", "resnet19"], "--model: invalid choice: 'resnet19'"),
     (["--base-train-epochs", "-1"], "train.epochs=-1"),
     (["--batch-size", "0"], "data.batch_size=0"),
     (["--config", "absent.yaml"], "absent.yaml"),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from prune_core.config import ConfigError, ExperimentConfig
+from prune_core.config import ConfigError, ExperimentConfig, parse_overrides
 
 
 def test_dotted_and_nested_keys_agree():
@@ -63,3 +63,45 @@ def test_unreadable_yaml_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         ExperimentConfig.from_yaml(bad)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("values", [
+    {"prune.method": "intra-kernel", "model.name": "vgg16_bn"},
+    {"prune": {"method": "intra-kernel"}, "model": {"name": "vgg16_bn"}},
+    parse_overrides(["prune.method=intra-kernel", "model.name=vgg16_bn"]),
+])
+def test_other_spellings_of_registry_names_are_normalised(values):
+    cfg = ExperimentConfig.from_dict(values)
+    assert cfg.prune.method == "intra_kernel" and cfg.model.name == "vgg16"
+    assert cfg == ExperimentConfig.from_dict({"prune.method": "intra_kernel", "model.name": "vgg16"})
+
+
+@pytest.mark.parametrize("word,read", [("off", "off"), ("no", "off"), ("false", "off"), ("on", "on"), ("yes", "on")])
+def test_a_yaml_boolean_for_a_text_key_reads_as_set_reads_it(tmp_path, word, read):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"runtime:\n  progress: {word}\nprune.method: intra-kernel\n")
+    from_file = ExperimentConfig.from_yaml(path)
+    assert from_file.runtime.progress == read and from_file.prune.method == "intra_kernel"
+    assert from_file == ExperimentConfig.from_dict(parse_overrides([f"runtime.progress={read}",
+                                                                    "prune.method=intra-kernel"]))
+
+
+def test_on_and_off_read_as_booleans_for_a_boolean_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("runtime:\n  amp: 'off'\n  save_model: 'on'\n")
+    cfg = ExperimentConfig.from_yaml(path)
+    assert cfg.runtime.amp is False and cfg.runtime.save_model is True
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("prune:\n  scope: off\n", "prune.scope=False: expected one of global, local"),
+    ("train:\n  optimizer: yes\n", "train.optimizer=True: expected one of adamw, sgd"),
+    ("data:\n  root: no\n", "data.root=False: expected a string"),
+    ("prune.method: on\n", "prune.method=True: expected a string"),
+])
+def test_a_yaml_boolean_a_text_key_cannot_take_is_one_line(tmp_path, text, needle):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig.from_yaml(path)
+    assert needle in str(err.value) and "\n" not in str(err.value)

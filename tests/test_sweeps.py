@@ -13,6 +13,7 @@ import ray
 import yaml
 
 from prune_core import ExperimentConfig
+from prune_core.sections import parse_overrides
 from prune_core.pruning import METHOD_CRITERIA
 from prune_sweep.driver import SweepOptunaSearch, make_scheduler
 from prune_sweep.expand import OptunaSpace, base_configs, load_sweep, num_trials, trial_configs, trial_epochs
@@ -257,6 +258,26 @@ def test_resolved_sweep_round_trips(tmp_path):
     again = parse_sweep(yaml.safe_load(yaml.safe_dump(sweep.to_yaml())), "sweep.yaml")
     assert again.base == sweep.base and again.smoke_test
     assert trial_configs(again) == trial_configs(sweep)
+
+
+def test_sweep_files_and_set_accept_the_seed_spellings(tmp_path):
+    raw = with_(space={"prune.method": {"grid": ["channel", "intra-kernel"]},
+                       "prune.pattern": [{"grid": ["fixed", "magnitude"], "when": {"prune.method": ["intra-kernel"]}}]})
+    sweep = load_sweep(write(tmp_path, raw), overrides=parse_overrides(["model.name=vgg16_bn"]))
+    assert sweep.base["model.name"] == "vgg16"
+    configs = trial_configs(sweep)
+    assert [(c["prune.method"], c["prune.pattern"]) for c in configs] == [
+        ("channel", "library"), ("intra_kernel", "fixed"), ("intra_kernel", "magnitude")]
+
+
+def test_a_yaml_boolean_a_base_key_cannot_take_is_one_line(tmp_path):
+    text = yaml.safe_dump(with_(base={"data.name": "mnist5k", "prune.pattern": "WORD"})).replace("WORD", "off")
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert "base: prune.pattern=False: expected one of fixed, library, magnitude" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_overrides_and_smoke_change_the_base(tmp_path):
