@@ -5,7 +5,7 @@
     python -m prune_core --config base.yaml --set prune.method=kernel --set prune.ratio=0.3
 
 Results go to ``<output-dir>/<dataset>/<model>_<method>_<dataset>_<timestamp>/``: config.yaml,
-metrics.json, flops.txt, training curves, per-layer parameter and channel plots, and with
+provenance.json (versions, device, commit: ``prune_core.provenance``), metrics.json, flops.txt, training curves, per-layer parameter and channel plots, and with
 ``--save-model`` the base and rebuilt models.
 
 Exit codes (README, "Exit codes"): 0 done; 1 an unexpected error, a bug (its traceback is printed,
@@ -13,7 +13,8 @@ then one line); 2 a bad config or usage, including ``runtime.device=cuda`` with 
 ``--model-path`` that is not a saved model; 3 a dataset's files are missing; 4 the loss diverged;
 5 the rebuilt model does not compute what the pruned one does; 130 interrupted. Every code but 1
 is one line on stderr, ``prune-core: error: ...``. A run directory that holds anything computed
-stays, and the line says where it is; one holding only its config.yaml is removed.
+stays, and the line says where it is; one holding only its config.yaml and provenance.json is
+removed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import yaml
 
-from . import checkpoints
+from . import checkpoints, provenance
 from .cliargs import HelpFormatter, add_version
 from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
 from .data import DATASETS
@@ -41,6 +42,7 @@ from .sections import canonical
 
 # exit codes (README, "Exit codes"); 2 and 130 are argparse's and the shell's conventions
 EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_REBUILD, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
+NOT_COMPUTED = ("config.yaml", provenance.FILE)  # what a run directory holds before any work
 LR_FLAGS = {"train.lr": "--learning-rate", "finetune.lr": "--finetune-lr"}
 
 
@@ -204,6 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         cfg = cfg.replace(**{"runtime.workdir": str(out)})
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        provenance.write(out / provenance.FILE, provenance.record(cfg.device_type()))
         print(f"run directory: {out}")
         from .pipeline import base_path, run
 
@@ -244,9 +247,10 @@ def _first_line(exc: BaseException) -> str:
 
 def _fail(code: int, message: str, out: Optional[Path], created: bool) -> int:
     """Print the one line and return ``code``; a run directory this call made that holds nothing
-    but its config.yaml (nothing computed yet) is removed."""
-    if out is not None and created and out.is_dir() and {p.name for p in out.iterdir()} <= {"config.yaml"}:
-        (out / "config.yaml").unlink(missing_ok=True)
+    but its config.yaml and provenance.json (nothing computed yet) is removed."""
+    if out is not None and created and out.is_dir() and {p.name for p in out.iterdir()} <= set(NOT_COMPUTED):
+        for name in NOT_COMPUTED:
+            (out / name).unlink(missing_ok=True)
         out.rmdir()
         if not any(out.parent.iterdir()):  # <output-dir>/<dataset>/, made for it
             out.parent.rmdir()
@@ -255,7 +259,7 @@ def _fail(code: int, message: str, out: Optional[Path], created: bool) -> int:
 
 
 def _computed(out: Optional[Path]) -> bool:
-    return out is not None and out.is_dir() and any(p.name != "config.yaml" for p in out.iterdir())
+    return out is not None and out.is_dir() and any(p.name not in NOT_COMPUTED for p in out.iterdir())
 
 
 def _kept(out: Optional[Path]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import posixpath
@@ -169,6 +170,27 @@ def write_experiment_files(sweep: Sweep, exp: Store) -> None:
     if exp.local:
         base["runtime.cache_dir"] = cache_dir(exp.location)  # the CLI reuses the sweep's bases
     exp.write_text("base.yaml", yaml.safe_dump(nest(base), sort_keys=False))
+
+
+def record_provenance(sweep: Sweep, exp: Store, resumed: bool) -> None:
+    """Add this launch to ``<exp>/provenance.json``: the driver's versions and commit, and each alive
+    node's versions and device (a zero-CPU task pinned to every node), so a trial's ``node_id``
+    names what it ran on. A launch that cannot record it says so in one line and goes on."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from prune_core import provenance
+
+    device = "cuda" if sweep.resources.gpu > 0 else "cpu"
+    task = ray.remote(num_cpus=0)(provenance.record)
+    try:
+        refs = {n["NodeID"]: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(device if n.get("Resources", {}).get("GPU") else "cpu") for n in ray.nodes() if n.get("Alive")}
+        nodes = dict(zip(refs, ray.get(list(refs.values()), timeout=120)))
+        old = json.loads(exp.read_text(provenance.FILE) or "{}").get("launches", []) if resumed else []
+        launch = {"resumed": resumed, "driver": provenance.record("cpu"), "nodes": nodes}
+        exp.write_text(provenance.FILE, json.dumps({"launches": [*old, launch]}, indent=2) + "\n")
+    except (ray.exceptions.RayError, OSError, ValueError, AttributeError) as exc:
+        print(f"provenance: not recorded ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
 
 
 def adopt_bases(bases: Mapping[str, ExperimentConfig], storage: Store, name: str) -> List[str]:

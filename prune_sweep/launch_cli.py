@@ -204,6 +204,7 @@ def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctr
         " --smoke-test" if args.smoke_test else "") + (f" --storage {storage.location}" if args.storage else "")
     if not args.resume:
         driver.write_experiment_files(sweep, exp)
+    driver.record_provenance(sweep, exp, resumed=args.resume)
     ctrl_c.hint = hint
     print(f"sweep {sweep.name}: {expected} trials, {sweep.search.algorithm} search, "
           f"{sweep.scheduler.name} scheduler -> {exp.location}")

@@ -230,7 +230,30 @@ def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Opt
         blocks.append(Block("p", f"{e.name}: {e.path.resolve()}" + ("" if e.sweep_text else " (no sweep.yaml)")))
         if e.sweep_text:
             blocks.append(Block("pre", e.sweep_text.rstrip()))
+        if e.launches:
+            blocks += [Block("p", f"{e.name}: what each launch ran with (provenance.json)"),
+                       Block("table", frame=provenance_frame(e.launches))]
     return blocks
+
+
+def provenance_frame(launches: List[Dict[str, Any]]) -> pd.DataFrame:
+    """One row per launch and machine: the driver's versions and commit, then each node's device and
+    versions (a trial's node_id names its node)."""
+    rows = []
+    for i, launch in enumerate(launches, 1):
+        what = f"{i}" + (" (resumed)" if launch.get("resumed") else "")
+        machines = [("driver", launch.get("driver") or {})]
+        machines += [(f"node {str(nid)[:8]}", rec) for nid, rec in (launch.get("nodes") or {}).items()]
+        for role, rec in machines:
+            if not isinstance(rec, dict):
+                continue
+            versions = rec.get("versions") if isinstance(rec.get("versions"), dict) else {}
+            rows.append({"launch": what, "machine": role, "host": rec.get("host", ""),
+                         "device": rec.get("device_name", ""),
+                         "versions": ", ".join(f"{k} {v}" for k, v in versions.items() if v),
+                         "commit": (rec.get("commit") or "")[:12] + ("-dirty" if str(rec.get("commit")).endswith(
+                             "-dirty") else "")})
+    return pd.DataFrame(rows, columns=["launch", "machine", "host", "device", "versions", "commit"])
 
 
 def _listing(title: str, rows: pd.DataFrame, cols: List[str], multi: bool) -> List[Block]:

@@ -63,6 +63,7 @@ class Experiment:
     has_base_yaml: bool
     swept: List[str]  # dotted keys found in the trials' params.json
     base_config: Dict[str, Any] = field(default_factory=dict)  # base.yaml, flat (dotted keys)
+    launches: List[Dict[str, Any]] = field(default_factory=list)  # provenance.json: each launch's versions, nodes
 
 
 @dataclass
@@ -166,7 +167,8 @@ def _load_experiment(path: Path, name: str) -> Tuple[Experiment, List[Trial]]:
     if not trials:
         raise AnalyzeError(_no_trials_message(path, sweep_text, base))
     swept = list(dict.fromkeys(k for t in trials for k in t.params))
-    exp = Experiment(name, path, sweep_text, (path / "base.yaml").is_file(), swept, base)
+    exp = Experiment(name, path, sweep_text, (path / "base.yaml").is_file(), swept, base,
+                     _read_launches(path / "provenance.json"))
     return exp, trials
 
 
@@ -212,6 +214,17 @@ def _read_quiet_latency(path: Path) -> Dict[str, Dict[str, Any]]:
     table = _json_object(path, text, "a JSON object of trial ids (the quiet latency pass's table)")
     return {str(tid): {k: _scalar(v) for k, v in values.items() if k in METRIC_KEYS}
             for tid, values in table.items() if isinstance(values, dict)}
+
+
+def _read_launches(path: Path) -> List[Dict[str, Any]]:
+    """The launches ``provenance.json`` records (``prune_sweep.driver.record_provenance``); empty
+    when it is absent or unreadable: provenance informs the report, it never blocks the analysis."""
+    text = _read_optional_text(path)
+    try:
+        launches = _json_object(path, text, "launches").get("launches", []) if text else []
+    except AnalyzeError:
+        return []
+    return [x for x in launches if isinstance(x, dict)] if isinstance(launches, list) else []
 
 
 def _json_object(path: Path | str, data: str | bytes, expected: str) -> Dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from _payload import LOADED, payload
 
-from prune_core import METRIC_KEYS
+from prune_core import METRIC_KEYS, provenance
 from prune_core.cli import main
 from prune_core.models import build_model
 
@@ -58,6 +58,8 @@ def test_smoke_run_writes_outputs_and_resaved_model_evaluates(tmp_path, capsys):
     for name in ("config.yaml", "training_curves.png", "parameter_distribution.png", "channels_per_layer.png",
                  "resnet20_rebuilt.pt", "resnet20_base.pt"):
         assert (run / name).stat().st_size > 0, name
+    recorded = json.loads((run / provenance.FILE).read_text())  # what the run was made with
+    assert recorded["versions"] == provenance.versions() and recorded["device_name"] == provenance.cpu_name()
     capsys.readouterr()
     assert main(["--eval-only", "--model-path", str(run / "resnet20_rebuilt.pt"), "--smoke-test",
                  "--output-dir", str(out)]) == 0

@@ -19,7 +19,7 @@ import yaml
 from fsspec.implementations.local import LocalFileSystem
 from ray import cloudpickle
 
-from prune_core import METRIC_KEYS, ExperimentConfig
+from prune_core import METRIC_KEYS, ExperimentConfig, provenance
 from prune_sweep import driver
 from prune_sweep.expand import load_sweep
 from prune_sweep.launch_cli import main
@@ -198,6 +198,12 @@ def test_quiet_latency_pass_times_each_distinct_architecture_once(tmp_path, caps
     capsys.readouterr()
     assert main([str(path), "--storage", str(tmp_path), "--resume", "--no-quiet-latency"]) == 0
     assert "distinct models timed" not in capsys.readouterr().out and not (exp / "latency.json").exists()
+    # provenance.json: one entry per launch, naming the node each trial ran on and its versions
+    launches = json.loads((exp / "provenance.json").read_text())["launches"]
+    assert [x["resumed"] for x in launches] == [False, True, True]
+    nodes = {done_row(rows)["node_id"] for rows in trials(exp).values()}
+    assert nodes <= set(launches[0]["nodes"]) and ray.is_initialized()  # the test's Ray: still running
+    assert all(n["versions"] == provenance.versions() for x in launches for n in [x["driver"], *x["nodes"].values()])
 
 
 class FullDisk:
