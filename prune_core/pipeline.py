@@ -104,10 +104,12 @@ class BaseInfo:
 
 
 def ensure_base(cfg: ExperimentConfig, data: Optional[DataSplits] = None, device: Optional[torch.device] = None,
-                log: Callable[[str], None] = print) -> BaseInfo:
+                log: Callable[[str], None] = print,
+                on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> BaseInfo:
     """Load the trained base of ``cfg`` from the cache at ``base_path(cfg)``, training and storing
     it first if absent (one process trains it; others wait on a lock). ``data`` and ``device`` are
-    loaded and resolved from ``cfg`` when not given.
+    loaded and resolved from ``cfg`` when not given. ``on_epoch(record)`` receives each base
+    training epoch's record (``train.fit``'s, plus ``epochs``, the number planned) once it is saved.
 
     ``BaseInfo.artifact`` = {"model": state dict, "early": {epoch: state dict}, "history": [...],
     "val_acc": float}.
@@ -116,13 +118,13 @@ def ensure_base(cfg: ExperimentConfig, data: Optional[DataSplits] = None, device
     device = device or resolve_device(cfg.runtime.device)
     data = data or load_data(cfg.data, device, cfg.runtime.seed)
     path = base_path(cfg)
-    artifact, source = _load_or_train(cfg, data, device, path, log)
+    artifact, source = _load_or_train(cfg, data, device, path, log, on_epoch)
     return BaseInfo(path=path, source=source, val_acc=float(artifact["val_acc"]),
                     seconds=time.perf_counter() - t0, artifact=artifact)
 
 
-def _load_or_train(cfg: ExperimentConfig, data: DataSplits, device: torch.device, path: Path, log
-                   ) -> Tuple[Dict[str, Any], str]:
+def _load_or_train(cfg: ExperimentConfig, data: DataSplits, device: torch.device, path: Path, log,
+                   on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[Dict[str, Any], str]:
     with _base_lock(path.with_suffix(".lock")):
         artifact = _cached_base(path, data, log)
         if artifact is not None:
@@ -143,6 +145,8 @@ def _load_or_train(cfg: ExperimentConfig, data: DataSplits, device: torch.device
             if record["epoch"] <= REWIND_EPOCHS:
                 early[record["epoch"]] = _cpu_state(model)
                 save_atomic(early, early_path)
+            if on_epoch:
+                on_epoch({**record, "epochs": cfg.train.epochs})
 
         log(f"training base {cfg.model.name} on {cfg.data.name} for {cfg.train.epochs} epochs "
             f"(cached as {path.parent.name})")

@@ -224,18 +224,21 @@ def adopt_bases(bases: Mapping[str, ExperimentConfig], storage: Store, name: str
     return adopted
 
 
-def prepare_bases(sweep: Sweep, configs: Sequence[Mapping[str, Any]], storage: Store, exp: Store) -> None:
-    """Train each distinct base of the sweep once, in parallel Ray tasks with a trial's resources."""
+def prepare_bases(sweep: Sweep, configs: Sequence[Mapping[str, Any]], storage: Store, exp: Store,
+                  quiet: bool = True) -> None:
+    """Train each distinct base of the sweep once, in parallel Ray tasks with a trial's resources;
+    ``quiet`` (no ``-v``): with a line per base for each period in which epochs ended."""
     bases = base_configs(sweep, configs)
     if not bases:
         print("bases: none to train (model.pretrained_path, or a base key drawn from a continuous range: "
               "each trial then trains or loads its own)")
         return
     with storage_leases(storage, list(bases)):
-        _adopt_or_train(sweep, bases, storage, exp)
+        _adopt_or_train(sweep, bases, storage, exp, quiet)
 
 
-def _adopt_or_train(sweep: Sweep, bases: Mapping[str, ExperimentConfig], storage: Store, exp: Store) -> None:
+def _adopt_or_train(sweep: Sweep, bases: Mapping[str, ExperimentConfig], storage: Store, exp: Store,
+                    quiet: bool) -> None:
     for line in adopt_bases(bases, storage, sweep.name):
         print(f"base {line}: reused")
     todo = {h: cfg for h, cfg in bases.items() if not exp.exists(base_rel(h))}
@@ -247,12 +250,60 @@ def _adopt_or_train(sweep: Sweep, bases: Mapping[str, ExperimentConfig], storage
           f"({', '.join(f'{c.model.name} on {c.data.name}, seed {c.runtime.seed}' for c in todo.values())})")
     task = ray.remote(train_base).options(num_cpus=sweep.resources.cpu, num_gpus=sweep.resources.gpu)
     t0 = time.perf_counter()
-    refs = [task.remote({**cfg_flat(sweep, cfg), "runtime.threads": _threads(sweep)}, exp.location)
-            for cfg in todo.values()]
+    progress = BaseProgress(todo) if quiet else None
+    refs = [task.remote({**cfg_flat(sweep, cfg), "runtime.threads": _threads(sweep)}, exp.location,
+                        progress.queue if progress else None) for cfg in todo.values()]
+    while progress is not None and ray.wait(refs, num_returns=len(refs), timeout=PROGRESS_PERIOD_S)[1]:
+        progress.show()
+    if progress is not None:
+        progress.show()  # the epochs that ended since the last period
     for info in ray.get(refs):
         what = f"trained in {info['seconds']:.1f} s" if info["trained"] else "cached"
         print(f"base {info['hash']}: {what}, val acc {info['val_acc']:.2f}%")
     print(f"bases ready in {time.perf_counter() - t0:.1f} s")
+
+
+class BaseProgress:
+    """The quiet mode's view of base training: every ``PROGRESS_PERIOD_S`` in which an epoch ended,
+    one line per base with its epoch, loss, validation accuracy and the time left at its pace.
+    The base tasks put each epoch's record in a Ray queue (an actor needing no CPU)."""
+
+    def __init__(self, bases: Mapping[str, ExperimentConfig]):
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self.names = {h: f"{c.model.name} on {c.data.name}, seed {c.runtime.seed}" for h, c in bases.items()}
+        self.latest: Dict[str, Dict[str, Any]] = {}
+        self.seconds: Dict[str, float] = {}  # each base's time in the epochs this launch saw
+        self.count: Dict[str, int] = {}  # and how many (a resumed training starts past epoch 1)
+
+    def show(self) -> None:
+        try:
+            records = self.queue.get_nowait_batch(self.queue.qsize())
+        except Exception:  # a courtesy: never stops the sweep
+            return
+        for r in records:
+            self.latest[r["hash"]] = r
+            self.seconds[r["hash"]] = self.seconds.get(r["hash"], 0.0) + float(r.get("epoch_s", 0.0))
+            self.count[r["hash"]] = self.count.get(r["hash"], 0) + 1
+        if records:
+            for line in self.lines():
+                print(line)
+
+    def lines(self) -> List[str]:
+        out = []
+        for h, r in self.latest.items():
+            done, total = int(r["epoch"]), int(r["epochs"])
+            pace = self.seconds[h] / max(self.count[h], 1)
+            out.append(f"base {h} ({self.names.get(h, '?')}): epoch {done}/{total}, loss {r['train_loss']:.4f}, "
+                       f"val acc {r['val_acc']:.2f}%, {_duration(pace * (total - done))} left")
+        return out
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return (f"{seconds} s" if seconds < 90 else f"{seconds // 60} min {seconds % 60:02d} s" if seconds < 5400
+            else f"{seconds // 3600} h {seconds % 3600 // 60:02d} min")
 
 
 @contextlib.contextmanager

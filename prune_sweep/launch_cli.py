@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctr
     results, full = None, None
     try:
         # bases are checkpointed every epoch: one stopped here continues from its last on --resume
-        driver.prepare_bases(sweep, configs or corner_configs(sweep), storage, exp)
+        driver.prepare_bases(sweep, configs or corner_configs(sweep), storage, exp, quiet=not args.verbose)
         if args.resume and driver.can_restore(exp):
             tuner = driver.restore_tuner(sweep, exp)
         else:  # a new sweep, or one stopped while its bases trained, before Tune saved any state

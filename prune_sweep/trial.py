@@ -56,8 +56,10 @@ def _fetch_base(cfg: ExperimentConfig, exp: str) -> None:
                 store.get(base_rel(cfg.base_hash(), name), local.parent / name)
 
 
-def train_base(flat: Dict[str, Any], exp: str) -> Dict[str, Any]:
-    """Ray task: train (or find) the base of ``flat`` in the sweep's base cache."""
+def train_base(flat: Dict[str, Any], exp: str, progress: Any = None) -> Dict[str, Any]:
+    """Ray task: train (or find) the base of ``flat`` in the sweep's base cache. With ``progress``
+    (a ``ray.util.queue.Queue``), each epoch's record goes there with the base's hash, for the
+    driver's table."""
     from prune_core import ensure_base
 
     cfg = ExperimentConfig.from_dict({**flat, "runtime.cache_dir": cache_dir(exp), "runtime.resume": True,
@@ -68,7 +70,14 @@ def train_base(flat: Dict[str, Any], exp: str) -> Dict[str, Any]:
         torch.set_num_threads(cfg.runtime.threads)
     _fetch_base(cfg, exp)
     t0 = time.perf_counter()
-    base = ensure_base(cfg, log=print)
+    def on_epoch(record: Dict[str, Any]) -> None:
+        if progress is not None:
+            try:
+                progress.put_nowait({**record, "hash": cfg.base_hash()})
+            except Exception:  # the driver's table is a courtesy: training goes on without it
+                pass
+
+    base = ensure_base(cfg, log=print, on_epoch=on_epoch)
     trained, seconds, path = base.trained, time.perf_counter() - t0, base.path
     if trained:
         with open(path.parent / BASE_LOG, "a") as fh:

@@ -6,6 +6,7 @@ import errno
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -115,6 +116,11 @@ def test_each_distinct_base_is_trained_once_and_reused_by_a_second_sweep(tmp_pat
         first = tmp_path / "first"
         logs = sorted((first / "base_cache").glob("*/base_task.log"))
         assert len(logs) == 2 and len(list((first / "base_cache").glob("*/base.pt"))) == 2
+        # without -v, each base's epochs show as they end (the table's last lines, at least)
+        shown = re.findall(r"^base (\w+) \(resnet20 on mnist5k, seed (\d)\): epoch 1/1, loss \d+\.\d{4}, "
+                           r"val acc \d+\.\d\d%, 0 s left$", capsys.readouterr().out, re.M)
+        assert sorted(h for h, _ in shown) == [log.parent.name for log in logs], shown
+        assert sorted(seed for _, seed in shown) == ["0", "1"]
         assert all(len(log.read_text().splitlines()) == 1 for log in logs)  # one training each
         assert len(runs := trials(first)) == 3
         assert all(done_row(rows)["base_cached"] == 1 for rows in runs.values())
@@ -275,3 +281,14 @@ def test_a_full_disk_while_bases_train_or_tune_saves_is_the_same_one_line(tmp_pa
     monkeypatch.setattr(driver, "prepare_bases", lambda *a: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))
     with pytest.raises(OSError):  # any other failure is not a full disk
         main([str(path), "--storage", str(tmp_path), "--resume"])
+
+
+def test_base_progress_lines_give_the_time_left_at_each_bases_pace():
+    progress = driver.BaseProgress.__new__(driver.BaseProgress)  # no queue: the lines alone
+    progress.names = {"aa": "resnet20 on mnist5k, seed 0"}
+    progress.latest = {"aa": {"epoch": 7, "epochs": 100, "train_loss": 0.5, "val_acc": 91.234}}
+    progress.seconds, progress.count = {"aa": 240.0}, {"aa": 2}  # resumed at epoch 6: 2 epochs seen, 120 s each
+    assert progress.lines() == ["base aa (resnet20 on mnist5k, seed 0): epoch 7/100, loss 0.5000, val acc 91.23%, "
+                                "3 h 06 min left"]
+    progress.latest["aa"].update(epoch=99)
+    assert progress.lines()[0].endswith("epoch 99/100, loss 0.5000, val acc 91.23%, 2 min 00 s left")
