@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let torchvision download a missing dataset (needs the internet)")
     g.add_argument("--model", dest="model.name", type=partial(canonical, "model.name"), choices=sorted(MODELS), metavar="NAME",
                    help="model: %(choices)s (vgg16 has batch norm; vgg16_bn is read as vgg16)")
+    g.add_argument("--weights", dest="model.weights", metavar="NAME",
+                   help="start base training from torchvision's weights: DEFAULT, IMAGENET1K_V1, ... (resnet18, "
+                   "resnet50, vgg16, mobilenet_v3_large; the file in torch hub's cache, or --download)")
     g.add_argument("--output-dir", dest="runtime.output_dir", metavar="DIR",
                    help="results go to DIR/<dataset>/<model>_<method>_<dataset>_<timestamp>/")
     g.add_argument("--seed", dest="runtime.seed", type=int, metavar="N",

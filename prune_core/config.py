@@ -20,7 +20,7 @@ import yaml
 
 from .data import check_dataset
 from .errors import ConfigError
-from .models import check_model
+from .models import check_model, resolve_weights
 from .pruning import METHODS, post_prune_training, resolve_prune
 from .sections import (BASE_KEYS, LAMP_METHODS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig,
                        RuntimeConfig, TrainConfig, _finetune_default, coerce, digest, flatten, nest,
@@ -128,7 +128,10 @@ class ExperimentConfig:
                                "deterministic": self.runtime.deterministic, "versions": major_versions()}
         for dotted in BASE_KEYS:
             section, name = dotted.split(".", 1)
-            if section != "runtime":
+            if dotted == "model.weights":  # absent when unset: the bases cached before it keep their hash
+                if flat[dotted]:
+                    key["model"]["weights"] = str(resolve_weights(self.model.name, flat[dotted]))  # DEFAULT named
+            elif section != "runtime":
                 key[section][name] = flat[dotted]
         return key
 

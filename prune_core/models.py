@@ -11,16 +11,21 @@ inputs of 64 px or less, as CIFAR papers do; otherwise a 28-px digit would shrin
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
-from typing import Callable, Dict
+from pathlib import Path
+from typing import Callable, Dict, List
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 from torchvision import models as tvm
+from torchvision.models import WeightsEnum
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ._registry import register
-from .sections import ModelConfig, require_choice
+from .errors import ConfigError
+from .sections import ModelConfig, require, require_choice
 
 Builder = Callable[[int, int, int, float], nn.Module]
 MODELS: Dict[str, Builder] = {}
@@ -28,9 +33,64 @@ MODELS: Dict[str, Builder] = {}
 SMALL_INPUT = 64  # at or below this size the stem keeps full resolution
 
 
+# the registry models torchvision has ImageNet weights for (model.weights), by torchvision's name
+TORCHVISION_WEIGHTS = {"resnet18": "resnet18", "resnet50": "resnet50", "vgg16": "vgg16_bn",
+                       "mobilenet_v3_large": "mobilenet_v3_large"}
+
+
 def check_model(cfg: ModelConfig) -> None:
-    """Raise ConfigError unless ``cfg.name`` is a registered model."""
+    """Raise ConfigError unless ``cfg.name`` is a registered model and ``cfg.weights`` (if set)
+    names torchvision weights of it at full width."""
     require_choice("model.name", cfg.name, MODELS)
+    if cfg.weights:
+        require(cfg.name in TORCHVISION_WEIGHTS, "model.weights", cfg.weights,
+                f"empty: model.name={cfg.name} has no torchvision weights (models with them: "
+                f"{', '.join(sorted(TORCHVISION_WEIGHTS))})")
+        require(cfg.width == 1.0, "model.weights", cfg.weights, f"empty with model.width={cfg.width} (weights "
+                "exist for width 1 only)")
+        require(not cfg.pretrained_path, "model.weights", cfg.weights, "empty with model.pretrained_path set")
+        resolve_weights(cfg.name, cfg.weights)
+
+
+def resolve_weights(name: str, weights: str) -> WeightsEnum:
+    """torchvision's weights ``weights`` of the registry model ``name``: ``DEFAULT``, a member
+    name (``IMAGENET1K_V1``) or its full spelling (``ResNet50_Weights.IMAGENET1K_V2``)."""
+    enum = tvm.get_model_weights(TORCHVISION_WEIGHTS[name])
+    member = weights.split(".")[-1]
+    if weights.count(".") > 1 or (weights.count(".") == 1 and weights.split(".")[0] != enum.__name__):
+        member = ""  # another model's weights
+    if member == "DEFAULT":
+        return enum.DEFAULT
+    if member not in enum.__members__:
+        raise ConfigError(f"model.weights={weights!r}: expected DEFAULT or one of "
+                          f"{', '.join(enum.__members__)} (torchvision's {enum.__name__})")
+    return enum[member]
+
+
+def weights_file(w: WeightsEnum) -> Path:
+    """Where torch.hub keeps ``w``'s file: ``<torch hub dir>/checkpoints/<file name of its URL>``
+    (``$TORCH_HOME/hub``, by default ``~/.cache/torch/hub``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(w.url).path)
+
+
+def load_weights(model: nn.Module, name: str, weights: str, download: bool = False) -> List[str]:
+    """Copy torchvision's ``weights`` into ``model`` (a registry model ``name``), every tensor
+    whose shape matches; returns the names of those left as initialised: the classifier when the
+    classes differ, the stem when a small input or other channel count changed it. The file comes
+    from torch.hub's cache; without it, ``download`` fetches it, else ``DatasetMissing`` says
+    where it is expected."""
+    from .data import DatasetMissing
+
+    w = resolve_weights(name, weights)
+    path = weights_file(w)
+    if not path.is_file() and not download:
+        raise DatasetMissing(f"model.weights={weights}: {path} is missing; place {path.name} there "
+                             f"(from {w.url}) or set data.download: true")
+    state = w.get_state_dict(progress=False, weights_only=True)
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(kept, strict=False)
+    return sorted(k for k in own if k not in kept and not k.endswith("num_batches_tracked"))
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,

@@ -27,7 +27,7 @@ from .config import ConfigError, ExperimentConfig
 from .data import DataSplits, load_data
 from .metrics import (WEIGHTED, count_flops, count_params, evaluate, latency_metrics, layer_channels, layer_params,
                       measure_latency, sparsity, time_interleaved)
-from .models import build_model
+from .models import build_model, load_weights
 from .pruning import (BASE_NEEDS, RETRAIN, PruneContext, load_pruned, post_prune_training, prune_model, rebuild,
                       save_pruned)
 from .schema import DETAIL_KEYS, EPOCH_COSTS, METRIC_KEYS, flops_kept
@@ -70,9 +70,18 @@ def _base_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def fresh_model(cfg: ExperimentConfig, data: DataSplits) -> nn.Module:
+def fresh_model(cfg: ExperimentConfig, data: DataSplits, log: Optional[Callable[[str], None]] = None) -> nn.Module:
+    """The registry model of ``cfg`` for ``data``, initialised, or from torchvision's
+    ``model.weights`` where shapes allow (``log`` says which tensors kept their initialisation)."""
     c, h, _ = data.input_shape
-    return build_model(cfg.model.name, data.num_classes, c, h, cfg.model.width)
+    model = build_model(cfg.model.name, data.num_classes, c, h, cfg.model.width)
+    if cfg.model.weights:
+        fresh = load_weights(model, cfg.model.name, cfg.model.weights, download=cfg.data.download)
+        if log:
+            shown = ", ".join(fresh[:6]) + (f" and {len(fresh) - 6} more" if len(fresh) > 6 else "")
+            log(f"starting from torchvision's {cfg.model.weights} weights; initialised instead (other shapes "
+                f"here): {shown or 'none'}")
+    return model
 
 
 def _fresh_state(cfg: ExperimentConfig, data: DataSplits) -> Callable[[int], Dict[str, torch.Tensor]]:
@@ -131,7 +140,7 @@ def _load_or_train(cfg: ExperimentConfig, data: DataSplits, device: torch.device
             return artifact, "cache"
         seed_everything(cfg.runtime.seed)
         set_determinism(cfg.runtime.deterministic)
-        model = fresh_model(cfg, data)
+        model = fresh_model(cfg, data, log)
         if cfg.model.pretrained_path:
             model.load_state_dict(torch.load(cfg.model.pretrained_path, map_location="cpu", weights_only=True))
             artifact = {"model": model.state_dict(), "early": {0: model.state_dict()}, "history": [], "val_acc": -1.0}

@@ -90,6 +90,7 @@ class ModelConfig:
     name: str = "resnet20"  # CIFAR ResNet of He et al. 2016, the standard pruning benchmark
     width: float = 1.0  # channel width multiplier
     pretrained_path: str = ""  # a state dict to start from instead of training the base
+    weights: str = ""  # torchvision's weights to start base training from (DEFAULT, IMAGENET1K_V1, ...)
 
     def validate(self) -> None:
         require(isinstance(self.name, str) and bool(self.name), "model.name", self.name, "a model name")
