@@ -40,7 +40,7 @@ AXES: Tuple[Axis, ...] = (
 # deployment axes, drawn only where trials measured them (runtime.export: onnx): ``present_axes``
 OPTIONAL_AXES: Tuple[Axis, ...] = (
     Axis("latency_ort", "latency_ms_final_ort", "latency_ms_base_ort", "latency_ms_base_ort",
-         "ONNX Runtime latency (batch 1, CPU)", "ms", 1.0),
+         "ONNX Runtime latency", "ms", 1.0),
 )
 AXIS = {a.key: a for a in AXES + OPTIONAL_AXES}
 
