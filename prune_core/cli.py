@@ -11,7 +11,8 @@ provenance.json (versions, device, commit: ``prune_core.provenance``), metrics.j
 Exit codes (README, "Exit codes"): 0 done; 1 an unexpected error, a bug (its traceback is printed,
 then one line); 2 a bad config or usage, including ``runtime.device=cuda`` with no CUDA device and a
 ``--model-path`` that is not a saved model; 3 a dataset's files are missing; 4 the loss diverged;
-5 the rebuilt model does not compute what the pruned one does; 130 interrupted. Every code but 1
+5 the rebuilt model does not compute what the pruned one does; 6 ONNX Runtime's outputs of the
+exported model (``--export onnx``) differ from PyTorch's; 130 interrupted. Every code but 1
 is one line on stderr, ``prune-core: error: ...``. A run directory that holds anything computed
 stays, and the line says where it is; one holding only its config.yaml and provenance.json is
 removed.
@@ -35,13 +36,14 @@ from . import checkpoints, provenance
 from .cliargs import HelpFormatter, add_version
 from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
 from .data import DATASETS
-from .errors import Diverged, RebuildMismatch
+from .errors import Diverged, ExportMismatch, RebuildMismatch
 from .models import MODELS
 from .pruning import CRITERIA, METHODS
 from .sections import canonical
 
 # exit codes (README, "Exit codes"); 2 and 130 are argparse's and the shell's conventions
 EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_REBUILD, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
+EXIT_EXPORT = 6
 NOT_COMPUTED = ("config.yaml", provenance.FILE)  # what a run directory holds before any work
 LR_FLAGS = {"train.lr": "--learning-rate", "finetune.lr": "--finetune-lr"}
 
@@ -113,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also keep the base model's state dict in the run directory")
     g.add_argument("--model-path", dest="model.pretrained_path", metavar="FILE",
                    help="a saved state dict (or, with --eval-only, a rebuilt model) to start from")
+    g.add_argument("--export", dest="runtime.export", choices=["onnx"],
+                   help="also export the rebuilt model to <run dir>/<model>_rebuilt.onnx, check ONNX Runtime against "
+                   "PyTorch and time it on the CPU (needs pip install -e \".[onnx]\")")
     g.add_argument("--smoke-test", action="store_true", help="a few steps of everything, for CI")
     return p
 
@@ -229,6 +234,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(EXIT_REBUILD, f"{exc}; the rebuilt model does not compute what the pruned one does, a bug of "
                      f"prune_core for this model and method: please report it with {report}; another "
                      "--pruning-method or --criterion may avoid it" + _base_kept(cfg), out, created)
+    except ExportMismatch as exc:
+        report = f"{out / 'config.yaml'}" if _computed(out) else "its config"
+        return _fail(EXIT_EXPORT, f"{exc}; the exported model does not compute what the PyTorch one does: please "
+                     f"report it with {report}" + _kept(out) + "; --resume without --export finishes the run",
+                     out, created)
     except KeyboardInterrupt:
         where = f"; the run so far is in {out}" if out is not None else ""
         print(f"prune-core: interrupted{where}; rerun with --resume to continue from the last epoch", file=sys.stderr)
@@ -328,6 +338,9 @@ def _print_summary(m: Dict[str, Any], out: Path) -> None:
     print(f"params    {m['params_base'] / 1e6:.3f}M -> {m['params_nz_final'] / 1e6:.3f}M non-zero")
     print(f"latency   {m['latency_ms_base']:.2f} -> {m['latency_ms_final']:.2f} ms at batch 1 "
           f"(speedup {m['speedup']:.2f}x on {m['latency_device']})")
+    if m.get("latency_ms_final_ort") is not None:
+        print(f"ONNX      {m['latency_ms_base_ort']:.2f} -> {m['latency_ms_final_ort']:.2f} ms at batch 1 under ONNX "
+              f"Runtime (max |diff| vs PyTorch {m['onnx_max_abs_diff']:.1e}): {next(out.glob('*_rebuilt.onnx'), '')}")
     print(f"results   {out}")
 
 

@@ -1,7 +1,8 @@
 """Errors a caller of prune_core may need to tell apart.
 
 ``NotRetryable`` marks an error that running the same experiment again would repeat (a bad
-config value, a diverging loss, a rebuild that does not compute what the masked model computes):
+config value, a diverging loss, a rebuild that does not compute what the masked model computes, an
+ONNX graph that does not compute what the PyTorch model computes):
 a launcher records it and does not retry. Any other exception (a lost node, a full disk) may not
 repeat.
 """
@@ -23,3 +24,7 @@ class Diverged(NotRetryable, RuntimeError):
 
 class RebuildMismatch(NotRetryable, RuntimeError):
     """The rebuilt model does not compute what the masked model computes."""
+
+
+class ExportMismatch(NotRetryable, RuntimeError):
+    """ONNX Runtime's logits of the exported model differ from PyTorch's (``prune_core.export``)."""

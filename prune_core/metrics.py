@@ -18,7 +18,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -187,9 +187,10 @@ def latency_metrics(base: Latency, final: Latency, how: str) -> Dict[str, Any]:
             "latency_device": base.device, "latency_pass": how}
 
 
-def _interleaved_ms(models: List[nn.Module], x: torch.Tensor, repeats: int, warmup: int
+def _interleaved_ms(models: Sequence[Callable[[torch.Tensor], Any]], x: torch.Tensor, repeats: int, warmup: int
                     ) -> List[Tuple[float, float]]:
-    """(median, q75 - q25) milliseconds per forward of each model on ``x``."""
+    """(median, q75 - q25) milliseconds per forward of each model on ``x``; a model is any callable
+    (``prune_core.export`` times ONNX Runtime sessions with it)."""
     for m in models:
         for _ in range(warmup):
             m(x)

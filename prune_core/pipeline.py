@@ -25,6 +25,7 @@ from torch import nn
 from .checkpoints import CorruptFile, load_or_discard, move_aside, remove, warn
 from .config import ConfigError, ExperimentConfig
 from .data import DataSplits, load_data
+from .export import export_metrics, require_onnx
 from .metrics import (WEIGHTED, count_flops, count_params, evaluate, latency_metrics, layer_channels, layer_params,
                       measure_latency, sparsity, time_interleaved)
 from .models import build_model, load_weights
@@ -309,6 +310,8 @@ def run(config: ExperimentConfig, reporter: Optional[Reporter] = None, log: Call
     """
     cfg = config
     t_start = time.perf_counter()
+    if cfg.runtime.export:
+        require_onnx()  # before any training: a missing package costs nothing computed
     seed_everything(cfg.runtime.seed)
     set_determinism(cfg.runtime.deterministic)
     if cfg.runtime.threads:
@@ -478,6 +481,10 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
     metrics["sparsity"] = sparsity(model)
     metrics.update(flops_kept(metrics))
     metrics.update(_time_pair(base, model, cfg, data, device))
+    if cfg.runtime.export:  # the deployment axis: the rebuilt model under ONNX Runtime, kept in the run dir
+        metrics.update(export_metrics(base, model, data.input_shape, _example_input(data, torch.device("cpu")),
+                                      wd.root / f"{cfg.model.name}_rebuilt.onnx", cfg.runtime.latency_batch,
+                                      cfg.runtime.latency_repeats, cfg.runtime.threads))
     metrics["time_eval_s"] += time.perf_counter() - t0
     save_pruned(model, wd.final)
     return metrics

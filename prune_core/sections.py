@@ -217,6 +217,9 @@ class PruneConfig:
                 self.budget_epochs, "an integer >= 0 (0 = off)")
 
 
+EXPORTS = ("", "onnx")  # runtime.export: off, or the format the rebuilt model is exported to
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     seed: int = 0
@@ -238,6 +241,9 @@ class RuntimeConfig:
     latency_batch: int = 16  # the larger batch latency is measured at (batch 1 is always measured)
     latency_repeats: int = 20  # latency is the median of this many timed runs after warm-up
     eval_only: bool = False  # evaluate model.pretrained_path and stop
+    # "onnx": export the rebuilt model to <run dir>/<model>_rebuilt.onnx, check ONNX Runtime against
+    # PyTorch and time it on the CPU (prune_core.export; needs the onnx extra); "" = off
+    export: str = ""
 
     def validate(self) -> None:
         require(isinstance(self.seed, int), "runtime.seed", self.seed, "an integer")
@@ -249,6 +255,7 @@ class RuntimeConfig:
                self.latency_batch, "a positive integer")
         require(isinstance(self.latency_repeats, int) and self.latency_repeats >= 1,
                "runtime.latency_repeats", self.latency_repeats, "a positive integer")
+        require(self.export in EXPORTS, "runtime.export", self.export, "onnx, or an empty string (no export)")
 
 
 SECTIONS = {

@@ -37,13 +37,23 @@ AXES: Tuple[Axis, ...] = (
     Axis("params", "params_nz_final", "params_nz_base", "params_base", "non-zero parameters", "M params", 1e-6),
     Axis("latency", "latency_ms_final", "latency_ms_base", "latency_ms_base", "latency (batch 1)", "ms", 1.0),
 )
-AXIS = {a.key: a for a in AXES}
+# deployment axes, drawn only where trials measured them (runtime.export: onnx): ``present_axes``
+OPTIONAL_AXES: Tuple[Axis, ...] = (
+    Axis("latency_ort", "latency_ms_final_ort", "latency_ms_base_ort", "latency_ms_base_ort",
+         "ONNX Runtime latency", "ms", 1.0),
+)
+AXIS = {a.key: a for a in AXES + OPTIONAL_AXES}
 
 DEFAULT_BUDGETS = (0.25, 0.5, 0.75)
 MAX_LISTED = 50  # longer lists in the report point to results.csv instead
 
 
 FRONTS = (*(a.key for a in AXES), "compute")  # the compute front puts accuracy against training epochs
+
+
+def present_axes(table: pd.DataFrame) -> Tuple[Axis, ...]:
+    """``AXES``, and each optional axis whose cost column holds a value for some trial."""
+    return AXES + tuple(a for a in OPTIONAL_AXES if a.cost in table and table[a.cost].notna().any())
 
 
 def cost_column(key: str) -> str:
@@ -67,6 +77,12 @@ class Analysis:
     fairness_lines: List[str] = field(default_factory=list)
     repeated: bool = False  # some configuration ran with more than one seed
     unfinished: List[str] = field(default_factory=list)  # one line per experiment still running or interrupted
+    axes: Tuple[Axis, ...] = AXES  # the cost axes of this table: AXES plus the optional ones measured
+
+    @property
+    def front_keys(self) -> Tuple[str, ...]:
+        """``FRONTS`` with the optional axes this table has, before ``compute``."""
+        return (*(a.key for a in self.axes), "compute")
 
 
 def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS) -> Analysis:
@@ -74,15 +90,17 @@ def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS
     method), hypervolume and budget winners, all chosen on validation accuracy; fairness."""
     table = results.table.copy()
     exps = results.experiments
-    for ax in AXES:
+    axes = present_axes(table)
+    fronts = (*(a.key for a in axes), "compute")
+    for ax in axes:
         base = table[ax.base].where(table[ax.base] > 0, table[ax.fallback])
         table[f"{ax.key}_frac"] = table[ax.cost] / base.where(base > 0)
     table["base_id"] = base_ids(table, exps)
     table["compute_epochs"] = compute_epochs(table, table["base_id"])
     table["config"] = config_ids(table, exps)
-    configs = configurations(table, exps, [f"{ax.key}_frac" for ax in AXES])
+    configs = configurations(table, exps, [f"{ax.key}_frac" for ax in axes])
     ok = usable(table).to_numpy()
-    for key in FRONTS:
+    for key in fronts:
         for by, col in ((["experiment"], f"front_{key}"), (["experiment", "prune.method"], f"front_{key}_method")):
             configs[col] = False
             for _, sub in configs.groupby(by, sort=False, dropna=False):
@@ -97,9 +115,9 @@ def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS
                      "the fronts are empty.")
     fair, lines = fairness(table, configs, exps)
     repeated = bool((configs["seeds"] > 1).any()) if len(configs) else False
-    return Analysis(table, configs, _front_table(configs), _hypervolume_table(table, configs, notes),
+    return Analysis(table, configs, _front_table(configs, fronts), _hypervolume_table(table, configs, notes, axes),
                     _budget_table(table, configs, budgets), _seed_table(configs), tuple(budgets), notes, fair, lines,
-                    repeated, unfinished_lines(table, exps))
+                    repeated, unfinished_lines(table, exps), axes)
 
 
 def unfinished_lines(table: pd.DataFrame, exps: Sequence[Experiment]) -> List[str]:
@@ -124,11 +142,11 @@ def _chance(sub: pd.DataFrame) -> float:
     return 100.0 / classes if np.isfinite(classes) and classes > 0 else 0.0
 
 
-def _front_table(configs: pd.DataFrame) -> pd.DataFrame:
+def _front_table(configs: pd.DataFrame, fronts: Sequence[str] = FRONTS) -> pd.DataFrame:
     cols = ["experiment", "trial_id", "trials", "seeds", *(k for k in GROUP_KEYS if k != "runtime.seed"),
             SELECT, f"{SELECT}_std", REPORT, f"{REPORT}_std", "acc_base", "compute_epochs"]
     parts = []
-    for key in FRONTS:
+    for key in fronts:
         cost = "compute_epochs" if key == "compute" else AXIS[key].cost
         for col, front in ((f"front_{key}", "all"), (f"front_{key}_method", None)):
             extra = [cost] if key == "compute" else [cost, cost_column(key)]
@@ -144,7 +162,8 @@ def _front_table(configs: pd.DataFrame) -> pd.DataFrame:
     return fronts
 
 
-def _hypervolume_table(table: pd.DataFrame, configs: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
+def _hypervolume_table(table: pd.DataFrame, configs: pd.DataFrame, notes: List[str],
+                       axes: Sequence[Axis] = AXES) -> pd.DataFrame:
     rows = []
     done = table[table["status"] == "done"]
     for exp, sub in table.groupby("experiment", sort=False):
@@ -160,7 +179,7 @@ def _hypervolume_table(table: pd.DataFrame, configs: pd.DataFrame, notes: List[s
             n_done = done[(done["experiment"] == exp) & ((done["prune.method"] == method) | (method == "all"))]
             row = {"experiment": exp, "method": method, "trials_done": len(n_done), "configurations": len(g),
                    "reference_acc": chance, "reference_cost": 1.0}
-            for ax in AXES:
+            for ax in axes:
                 pts = g[[f"{ax.key}_frac", SELECT]].to_numpy(dtype=float)
                 hv = hypervolume_2d(pts, (1.0, chance))
                 row[f"hv_{ax.key}"] = hv

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from .analysis import AXIS, FRONTS, Analysis, cost_column
+from .analysis import AXIS, Analysis, cost_column
 from .configs import REPORT, SELECT
 from .results import Experiment, Results
 
@@ -256,7 +256,7 @@ def all_figures(results: Results, a: Analysis) -> List[Tuple[str, str, Optional[
     """(file stem, caption, figure or None when there is nothing to draw) for the report."""
     bars = f"; error bars {ERRORBARS}" if a.repeated else ""
     figs: List[Tuple[str, str, Optional[Figure]]] = []
-    for key in FRONTS:
+    for key in a.front_keys:
         label = AXIS[key].label if key in AXIS else "training compute (epochs)"
         figs.append((f"front_{key}", f"Accuracy vs {label} (fronts chosen on validation{bars})",
                      _front_figure(a, results.experiments, key)))

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .analysis import AXES, AXIS, FRONTS, MAX_LISTED, Analysis, Axis
+from .analysis import AXIS, MAX_LISTED, Analysis, Axis
 from .configs import REPORT, SELECT, acc_text
 from .figures import all_figures
 from .results import STATUSES, UNFINISHED, AnalyzeError, Results
@@ -55,7 +55,7 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 def _cost(value: Any, frac: Any, axis: Axis) -> str:
     if value is None or not np.isfinite(value):
         return "–"
-    digits = ".3g" if axis.key != "latency" else ".3f"
+    digits = ".3g" if not axis.key.startswith("latency") else ".3f"
     return f"{value * axis.scale:{digits}} {axis.unit} ({_fmt(100 * frac, '.1f')}%)"
 
 
@@ -71,6 +71,9 @@ def _trial_frame(rows: pd.DataFrame, multi: bool, repeated: bool) -> pd.DataFram
         "params (non-zero)": [_cost(v, f, AXIS["params"]) for v, f in
                               zip(rows["params_nz_final"], rows["params_frac"])],
         "latency": [_cost(v, f, AXIS["latency"]) for v, f in zip(rows["latency_ms_final"], rows["latency_frac"])],
+        **({"ONNX Runtime latency": [_cost(v, f, AXIS["latency_ort"]) for v, f in
+                                     zip(rows["latency_ms_final_ort"], rows["latency_ort_frac"])]}
+           if "latency_ort_frac" in rows else {}),
         **_acc_columns(rows, repeated),
         "trial": rows["trial_id"],
     })
@@ -99,7 +102,7 @@ def _summary_frame(a: Analysis) -> pd.DataFrame:
         row = {"experiment": exp, "method": method, "trials": int(c.sum()), **{s: int(c[s]) for s in counts.columns},
                "best val acc (%)": _fmt(top[SELECT] if top is not None else np.nan),
                "its test acc (%)": _fmt(top[REPORT] if top is not None else np.nan)}
-        for ax in AXES:
+        for ax in a.axes:
             v = hv.loc[(exp, method), f"hv_{ax.key}"] if hv is not None and (exp, method) in hv.index else np.nan
             row[f"HV {ax.key}"] = _fmt(v)
         rows.append(row)
@@ -175,11 +178,11 @@ def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Opt
     blocks += _fairness_blocks(a, multi)
     hv = a.hypervolume.copy()
     if not hv.empty:
-        shown = hv[["experiment", "method", "trials_done", *(f"hv_{ax.key}" for ax in AXES)]].copy()
-        for ax in AXES:
+        shown = hv[["experiment", "method", "trials_done", *(f"hv_{ax.key}" for ax in a.axes)]].copy()
+        for ax in a.axes:
             shown[f"hv_{ax.key}"] = [f"{_fmt(v)} ({_fmt(100 * f, '.1f')}%)"
                                      for v, f in zip(hv[f"hv_{ax.key}"], hv[f"hv_{ax.key}_fraction"])]
-        shown.columns = ["experiment", "method", "done", *(f"HV {ax.label}" for ax in AXES)]
+        shown.columns = ["experiment", "method", "done", *(f"HV {ax.label}" for ax in a.axes)]
         ref = hv.groupby("experiment", sort=False)["reference_acc"].first()
         refs = ", ".join(f"{e}: {_fmt(r)}%" for e, r in ref.items())
         blocks += [Block("h2", "Hypervolume"),
@@ -197,7 +200,7 @@ def _report_blocks(results: Results, a: Analysis, figs: List[Tuple[str, str, Opt
             blocks.append(Block("p", f"{caption}: skipped, {why}."))
         else:
             blocks.append(Block("figure", caption, stem=stem))
-    for key in FRONTS[1:]:
+    for key in a.front_keys[1:]:
         label = AXIS[key].label if key in AXIS else "training compute"
         rows = c[c[f"front_{key}"]].sort_values(["experiment", "compute_epochs" if key == "compute" else f"{key}_frac"])
         blocks += [Block("details", f"Pareto front: accuracy vs {label}", frame=_trial_frame(rows, multi, rep))]

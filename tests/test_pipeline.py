@@ -28,7 +28,9 @@ def smoke(cache, **dotted):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_reports_every_key(cache, method, tmp_path):
     reports = []
-    cfg = smoke(cache, **{"prune.method": method, "prune.ratio": 0.5, "runtime.workdir": str(tmp_path)})
+    # runtime.export: every method's rebuilt model exports to ONNX and ONNX Runtime agrees with it
+    cfg = smoke(cache, **{"prune.method": method, "prune.ratio": 0.5, "runtime.workdir": str(tmp_path),
+                          "runtime.export": "onnx"})
     metrics = run(cfg, reporter=lambda m, ckpt: reports.append((m, ckpt)), log=quiet)
     # the schema is the whole contract: every key emitted is declared, every metric is present
     assert set(METRIC_KEYS) <= set(metrics) <= set(METRIC_KEYS) | set(DETAIL_KEYS)
@@ -40,7 +42,8 @@ def test_every_method_reports_every_key(cache, method, tmp_path):
         if key not in ("acc5_base", "acc5_final"):  # top-5 is null below 100 classes
             assert metrics[key] is not None, key
     assert metrics["acc5_final"] is None and metrics["num_classes"] == 10
-    assert metrics["rebuild_max_abs_diff"] <= 1e-4
+    assert metrics["rebuild_max_abs_diff"] <= 1e-4 and metrics["onnx_max_abs_diff"] <= 1e-4
+    assert (tmp_path / f"{cfg.model.name}_rebuilt.onnx").stat().st_size > 0
     assert metrics["flops_nz_final"] <= metrics["flops_base"]
     assert math.isclose(metrics["flops_kept_effective"], metrics["flops_nz_final"] / metrics["flops_base"])
     assert math.isclose(metrics["flops_kept_dense"], metrics["flops_final"] / metrics["flops_base"])
