@@ -50,18 +50,18 @@ def sweep_file(out: Path, trials: int, concurrency: int) -> Path:
 def run_study(path: Path, storage: Path, concurrency: int) -> dict:
     import ray
 
-    from prune_sweep import driver
+    from prune_sweep import bases
     from prune_sweep.launch_cli import main
 
     marks = {}
-    prepare = driver.prepare_bases
+    prepare = bases.prepare_bases
 
     def timed_prepare(*args, **kwargs):
         marks["bases_start"] = time.perf_counter()
         prepare(*args, **kwargs)
         marks["trials_start"] = time.perf_counter()
 
-    driver.prepare_bases = timed_prepare
+    bases.prepare_bases = timed_prepare
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=concurrency, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # workers import prune_sweep from any cwd
@@ -71,7 +71,7 @@ def run_study(path: Path, storage: Path, concurrency: int) -> dict:
     finally:
         end = time.perf_counter()
         ray.shutdown()
-        driver.prepare_bases = prepare
+        bases.prepare_bases = prepare
     if code != 0:
         raise SystemExit(f"the sweep failed with exit code {code}")
     finals = []

@@ -196,7 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctrl_c: CtrlC) -> int:
-    from prune_sweep import driver
+    from prune_sweep import bases, driver
 
     configs = trial_configs(sweep) if sweep.search.algorithm != "optuna" else []
     expected = num_trials(sweep)
@@ -204,14 +204,14 @@ def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctr
         " --smoke-test" if args.smoke_test else "") + (f" --storage {storage.location}" if args.storage else "")
     if not args.resume:
         driver.write_experiment_files(sweep, exp)
-    driver.record_provenance(sweep, exp, resumed=args.resume)
+    bases.record_provenance(sweep, exp, resumed=args.resume)
     ctrl_c.hint = hint
     print(f"sweep {sweep.name}: {expected} trials, {sweep.search.algorithm} search, "
           f"{sweep.scheduler.name} scheduler -> {exp.location}")
     results, full = None, None
     try:
         # bases are checkpointed every epoch: one stopped here continues from its last on --resume
-        driver.prepare_bases(sweep, configs or corner_configs(sweep), storage, exp, quiet=not args.verbose)
+        bases.prepare_bases(sweep, configs or corner_configs(sweep), storage, exp, quiet=not args.verbose)
         if args.resume and driver.can_restore(exp):
             tuner = driver.restore_tuner(sweep, exp)
         else:  # a new sweep, or one stopped while its bases trained, before Tune saved any state

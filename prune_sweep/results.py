@@ -217,7 +217,7 @@ def _read_quiet_latency(path: Path) -> Dict[str, Dict[str, Any]]:
 
 
 def _read_launches(path: Path) -> List[Dict[str, Any]]:
-    """The launches ``provenance.json`` records (``prune_sweep.driver.record_provenance``); empty
+    """The launches ``provenance.json`` records (``prune_sweep.bases.record_provenance``); empty
     when it is absent or unreadable: provenance informs the report, it never blocks the analysis."""
     text = _read_optional_text(path)
     try:

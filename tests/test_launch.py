@@ -21,7 +21,7 @@ from fsspec.implementations.local import LocalFileSystem
 from ray import cloudpickle
 
 from prune_core import METRIC_KEYS, ExperimentConfig, provenance
-from prune_sweep import driver
+from prune_sweep import bases, driver
 from prune_sweep.expand import load_sweep
 from prune_sweep.launch_cli import main
 from prune_sweep.spec import DEFAULT_SWEEP
@@ -269,7 +269,7 @@ def test_a_full_disk_while_bases_train_or_tune_saves_is_the_same_one_line(tmp_pa
     def full(*args, **kwargs):
         raise RuntimeError("saving failed") from OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/s/base.pt")
 
-    monkeypatch.setattr(driver, "prepare_bases", full)
+    monkeypatch.setattr(bases, "prepare_bases", full)
     path = write_sweep(tmp_path, "fullbase", {"prune.ratio": {"grid": [0.3]}})
     assert main([str(path), "--storage", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
@@ -278,13 +278,13 @@ def test_a_full_disk_while_bases_train_or_tune_saves_is_the_same_one_line(tmp_pa
     assert driver.no_space("Failure # 2\nOSError: [Errno 28] No space left on device: 'x'\n") == (
         "OSError: [Errno 28] No space left on device: 'x'")
     assert driver.no_space(RuntimeError("disk quota")) is None and driver.no_space("") is None
-    monkeypatch.setattr(driver, "prepare_bases", lambda *a: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))
+    monkeypatch.setattr(bases, "prepare_bases", lambda *a: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))
     with pytest.raises(OSError):  # any other failure is not a full disk
         main([str(path), "--storage", str(tmp_path), "--resume"])
 
 
 def test_base_progress_lines_give_the_time_left_at_each_bases_pace():
-    progress = driver.BaseProgress.__new__(driver.BaseProgress)  # no queue: the lines alone
+    progress = bases.BaseProgress.__new__(bases.BaseProgress)  # no queue: the lines alone
     progress.names = {"aa": "resnet20 on mnist5k, seed 0"}
     progress.latest = {"aa": {"epoch": 7, "epochs": 100, "train_loss": 0.5, "val_acc": 91.234}}
     progress.seconds, progress.count = {"aa": 240.0}, {"aa": 2}  # resumed at epoch 6: 2 epochs seen, 120 s each
