@@ -52,7 +52,13 @@ DEFAULT_OBJECTIVES = {"val_acc": "max", "flops_kept_dense": "min"}
 # keys the launcher sets for every trial itself
 RESERVED = ("runtime.workdir", "runtime.resume", "runtime.cache_dir", "runtime.progress")
 TOP_LEVEL = ("name", "description", "base", "space", "search", "scheduler", "resources", "storage",
-             "max_failures", "seeds", "budget", "smoke_test")
+             "max_failures", "seeds", "budget", "loggers", "smoke_test")
+# trackers every trial's results go to, and the options each takes (prune_sweep.trackers builds them)
+LOGGERS: Dict[str, Tuple[str, ...]] = {"tensorboard": ("per_layer",),
+                                       "mlflow": ("tracking_uri", "experiment", "per_layer"),
+                                       "wandb": ("project", "group", "mode", "dir", "per_layer")}
+LOGGER_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # optional extras: logger -> module and extra
+DEFAULT_LOGGERS = ("tensorboard",)
 
 
 class SweepError(ValueError):
@@ -149,6 +155,20 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Logger:
+    """One tracker of ``loggers:``: its name and options (``{mlflow: {tracking_uri: ...}}``)."""
+
+    name: str
+    options: Tuple[Tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def to_yaml(self) -> Any:
+        return {self.name: dict(self.options)} if self.options else self.name
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A parsed, validated sweep file. ``base`` is flat (dotted keys)."""
 
@@ -163,6 +183,7 @@ class Sweep:
     max_failures: int = 2  # retries of a trial whose worker or node died (from its last epoch)
     description: str = ""
     seeds: int = 1  # every configuration runs with this many seeds: runtime.seed, runtime.seed + 1, ...
+    loggers: Tuple[Logger, ...] = tuple(Logger(n) for n in DEFAULT_LOGGERS)  # trackers of the results
     smoke_test: bool = False
     source: str = ""  # the file it came from, for messages
     base_flat: Dict[str, Any] = field(default_factory=dict, repr=False)  # every config key, resolved
@@ -218,6 +239,7 @@ class Sweep:
         out["max_failures"] = self.max_failures
         if self.seeds > 1:
             out["seeds"] = self.seeds
+        out["loggers"] = [lg.to_yaml() for lg in self.loggers]
         if self.smoke_test:
             out["smoke_test"] = True
         return out
@@ -397,6 +419,63 @@ def _parse_resources(raw: Any, source: str) -> Resources:
     return Resources(cpu=cpu, gpu=gpu)
 
 
+def parse_loggers(raw: Any, source: str, where: str = "loggers") -> Tuple[Logger, ...]:
+    """``loggers:``: a list of tracker names, each optionally a one-key mapping to its options
+    (``[tensorboard, {mlflow: {tracking_uri: file:./mlruns}}]``); ``[]`` turns every tracker off."""
+    items = raw if isinstance(raw, list) else [raw]
+    out: Dict[str, Logger] = {}
+    accepted = ", ".join(LOGGERS)
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]" if isinstance(raw, list) else where
+        if isinstance(item, Mapping) and len(item) == 1:
+            name, options = next(iter(item.items()))
+        else:
+            name, options = item, None
+        if not isinstance(name, str) or name not in LOGGERS:
+            raise _fail(source, at, f"{name!r}: unknown logger; expected one of {accepted}")
+        options = _mapping(options, source, f"{at}.{name}", LOGGERS[name])
+        for key, value in options.items():
+            if key == "per_layer" and not isinstance(value, bool):
+                raise _fail(source, f"{at}.{name}.per_layer", f"{value!r}: expected true or false")
+            if key != "per_layer" and not isinstance(value, str):
+                raise _fail(source, f"{at}.{name}.{key}", f"{value!r}: expected a text value")
+        if name == "wandb" and options.get("mode", "online") not in ("online", "offline", "disabled"):
+            raise _fail(source, f"{at}.wandb.mode", f"{options['mode']!r}: expected online, offline or disabled")
+        uri = options.get("tracking_uri")
+        if isinstance(uri, str) and uri.startswith("file:") and not uri.startswith("file:/"):
+            options["tracking_uri"] = "file:" + os.path.abspath(uri[len("file:"):])  # from the launch folder
+        if isinstance(options.get("dir"), str):
+            options["dir"] = os.path.abspath(options["dir"])
+        if name in out:
+            raise _fail(source, at, f"{name}: named twice; give each logger once")
+        out[name] = Logger(name, tuple(options.items()))
+    return tuple(out.values())
+
+
+def with_loggers(sweep: Sweep, names: Sequence[str]) -> Sweep:
+    """``--logger``: ``names`` replace the sweep's trackers (``none``: no tracker); a name the
+    sweep file lists keeps the options it gives there."""
+    if list(names) == ["none"]:
+        return dataclasses.replace(sweep, loggers=())
+    for name in names:
+        if name not in LOGGERS:
+            raise SweepError(f"--logger: {name!r}: unknown logger; expected one of {', '.join(LOGGERS)} or none")
+    known = {lg.name: lg for lg in sweep.loggers}
+    return dataclasses.replace(sweep, loggers=tuple(known.get(n, Logger(n)) for n in dict.fromkeys(names)))
+
+
+def check_logger_packages(sweep: Sweep) -> None:
+    """Every tracker's package is installed (before Ray starts): a missing one is one line naming
+    the extra that installs it."""
+    import importlib.util
+
+    for lg in sweep.loggers:
+        module = LOGGER_PACKAGES.get(lg.name)
+        if module and importlib.util.find_spec(module) is None:
+            raise SweepError(f"loggers: {lg.name} needs the {module} package, which is not installed; "
+                             f"pip install 'prune-sweep[{lg.name}]'")
+
+
 def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = None,
                 smoke_test: bool = False, seeds: Optional[int] = None) -> Sweep:
     """Check a loaded sweep file and apply ``--set`` overrides (and, for ``--smoke-test``,
@@ -452,6 +531,7 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
                   scheduler=_parse_scheduler(raw.get("scheduler"), source),
                   resources=_parse_resources(raw.get("resources"), source), storage=storage,
                   max_failures=max_failures, description=str(raw.get("description") or ""), seeds=seeds,
+                  loggers=parse_loggers(raw["loggers"], source) if "loggers" in raw else Sweep.loggers,
                   smoke_test=smoke, source=source, base_flat=base_flat)
     if sweep.search.algorithm == "optuna" and seeds > 1:
         raise _fail(source, where, f"{seeds}: repeating configurations over seeds needs search.algorithm grid or "
