@@ -57,7 +57,6 @@ TOP_LEVEL = ("name", "description", "base", "space", "search", "scheduler", "res
 LOGGERS: Dict[str, Tuple[str, ...]] = {"tensorboard": ("per_layer",),
                                        "mlflow": ("tracking_uri", "experiment", "per_layer"),
                                        "wandb": ("project", "group", "mode", "dir", "per_layer")}
-LOGGER_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # optional extras: logger -> module and extra
 DEFAULT_LOGGERS = ("tensorboard",)
 
 
@@ -419,63 +418,6 @@ def _parse_resources(raw: Any, source: str) -> Resources:
     return Resources(cpu=cpu, gpu=gpu)
 
 
-def parse_loggers(raw: Any, source: str, where: str = "loggers") -> Tuple[Logger, ...]:
-    """``loggers:``: a list of tracker names, each optionally a one-key mapping to its options
-    (``[tensorboard, {mlflow: {tracking_uri: file:./mlruns}}]``); ``[]`` turns every tracker off."""
-    items = raw if isinstance(raw, list) else [raw]
-    out: Dict[str, Logger] = {}
-    accepted = ", ".join(LOGGERS)
-    for i, item in enumerate(items):
-        at = f"{where}[{i}]" if isinstance(raw, list) else where
-        if isinstance(item, Mapping) and len(item) == 1:
-            name, options = next(iter(item.items()))
-        else:
-            name, options = item, None
-        if not isinstance(name, str) or name not in LOGGERS:
-            raise _fail(source, at, f"{name!r}: unknown logger; expected one of {accepted}")
-        options = _mapping(options, source, f"{at}.{name}", LOGGERS[name])
-        for key, value in options.items():
-            if key == "per_layer" and not isinstance(value, bool):
-                raise _fail(source, f"{at}.{name}.per_layer", f"{value!r}: expected true or false")
-            if key != "per_layer" and not isinstance(value, str):
-                raise _fail(source, f"{at}.{name}.{key}", f"{value!r}: expected a text value")
-        if name == "wandb" and options.get("mode", "online") not in ("online", "offline", "disabled"):
-            raise _fail(source, f"{at}.wandb.mode", f"{options['mode']!r}: expected online, offline or disabled")
-        uri = options.get("tracking_uri")
-        if isinstance(uri, str) and uri.startswith("file:") and not uri.startswith("file:/"):
-            options["tracking_uri"] = "file:" + os.path.abspath(uri[len("file:"):])  # from the launch folder
-        if isinstance(options.get("dir"), str):
-            options["dir"] = os.path.abspath(options["dir"])
-        if name in out:
-            raise _fail(source, at, f"{name}: named twice; give each logger once")
-        out[name] = Logger(name, tuple(options.items()))
-    return tuple(out.values())
-
-
-def with_loggers(sweep: Sweep, names: Sequence[str]) -> Sweep:
-    """``--logger``: ``names`` replace the sweep's trackers (``none``: no tracker); a name the
-    sweep file lists keeps the options it gives there."""
-    if list(names) == ["none"]:
-        return dataclasses.replace(sweep, loggers=())
-    for name in names:
-        if name not in LOGGERS:
-            raise SweepError(f"--logger: {name!r}: unknown logger; expected one of {', '.join(LOGGERS)} or none")
-    known = {lg.name: lg for lg in sweep.loggers}
-    return dataclasses.replace(sweep, loggers=tuple(known.get(n, Logger(n)) for n in dict.fromkeys(names)))
-
-
-def check_logger_packages(sweep: Sweep) -> None:
-    """Every tracker's package is installed (before Ray starts): a missing one is one line naming
-    the extra that installs it."""
-    import importlib.util
-
-    for lg in sweep.loggers:
-        module = LOGGER_PACKAGES.get(lg.name)
-        if module and importlib.util.find_spec(module) is None:
-            raise SweepError(f"loggers: {lg.name} needs the {module} package, which is not installed; "
-                             f"pip install 'prune-sweep[{lg.name}]'")
-
-
 def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = None,
                 smoke_test: bool = False, seeds: Optional[int] = None) -> Sweep:
     """Check a loaded sweep file and apply ``--set`` overrides (and, for ``--smoke-test``,
@@ -531,7 +473,7 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
                   scheduler=_parse_scheduler(raw.get("scheduler"), source),
                   resources=_parse_resources(raw.get("resources"), source), storage=storage,
                   max_failures=max_failures, description=str(raw.get("description") or ""), seeds=seeds,
-                  loggers=parse_loggers(raw["loggers"], source) if "loggers" in raw else Sweep.loggers,
+                  loggers=_loggers(raw["loggers"], source) if "loggers" in raw else Sweep.loggers,
                   smoke_test=smoke, source=source, base_flat=base_flat)
     if sweep.search.algorithm == "optuna" and seeds > 1:
         raise _fail(source, where, f"{seeds}: repeating configurations over seeds needs search.algorithm grid or "
@@ -541,6 +483,12 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
         if grids:
             raise _fail(source, f"space.{grids[0]}", "grid is not available with search.algorithm optuna; use choice")
     return sweep
+
+
+def _loggers(raw: Any, source: str) -> Tuple[Logger, ...]:
+    from prune_sweep.loggers import parse_loggers  # it reads with this module's helpers
+
+    return parse_loggers(raw, source)
 
 
 def _absolute_paths(base: Dict[str, Any]) -> Dict[str, Any]:

@@ -19,6 +19,7 @@ from _sweeps import trial_rows, write_sweep
 from prune_sweep import driver
 from prune_sweep.expand import load_sweep
 from prune_sweep.launch_cli import main
+from prune_sweep.loggers import with_loggers
 from prune_sweep.spec import Logger
 from prune_sweep.trackers import PER_LAYER_KEYS
 
@@ -171,8 +172,6 @@ def test_an_unknown_logger_is_one_line_naming_the_accepted_ones(tmp_path, capsys
 
 
 def test_logger_flags_replace_the_files_loggers_and_keep_their_options(tmp_path):
-    from prune_sweep.spec import with_loggers
-
     sweep = load_sweep(write_sweep(tmp_path, "o", [0.3], loggers=[{"mlflow": {"experiment": "e"}}]))
     assert sweep.loggers == (Logger("mlflow", (("experiment", "e"),)),)
     assert with_loggers(sweep, ["tensorboard", "mlflow"]).loggers == (Logger("tensorboard"), sweep.loggers[0])
