@@ -30,7 +30,7 @@ from prune_sweep.expand import OptunaSpace, base_configs, corner_configs, num_tr
 from prune_sweep.latency_pass import run_quiet_pass
 from prune_sweep.spec import Sweep, SweepError
 from prune_sweep.storage import BASE_FILE, BASE_SUM, Store, base_rel, cache_dir, node_cache
-from prune_sweep.trackers import disable_default_loggers, make_callbacks
+from prune_sweep.trackers import make_callbacks
 from prune_sweep.trial import TrialSetup, run_trial, train_base, trial_dirname
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left; disk quota exceeded
@@ -418,7 +418,6 @@ def finished_trials(exp: Store) -> Optional[int]:
 def restore_tuner(sweep: Sweep, exp: Store) -> Any:
     """The interrupted sweep in ``exp``: its unfinished and errored trials run again."""
     StopWhenStorageFull.reason = None
-    disable_default_loggers()  # the restored tuner holds the sweep's own loggers (make_callbacks)
     return tune.Tuner.restore(exp.location, trainable=make_trainable(sweep, exp), resume_unfinished=True,
                               resume_errored=True)
 

@@ -1,6 +1,7 @@
 """The trackers a sweep's results go to (``loggers:`` of the sweep file): TensorBoard, MLflow and
 Weights & Biases, as Ray Tune's own logger callbacks, next to the CSV and JSON files Tune always
-writes (``prune_sweep.results`` reads ``result.json`` and ``params.json``).
+writes (``prune_sweep.results`` reads ``result.json`` and ``params.json``). They are the tuner's
+callbacks, so a restored tuner (``--resume``) keeps them.
 
 Each tracker records every trial's swept keys as its hyperparameters and every report as its
 metrics, without the per-layer dicts of the final report (``layer_channels_*``,
@@ -15,7 +16,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.logger.tensorboardx import VALID_SUMMARY_TYPES, TBXLoggerCallback
 from ray.tune.utils import flatten_dict
 from tensorboardX.summary import hparams as tbx_hparams
@@ -93,21 +93,27 @@ class WandbCallback(WandbLoggerCallback):
         super().setup(*args, **kwargs)
 
 
+class TensorBoardOff(TBXLoggerCallback):
+    """No TensorBoard files (``loggers`` without tensorboard): Tune adds its own TensorBoard logger
+    to a run whose callbacks hold none, so this one stands in for it and writes nothing."""
+
+    def log_trial_start(self, trial: Any) -> None:
+        pass
+
+    def log_trial_result(self, iteration: int, trial: Any, result: Dict) -> None:
+        pass
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        pass
+
+
 def make_callbacks(sweep: Sweep, exp: Store) -> List[Any]:
-    """Tune's callbacks for the sweep's trackers, with Tune's CSV and JSON loggers. Tune's own
-    default loggers are turned off (``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``), so that nothing is
-    logged twice and TensorBoard can be off."""
-    disable_default_loggers()
-    callbacks: List[Any] = [CSVLoggerCallback(), JsonLoggerCallback()]
-    for lg in sweep.loggers:
-        callbacks.append(make_callback(lg, sweep, exp))
+    """Tune's callbacks for the sweep's trackers. Tune adds its CSV and JSON loggers (the files
+    ``prune_sweep.results`` reads) itself, and its TensorBoard logger only to a run without one."""
+    callbacks = [make_callback(lg, sweep, exp) for lg in sweep.loggers]
+    if not any(lg.name == "tensorboard" for lg in sweep.loggers):
+        callbacks.append(TensorBoardOff())
     return callbacks
-
-
-def disable_default_loggers() -> None:
-    """Tune adds its CSV, JSON and TensorBoard loggers to a run's callbacks unless told not to;
-    ``make_callbacks`` passes the ones a sweep wants itself (a restored tuner keeps them)."""
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
 
 def make_callback(lg: Logger, sweep: Sweep, exp: Store) -> Any:
