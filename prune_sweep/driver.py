@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -26,16 +27,19 @@ from prune_sweep.expand import OptunaSpace, corner_configs, num_trials, trial_ba
 from prune_sweep.latency_pass import run_quiet_pass
 from prune_sweep.spec import Sweep, SweepError
 from prune_sweep.storage import Store, cache_dir, node_cache
+from prune_sweep.trackers import make_callbacks
 from prune_sweep.trial import TrialSetup, run_trial, trial_dirname
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left; disk quota exceeded
 NO_SPACE = re.compile(r"\[Errno (28|122)\]|No space left on device|Disk quota exceeded")  # as an error's text reads
+USER_ATTRS = ("acc_final", "latency_ms_final", "speedup")  # a finished trial's, shown by optuna-dashboard
 
 
 class SweepOptunaSearch(OptunaSearch):
     """OptunaSearch whose trial configs hold exactly the swept keys, and which tells Optuna that a
     trial without a final report (stopped early by ASHA) was pruned: its early accuracy stays off
-    the study's Pareto front."""
+    the study's Pareto front. For optuna-dashboard, the study's objectives carry their metric names,
+    and each trial its config, test accuracy and latency as user attributes."""
 
     def __init__(self, *args: Any, keys: Sequence[str] = (), **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -48,6 +52,14 @@ class SweepOptunaSearch(OptunaSearch):
         return {k: params[k] for k in self._keys}
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and result is not None:
+            # Tune passes the result flattened: the config's keys as config/<key>
+            config = {k: result.get(f"config/{k}", (result.get("config") or {}).get(k)) for k in self._keys}
+            ot_trial.set_user_attr("config", config)
+            for key in USER_ATTRS:
+                if result.get(key) is not None and result.get("stage") == "done":
+                    ot_trial.set_user_attr(key, result[key])
         if result is not None and result.get("stage") != "done":
             result = None  # no value + no error = PRUNED in Optuna
         super().on_trial_complete(trial_id, result, error)
@@ -180,9 +192,15 @@ def make_searcher(sweep: Sweep, configs: List[Dict[str, Any]], exp: Store, local
     db = (Path(exp.path()) if exp.local else local_dir) / "optuna.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     metrics, modes = [m for m, _ in s.objectives], [m for _, m in s.objectives]
-    return SweepOptunaSearch(OptunaSpace(sweep), keys=sweep.keys, metric=metrics if len(metrics) > 1 else metrics[0],
-                             mode=modes if len(modes) > 1 else modes[0], sampler=sampler, study_name=sweep.name,
-                             storage=optuna.storages.RDBStorage(f"sqlite:///{db}"))
+    searcher = SweepOptunaSearch(OptunaSpace(sweep), keys=sweep.keys,
+                                 metric=metrics if len(metrics) > 1 else metrics[0],
+                                 mode=modes if len(modes) > 1 else modes[0], sampler=sampler, study_name=sweep.name,
+                                 storage=optuna.storages.RDBStorage(f"sqlite:///{db}"))
+    # the searcher has created the study: name its objectives (optuna-dashboard shows "Objective 0" otherwise)
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard reads
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{db}").set_metric_names(metrics)
+    return searcher
 
 
 def make_scheduler(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Any:
@@ -267,7 +285,7 @@ def make_tuner(sweep: Sweep, configs: List[Dict[str, Any]], storage: Store, exp:
     StopWhenStorageFull.reason = None
     run_config = tune.RunConfig(
         name=sweep.name, storage_path=storage.location if filesystem is None else storage.path(),
-        storage_filesystem=filesystem, callbacks=[StopWhenStorageFull()],
+        storage_filesystem=filesystem, callbacks=[StopWhenStorageFull(), *make_callbacks(sweep, exp)],
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the last epoch is all a restart needs
         progress_reporter=TrialTable(params, total), verbose=2 if verbose else 1)

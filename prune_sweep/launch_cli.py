@@ -23,7 +23,8 @@ from prune_core.sections import parse_overrides
 from prune_sweep.expand import corner_configs, load_sweep, num_trials, trial_configs, validate
 from prune_sweep.liveness import driver_marker, exclusive
 from prune_sweep.plan import print_plan
-from prune_sweep.spec import DEFAULT_SWEEP, Sweep, SweepError, parse_sweep
+from prune_sweep.loggers import check_logger_packages, with_loggers
+from prune_sweep.spec import DEFAULT_SWEEP, LOGGERS, Sweep, SweepError, parse_sweep
 from prune_sweep.storage import Store, node_cache
 
 
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="change a base key, repeatable, e.g. finetune.epochs=5 (default: none)")
     a("--seeds", type=int, metavar="N", help="run every configuration with N seeds (default: the sweep's "
       "seeds, else 1); the analysis reports their mean and standard deviation")
+    a("--logger", action="append", metavar="NAME", help="send results to this tracker, repeatable: "
+      f"{', '.join(LOGGERS)}, or none; replaces the sweep's loggers (default: the sweep's, else tensorboard)")
     a("--dry-run", action="store_true", help="print the trials and their count; start nothing")
     a("--smoke-test", action="store_true", help="tiny epochs and few trials (prune_core.SMOKE), for CI")
     a("--strict", action="store_true", help="exit 1 when any trial errored (otherwise only when trials errored "
@@ -73,16 +76,20 @@ def _experiment(args: argparse.Namespace) -> Tuple[Sweep, Store, Store]:
     storage = Store(args.storage or sweep.storage)
     exp = Store(storage.uri(name))
     if args.resume and not args.dry_run:
-        if args.set or args.seeds is not None:
-            raise SweepError(f"{'--set' if args.set else '--seeds'} cannot change a sweep that is resumed; "
-                             "start a new one with --name")
+        if args.set or args.seeds is not None or args.logger:
+            flag = "--set" if args.set else "--seeds" if args.seeds is not None else "--logger"
+            raise SweepError(f"{flag} cannot change a sweep that is resumed; start a new one with --name")
         text = exp.read_text("sweep.yaml")  # Tune's state may be missing: stopped while bases trained
         if text is None:
             raise SweepError(f"--resume: {exp.location} holds no interrupted sweep to continue")
         stored = parse_sweep(yaml.safe_load(text), exp.uri("sweep.yaml"))
         validate(stored)
         sweep = stored
-    elif not args.dry_run and _can_restore(exp):
+    elif args.logger:
+        sweep = with_loggers(sweep, args.logger)
+    if not args.dry_run:
+        check_logger_packages(sweep)  # before Ray starts
+    if not args.resume and not args.dry_run and _can_restore(exp):
         raise SweepError(f"{exp.location} already holds a sweep; continue it with --resume or choose another --name")
     sweep = dataclasses.replace(sweep, name=name, storage=storage.location)
     return sweep, storage, exp

@@ -52,7 +52,12 @@ DEFAULT_OBJECTIVES = {"val_acc": "max", "flops_kept_dense": "min"}
 # keys the launcher sets for every trial itself
 RESERVED = ("runtime.workdir", "runtime.resume", "runtime.cache_dir", "runtime.progress")
 TOP_LEVEL = ("name", "description", "base", "space", "search", "scheduler", "resources", "storage",
-             "max_failures", "seeds", "budget", "smoke_test")
+             "max_failures", "seeds", "budget", "loggers", "smoke_test")
+# trackers every trial's results go to, and the options each takes (prune_sweep.trackers builds them)
+LOGGERS: Dict[str, Tuple[str, ...]] = {"tensorboard": ("per_layer",),
+                                       "mlflow": ("tracking_uri", "experiment", "per_layer"),
+                                       "wandb": ("project", "group", "mode", "dir", "per_layer")}
+DEFAULT_LOGGERS = ("tensorboard",)
 
 
 class SweepError(ValueError):
@@ -149,6 +154,20 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Logger:
+    """One tracker of ``loggers:``: its name and options (``{mlflow: {tracking_uri: ...}}``)."""
+
+    name: str
+    options: Tuple[Tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def to_yaml(self) -> Any:
+        return {self.name: dict(self.options)} if self.options else self.name
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A parsed, validated sweep file. ``base`` is flat (dotted keys)."""
 
@@ -163,6 +182,7 @@ class Sweep:
     max_failures: int = 2  # retries of a trial whose worker or node died (from its last epoch)
     description: str = ""
     seeds: int = 1  # every configuration runs with this many seeds: runtime.seed, runtime.seed + 1, ...
+    loggers: Tuple[Logger, ...] = tuple(Logger(n) for n in DEFAULT_LOGGERS)  # trackers of the results
     smoke_test: bool = False
     source: str = ""  # the file it came from, for messages
     base_flat: Dict[str, Any] = field(default_factory=dict, repr=False)  # every config key, resolved
@@ -218,6 +238,7 @@ class Sweep:
         out["max_failures"] = self.max_failures
         if self.seeds > 1:
             out["seeds"] = self.seeds
+        out["loggers"] = [lg.to_yaml() for lg in self.loggers]
         if self.smoke_test:
             out["smoke_test"] = True
         return out
@@ -452,6 +473,7 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
                   scheduler=_parse_scheduler(raw.get("scheduler"), source),
                   resources=_parse_resources(raw.get("resources"), source), storage=storage,
                   max_failures=max_failures, description=str(raw.get("description") or ""), seeds=seeds,
+                  loggers=_loggers(raw["loggers"], source) if "loggers" in raw else Sweep.loggers,
                   smoke_test=smoke, source=source, base_flat=base_flat)
     if sweep.search.algorithm == "optuna" and seeds > 1:
         raise _fail(source, where, f"{seeds}: repeating configurations over seeds needs search.algorithm grid or "
@@ -461,6 +483,12 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
         if grids:
             raise _fail(source, f"space.{grids[0]}", "grid is not available with search.algorithm optuna; use choice")
     return sweep
+
+
+def _loggers(raw: Any, source: str) -> Tuple[Logger, ...]:
+    from prune_sweep.loggers import parse_loggers  # it reads with this module's helpers
+
+    return parse_loggers(raw, source)
 
 
 def _absolute_paths(base: Dict[str, Any]) -> Dict[str, Any]:
