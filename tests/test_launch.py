@@ -278,7 +278,7 @@ def test_a_full_disk_while_bases_train_or_tune_saves_is_the_same_one_line(tmp_pa
     assert driver.no_space("Failure # 2\nOSError: [Errno 28] No space left on device: 'x'\n") == (
         "OSError: [Errno 28] No space left on device: 'x'")
     assert driver.no_space(RuntimeError("disk quota")) is None and driver.no_space("") is None
-    monkeypatch.setattr(bases, "prepare_bases", lambda *a: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))
+    monkeypatch.setattr(bases, "prepare_bases", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))
     with pytest.raises(OSError):  # any other failure is not a full disk
         main([str(path), "--storage", str(tmp_path), "--resume"])
 
