@@ -14,6 +14,8 @@ import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+# Ray 2.60's only (and documented) home of its MLflow and W&B logger callbacks; nothing else here
+# uses ray.air: reports and checkpoints go through ray.tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger.tensorboardx import VALID_SUMMARY_TYPES, TBXLoggerCallback
