@@ -89,10 +89,31 @@ def _experiment(args: argparse.Namespace) -> Tuple[Sweep, Store, Store]:
         sweep = with_loggers(sweep, args.logger)
     if not args.dry_run:
         check_logger_packages(sweep)  # before Ray starts
+        _check_export_packages(sweep)
     if not args.resume and not args.dry_run and _can_restore(exp):
         raise SweepError(f"{exp.location} already holds a sweep; continue it with --resume or choose another --name")
     sweep = dataclasses.replace(sweep, name=name, storage=storage.location)
     return sweep, storage, exp
+
+
+def _check_export_packages(sweep: Sweep) -> None:
+    """A sweep whose trials export to ONNX (``runtime.export: onnx`` in its base or its space)
+    needs onnx and onnxruntime: a missing one is one line before Ray starts, not a failure in
+    every trial."""
+    import importlib.util
+
+    values = [sweep.base_flat.get("runtime.export", sweep.base.get("runtime.export"))]
+    values += [v for e in sweep.space.get("runtime.export", ()) for v in e.dist.args]
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):  # a module blocked in sys.modules, or a broken install
+            return True
+
+    missing = [m for m in ("onnx", "onnxruntime") if absent(m)]
+    if "onnx" in values and missing:
+        raise SweepError(f"runtime.export: onnx needs {' and '.join(missing)}, not installed; "
+                         'pip install -e ".[onnx]"')
 
 
 def _can_restore(exp: Store) -> bool:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -144,6 +145,23 @@ def test_missing_onnxruntime_is_one_line_exit_2_before_training(tmp_path, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "runtime.export=onnx" in err[0] and 'pip install -e ".[onnx]"' in err[0], err
     assert not trained and not (out / "mnist5k").exists()  # nothing trained, no run directory left behind
+
+
+def test_a_sweep_that_exports_without_onnxruntime_stops_before_ray(tmp_path, monkeypatch, capsys):
+    from _sweeps import write_sweep
+
+    from prune_sweep.launch_cli import main as launch
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    path = write_sweep(tmp_path, "ort", [0.3])
+    sweep = yaml.safe_load(path.read_text())
+    sweep["base"]["runtime"]["export"] = "onnx"
+    path.write_text(yaml.safe_dump(sweep))
+    assert launch([str(path), "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ('prune-sweep: error: runtime.export: onnx needs onnxruntime, not installed; '
+                   'pip install -e ".[onnx]"'), err
+    assert not (tmp_path / "ort").exists()  # nothing started, nothing written
 
 
 def test_bad_export_value_is_refused():
