@@ -20,14 +20,11 @@ import yaml
 from fsspec.implementations.local import LocalFileSystem
 from ray import cloudpickle
 
-from prune_core import METRIC_KEYS, ExperimentConfig, provenance
+from prune_core import provenance
 from prune_sweep import bases, driver
-from prune_sweep.expand import load_sweep
 from prune_sweep.launch_cli import main
-from prune_sweep.spec import DEFAULT_SWEEP
 from prune_sweep.storage import node_cache
 
-FAMILIES = {"channel", "kernel", "intra_kernel", "imp", "snip"}
 
 # a few steps of everything: a trial takes seconds on one core
 TINY = {"data": {"name": "mnist5k", "limit_train": 256, "batch_size": 64},
@@ -42,6 +39,13 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False)  # never a cluster another test left
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> Path:
+    """One storage for the tests whose sweeps share the TINY base: the first trains it, the others
+    adopt it (as a second sweep in a storage does)."""
+    return tmp_path_factory.mktemp("storage")
 
 
 def write_sweep(tmp_path: Path, name: str, space: dict, **extra) -> Path:
@@ -70,40 +74,6 @@ def done_row(rows: List[dict]) -> dict:
     finals = [r for r in rows if r.get("stage") == "done"]
     assert len(finals) == 1, [r.get("stage") for r in rows]
     return finals[0]
-
-
-def test_quickstart_smoke_test_reports_every_metric(tmp_path, capsys):
-    assert main([str(DEFAULT_SWEEP), "--smoke-test", "--storage", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    exp = tmp_path / "quickstart-smoke"
-    assert f"python analyze.py {exp}" in out
-    assert ray.is_initialized()  # launch.py leaves a Ray it did not start running
-    sweep = load_sweep(exp / "sweep.yaml")
-    assert sweep.smoke_test and sweep.name == "quickstart-smoke"
-    base = ExperimentConfig.from_yaml(exp / "base.yaml")
-    assert base.model.name == "resnet20" and base.data.name == "mnist5k"
-
-    runs = trials(exp)
-    assert {p["prune.method"] for p in params(exp)} == FAMILIES
-    assert all(sorted(p) == sorted(sweep.keys) for p in params(exp))  # params.json: the swept keys, dotted
-    for name, rows in runs.items():
-        final = done_row(rows)
-        assert set(METRIC_KEYS) <= set(final), set(METRIC_KEYS) - set(final)
-        assert final["base_cached"] == 1  # the base came from the sweep's base task
-        epochs = [r for r in rows if r.get("stage") == "finetune"]
-        assert [r["epoch"] for r in epochs] == list(range(1, final["finetune_epochs"] + 1))
-        assert all({"val_acc", "train_loss", "flops_kept_dense", "flops_kept_effective", "lr"} <= set(r) for r in epochs)
-        assert list((exp / name).glob("checkpoint_*")), "every epoch is checkpointed"
-    assert len(list((exp / "base_cache").glob("*/base.pt"))) == 1
-    assert "distinct models timed alone on cpu" in out
-    quiet = json.loads((exp / "latency.json").read_text())  # every finished trial timed again, alone
-    assert sorted(quiet) == sorted(done_row(rows)["trial_id"] for rows in runs.values())
-    assert all(q["latency_pass"] == "quiet" and q["latency_ms_final"] > 0 for q in quiet.values())
-
-    import analyze
-
-    assert analyze.main([str(exp), "--out", str(tmp_path / "analysis")]) == 0
-    assert (tmp_path / "analysis" / "report.html").is_file()
 
 
 def test_each_distinct_base_is_trained_once_and_reused_by_a_second_sweep(tmp_path, capsys):
@@ -164,11 +134,11 @@ def test_multi_objective_optuna_search(tmp_path):
     assert len(params(exp)) == 3
 
 
-def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tmp_path, capsys):
+def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tmp_path, storage, capsys):
     space = {"finetune.lr": {"grid": [0.01, 1.0e30]}}
-    assert main([str(write_sweep(tmp_path, "nan", space)), "--storage", str(tmp_path)]) == 0
+    assert main([str(write_sweep(tmp_path, "nan", space)), "--storage", str(storage)]) == 0
     assert "1 finished" in (out := capsys.readouterr().out) and "1 errored" in out and "Diverged" in out
-    exp = tmp_path / "nan"
+    exp = storage / "nan"
     errors = list(exp.glob("*/error.txt"))
     assert len(errors) == 1
     text = errors[0].read_text()
@@ -178,13 +148,13 @@ def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tmp_path
     assert len(finished) == 1
 
 
-def test_quiet_latency_pass_times_each_distinct_architecture_once(tmp_path, capsys):
+def test_quiet_latency_pass_times_each_distinct_architecture_once(tmp_path, storage, capsys):
     # two trials differing only in the fine-tune's learning rate: one base, one pruned architecture
     path = write_sweep(tmp_path, "quiet", {"finetune.lr": {"grid": [0.01, 0.02]}},
                        base={"prune": {"method": "channel", "ratio": 0.5}})
-    assert main([str(path), "--storage", str(tmp_path)]) == 0
+    assert main([str(path), "--storage", str(storage)]) == 0
     assert "latency: 2 distinct models timed alone on cpu x1 threads" in capsys.readouterr().out
-    exp = tmp_path / "quiet"
+    exp = storage / "quiet"
     ids = sorted(done_row(rows)["trial_id"] for rows in trials(exp).values())
     quiet = json.loads((exp / "latency.json").read_text())
     assert sorted(quiet) == ids and len(ids) == 2
@@ -198,11 +168,11 @@ def test_quiet_latency_pass_times_each_distinct_architecture_once(tmp_path, caps
     assert a == b  # the same architectures, timed once, give both trials the same numbers
     # --resume times every finished trial again; --no-quiet-latency skips the pass
     (exp / "latency.json").unlink()
-    assert main([str(path), "--storage", str(tmp_path), "--resume"]) == 0
+    assert main([str(path), "--storage", str(storage), "--resume"]) == 0
     assert sorted(json.loads((exp / "latency.json").read_text())) == ids
     (exp / "latency.json").unlink()
     capsys.readouterr()
-    assert main([str(path), "--storage", str(tmp_path), "--resume", "--no-quiet-latency"]) == 0
+    assert main([str(path), "--storage", str(storage), "--resume", "--no-quiet-latency"]) == 0
     assert "distinct models timed" not in capsys.readouterr().out and not (exp / "latency.json").exists()
     # provenance.json: one entry per launch, naming the node each trial ran on and its versions
     launches = json.loads((exp / "provenance.json").read_text())["launches"]
@@ -232,7 +202,7 @@ class FullDisk:
         return self.local.open(path, mode, **kwargs)
 
 
-def test_storage_full_stops_the_sweep_in_one_line_and_resume_finishes_every_trial_once(tmp_path, capsys,
+def test_storage_full_stops_the_sweep_in_one_line_and_resume_finishes_every_trial_once(tmp_path, storage, capsys,
                                                                                          monkeypatch):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers unpickle FullDisk by value
     flag = tmp_path / "full"
@@ -243,19 +213,19 @@ def test_storage_full_stops_the_sweep_in_one_line_and_resume_finishes_every_tria
                        base={"finetune": {"epochs": 3, "max_steps": 2}})
     exp = tmp_path / "full"
 
-    assert main([str(path), "--storage", str(tmp_path / "s")]) == 1
+    assert main([str(path), "--storage", str(storage)]) == 1
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("prune-sweep: error:")]
     assert len(lines) == 1 and "storage full (trial " in lines[0] and "No space left on device" in lines[0], err
     assert "0 trials finished, 2 unfinished (each continues from its last checkpoint)" in lines[0] and lines[0].endswith(
-        f"continue with: python launch.py {path} --resume --storage {tmp_path / 's'}")
-    exp = tmp_path / "s" / "full"
+        f"continue with: python launch.py {path} --resume --storage {storage}")
+    exp = storage / "full"
     before = trials(exp)
     assert len(before) == 2 and not any(r.get("stage") == "done" for rows in before.values() for r in rows)
     assert all(list((exp / name).glob("checkpoint_000000")) for name in before)  # what was computed stays
 
     flag.unlink()  # space returns
-    assert main([str(path), "--storage", str(tmp_path / "s"), "--resume", "--no-quiet-latency"]) == 0
+    assert main([str(path), "--storage", str(storage), "--resume", "--no-quiet-latency"]) == 0
     assert "2 finished" in capsys.readouterr().out
     after = trials(exp)
     assert after.keys() == before.keys()  # no trial was created twice

@@ -1,12 +1,17 @@
 """The package as a user installs it: a wheel built from this checkout, installed (not editable) in
 a fresh virtual environment, runs its three entry points from a folder outside the checkout."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _sweeps import trial_rows
+
+from prune_core import METRIC_KEYS, ExperimentConfig
+from prune_sweep.expand import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,10 +55,39 @@ def test_prune_sweep_plans_its_default_sweep(venv, tmp_path):
     assert "quickstart" in out.stdout and "trials" in out.stdout
 
 
-def test_prune_sweep_smoke_test(venv, tmp_path):
+def test_prune_sweep_smoke_test_reports_every_metric(venv, tmp_path):
+    """The README's quickstart, smoke-sized (one trial per method family), from the installed
+    wheel: every trial reports every metric, every epoch is checkpointed, one base is trained,
+    the quiet latency pass times every trial, and the installed prune-analyze reports on it."""
     out = run(venv, "prune-sweep", "--smoke-test", "--storage", str(tmp_path / "runs"), "--no-dashboard", cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert list((tmp_path / "runs").glob("*/*/result.json")), "trials wrote their results"
+    exp = tmp_path / "runs" / "quickstart-smoke"
+    assert f"python analyze.py {exp}" in out.stdout and "distinct models timed alone on cpu" in out.stdout
+    sweep = load_sweep(exp / "sweep.yaml")
+    assert sweep.smoke_test and sweep.name == "quickstart-smoke"
+    base = ExperimentConfig.from_yaml(exp / "base.yaml")
+    assert base.model.name == "resnet20" and base.data.name == "mnist5k"
+    runs = trial_rows(exp)
+    params = [json.loads((exp / name / "params.json").read_text()) for name in runs]
+    assert {p["prune.method"] for p in params} == {"channel", "kernel", "intra_kernel", "imp", "snip"}
+    assert all(sorted(p) == sorted(sweep.keys) for p in params)  # params.json: the swept keys, dotted
+    finals = {}
+    for name, rows in runs.items():
+        (final,) = [r for r in rows if r.get("stage") == "done"]
+        finals[name] = final
+        assert set(METRIC_KEYS) <= set(final), set(METRIC_KEYS) - set(final)
+        assert final["base_cached"] == 1  # the base came from the sweep's base task
+        epochs = [r for r in rows if r.get("stage") == "finetune"]
+        assert [r["epoch"] for r in epochs] == list(range(1, final["finetune_epochs"] + 1))
+        assert all({"val_acc", "train_loss", "flops_kept_dense", "flops_kept_effective", "lr"} <= set(r) for r in epochs)
+        assert list((exp / name).glob("checkpoint_*")), "every epoch is checkpointed"
+    assert len(list((exp / "base_cache").glob("*/base.pt"))) == 1
+    quiet = json.loads((exp / "latency.json").read_text())  # every finished trial timed again, alone
+    assert sorted(quiet) == sorted(f["trial_id"] for f in finals.values())
+    assert all(q["latency_pass"] == "quiet" and q["latency_ms_final"] > 0 for q in quiet.values())
+    report = run(venv, "prune-analyze", str(exp), "--out", str(tmp_path / "analysis"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (tmp_path / "analysis" / "report.html").is_file()
 
 
 def test_prune_analyze_smoke_test(venv, tmp_path):
