@@ -192,14 +192,15 @@ def make_searcher(sweep: Sweep, configs: List[Dict[str, Any]], exp: Store, local
     db = (Path(exp.path()) if exp.local else local_dir) / "optuna.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     metrics, modes = [m for m, _ in s.objectives], [m for _, m in s.objectives]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")  # one engine for the searcher and the names
     searcher = SweepOptunaSearch(OptunaSpace(sweep), keys=sweep.keys,
                                  metric=metrics if len(metrics) > 1 else metrics[0],
                                  mode=modes if len(modes) > 1 else modes[0], sampler=sampler, study_name=sweep.name,
-                                 storage=optuna.storages.RDBStorage(f"sqlite:///{db}"))
+                                 storage=storage)
     # the searcher has created the study: name its objectives (optuna-dashboard shows "Objective 0" otherwise)
     with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard reads
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{db}").set_metric_names(metrics)
+        optuna.load_study(study_name=sweep.name, storage=storage).set_metric_names(metrics)
     return searcher
 
 

@@ -23,7 +23,7 @@ from prune_core.sections import parse_overrides
 from prune_sweep.expand import corner_configs, load_sweep, num_trials, trial_configs, validate
 from prune_sweep.liveness import driver_marker, exclusive
 from prune_sweep.plan import print_plan
-from prune_sweep.loggers import check_logger_packages, with_loggers
+from prune_sweep.loggers import check_logger_packages, installed, with_loggers
 from prune_sweep.spec import DEFAULT_SWEEP, LOGGERS, Sweep, SweepError, parse_sweep
 from prune_sweep.storage import Store, node_cache
 
@@ -100,17 +100,9 @@ def _check_export_packages(sweep: Sweep) -> None:
     """A sweep whose trials export to ONNX (``runtime.export: onnx`` in its base or its space)
     needs onnx and onnxruntime: a missing one is one line before Ray starts, not a failure in
     every trial."""
-    import importlib.util
-
-    values = [sweep.base_flat.get("runtime.export", sweep.base.get("runtime.export"))]
+    values = [sweep.base_flat.get("runtime.export")]
     values += [v for e in sweep.space.get("runtime.export", ()) for v in e.dist.args]
-    def absent(module: str) -> bool:
-        try:
-            return importlib.util.find_spec(module) is None
-        except (ImportError, ValueError):  # a module blocked in sys.modules, or a broken install
-            return True
-
-    missing = [m for m in ("onnx", "onnxruntime") if absent(m)]
+    missing = [m for m in ("onnx", "onnxruntime") if not installed(m)]
     if "onnx" in values and missing:
         raise SweepError(f"runtime.export: onnx needs {' and '.join(missing)}, not installed; "
                          'pip install -e ".[onnx]"')

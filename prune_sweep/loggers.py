@@ -5,6 +5,7 @@ callbacks."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
@@ -58,13 +59,20 @@ def with_loggers(sweep: Sweep, names: Sequence[str]) -> Sweep:
     return dataclasses.replace(sweep, loggers=tuple(known.get(n, Logger(n)) for n in dict.fromkeys(names)))
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it; a module blocked in
+    ``sys.modules`` or a broken install is not."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def check_logger_packages(sweep: Sweep) -> None:
     """Every tracker's package is installed (before Ray starts): a missing one is one line naming
     the extra that installs it."""
-    import importlib.util
-
     for lg in sweep.loggers:
         module = LOGGER_PACKAGES.get(lg.name)
-        if module and importlib.util.find_spec(module) is None:
+        if module and not installed(module):
             raise SweepError(f"loggers: {lg.name} needs the {module} package, which is not installed; "
                              f"pip install 'prune-sweep[{lg.name}]'")
