@@ -405,7 +405,7 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
 
     ctx = PruneContext(cfg=cfg, example_input=_example_input(data, device),
                        calib_batches=calibration_batches(data, cfg.prune.calib_batches), train=train,
-                       early_states=artifact["early"], fresh_state=_fresh_state(cfg, data))
+                       early_states=artifact["early"], fresh_state=_fresh_state(cfg, data), cache=cache_dir(cfg))
     plan = prune_model(model, ctx)
     metrics["epochs_prune"] = sum(trained_in_pruning)
     metrics.update(plan.stats.get("metrics", {}))  # method-specific extras, e.g. imp_levels

@@ -87,6 +87,9 @@ DETAIL_KEYS: Dict[str, str] = {
     "input_shape": "[C, H, W] of one input image as the model sees it (what rebuilding the architecture needs)",
     "layer_params_base": "{layer name: non-zero weights} of the base model's conv and linear layers",
     "layer_params_final": "{layer name: non-zero weights} of the pruned model",
+    "prune_round_to": "channel multiple prune.round_to: auto chose on the device (pruning.devicecost)",
+    "latency_kept_estimate": "prune.target latency: the latency table's estimate of the fraction of dense latency kept",
+    "latency_kept_measured": "prune.target latency: that fraction as timed while pruning (median, latency batch)",
     "imp_levels": "IMP: pruning levels run (each removes prune.imp_fraction of the remaining weights)",
     "imp_epochs": "IMP: epochs trained across all levels, T + L x (T - k)",
 }

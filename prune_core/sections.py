@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple, Union
 
 import yaml
 
@@ -32,7 +32,7 @@ def require_choice(key: str, value: Any, options) -> None:
 # the closed sets of the text keys; registry names are checked against their registries instead
 CHOICES: Dict[str, Tuple[str, ...]] = {
     "train.optimizer": ("sgd", "adamw"), "train.schedule": ("cosine", "step", "constant"),
-    "prune.scope": ("local", "global"), "prune.target": ("unit", "flops"),
+    "prune.scope": ("local", "global"), "prune.target": ("unit", "flops", "latency"),
     "prune.snip_init": ("vs", "vs_redraw", "model"), "prune.pattern": ("library", "fixed", "magnitude"),
     "prune.rewind": ("weights", "lr"), "runtime.device": ("auto", "cpu", "cuda"),
     "runtime.progress": ("auto", "on", "off")}
@@ -41,6 +41,9 @@ CHOICES["finetune.optimizer"], CHOICES["finetune.schedule"] = CHOICES["train.opt
 # the keys whose values are registry names, and the other spellings they accept: a hyphen reads as an
 # underscore (the first seed project's intra-kernel), and torchvision's vgg16_bn is the registry's
 # vgg16, which has batch norm
+# integer keys that also take a word
+INT_WORDS: Dict[str, Tuple[str, ...]] = {"prune.round_to": ("auto",)}
+
 NAME_KEYS = ("data.name", "model.name", "prune.method", "prune.criterion")
 ALIASES: Dict[str, Dict[str, str]] = {"model.name": {"vgg16_bn": "vgg16"}}
 
@@ -154,9 +157,13 @@ class PruneConfig:
     ratio: float = 0.5  # fraction of the method's unit removed (channels, kernels, weights)
     scope: str = "local"  # local: same ratio per layer; global: one ranking across layers
     lamp: bool = False  # global ranking on LAMP scores of squared magnitudes (Lee et al. 2021; criterion l2)
-    target: str = "unit"  # unit: ratio of the method's unit; flops: ratio of FLOPs removed
+    # unit: ratio of the method's unit; flops: ratio of FLOPs removed; latency (channel): ratio of the
+    # latency removed, estimated from a per-layer latency table measured on the device (HALP's LUT)
+    target: str = "unit"
     max_layer_ratio: float = 0.9  # global scope never empties a layer beyond this
-    round_to: int = 1  # keep channel counts multiples of this (16 helps CPU/GPU kernels)
+    # keep channel counts multiples of this; auto: the multiple that runs fastest on the device,
+    # measured once by a micro-benchmark and cached (pruning.devicecost)
+    round_to: Union[int, str] = 1
     # batches of data.batch_size the gradient scores read; 0 = the method's default, resolved once
     # (pruning.CALIB_BATCHES: snip 1, as Lee et al. 2019; taylor channel scores and the rest 4)
     calib_batches: int = 0
@@ -188,8 +195,8 @@ class PruneConfig:
         require_choice("prune.target", self.target, CHOICES["prune.target"])
         require(0.0 < self.max_layer_ratio < 1.0, "prune.max_layer_ratio", self.max_layer_ratio,
                "a number in (0, 1)")
-        require(isinstance(self.round_to, int) and self.round_to >= 1, "prune.round_to", self.round_to,
-               "a positive integer")
+        require(self.round_to == "auto" or (isinstance(self.round_to, int) and self.round_to >= 1),
+                "prune.round_to", self.round_to, "a positive integer or auto")
         require(isinstance(self.calib_batches, int) and self.calib_batches >= 0, "prune.calib_batches",
                self.calib_batches, "a positive integer (0 = the method's default)")
         require_choice("prune.snip_init", self.snip_init, CHOICES["prune.snip_init"])
@@ -350,6 +357,9 @@ def coerce(key: str, value: Any, default: Any) -> Any:
             return value.lower() in ("true", "yes", "on", "1")
         raise ConfigError(f"{key}={value!r}: expected true or false")
     if isinstance(default, int):
+        words = INT_WORDS.get(key, ())
+        if isinstance(value, str) and value.strip().lower() in words:
+            return value.strip().lower()
         if isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: expected an integer")
         try:
@@ -359,7 +369,7 @@ def coerce(key: str, value: Any, default: Any) -> Any:
                 return int(value)
             return int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r}: expected an integer") from None
+            raise ConfigError(f"{key}={value!r}: expected an integer{''.join(' or ' + w for w in words)}") from None
     if isinstance(default, float):
         if isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: expected a number")

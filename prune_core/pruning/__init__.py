@@ -17,7 +17,10 @@ none       nothing
 ========== =====================================================================================
 
 With ``prune.target == "flops"`` the ratio is instead the fraction of FLOPs (effective FLOPs for
-mask methods) removed, and the method searches the unit ratio that removes it.
+mask methods) removed, and the method searches the unit ratio that removes it; with ``"latency"``
+(channel only) the fraction of latency at ``runtime.latency_batch`` on the device, estimated from a
+per-layer latency table (``devicecost.LatencyTable``). ``prune.round_to: auto`` keeps channel
+counts multiples of what runs fastest on the device (``devicecost.channel_multiple``).
 
 >>> from prune_core.config import ExperimentConfig
 >>> from prune_core.models import build_model
@@ -67,6 +70,9 @@ def resolve_prune(cfg: PruneConfig) -> PruneConfig:
     require_choice("prune.criterion", cfg.criterion, CRITERIA)
     require(cfg.criterion in allowed, "prune.criterion", cfg.criterion,
             f"one of {', '.join(allowed)} for method {cfg.method}")
+    require(cfg.target != "latency" or cfg.method == "channel", "prune.target", cfg.target,
+            f"unit or flops for method {cfg.method} (latency: channel only; masks leave the dense network's "
+            "latency as it was)")
     require(not cfg.lamp or cfg.method not in LAMP_METHODS or cfg.criterion == "l2", "prune.criterion", cfg.criterion,
             "l2 with prune.lamp (LAMP is defined on squared weight magnitudes, Lee et al. 2021)")
     return cfg

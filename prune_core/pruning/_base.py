@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Tuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -51,6 +52,8 @@ class PruneContext:
     # fresh_state(seed): the state dict of the registry model built anew under ``seed`` (its own
     # initialiser, BN at init); only the caller knows the model's constructor (classes, input size)
     fresh_state: StateDraw = _missing_fresh_state
+    # where device measurements (round_to: auto, target: latency) are cached; None: measured, not kept
+    cache: Optional[Path] = None
 
     @property
     def input_shape(self) -> Tuple[int, ...]:

@@ -5,7 +5,9 @@ are scored together by the criterion's Torch-Pruning importance. ``ratio`` is th
 prunable conv output channels removed, counted per layer as ``layer_channels`` counts them: in
 ``local`` scope every group loses that fraction; in ``global`` scope one ranking decides, each
 group capped at ``max_layer_ratio``. The classifier's outputs are never pruned, and no group goes
-below one channel (or ``round_to`` where it is that wide).
+below one channel (or ``round_to`` where it is that wide; ``auto``: the device's fastest multiple).
+``target: flops`` and ``target: latency`` search the ratio that removes that fraction of FLOPs or of
+estimated latency (``devicecost``).
 
 >>> cfg = ExperimentConfig.from_dict({"prune.method": "channel", "prune.ratio": 0.5})  # doctest: +SKIP
 >>> plan = prune_model(model, PruneContext(cfg, example_input=x[:4]))  # doctest: +SKIP
@@ -14,17 +16,21 @@ below one channel (or ``round_to`` where it is that wide).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import count_flops
+from ..metrics import count_flops, time_interleaved
 from ..errors import ConfigError
 from ._base import CRITERIA, METHOD_CRITERIA, PruneContext, PruningPlan, method
-from .graph import ChannelGroup, build_graph, copy_model
+from .devicecost import LatencyTable, channel_multiple
+from .graph import ChannelGroup, Graph, build_graph, copy_model
 from .select import Ranking, lamp_normalize, solve_ratio
+
+LATENCY_TOLERANCE = 0.025  # target: latency stops correcting within 2.5 % of the goal (relative)
+LATENCY_CORRECTIONS = 2
 
 
 def group_scores(model: nn.Module, groups: List[ChannelGroup], criterion, ctx: PruneContext
@@ -72,9 +78,39 @@ def remove_channels(model: nn.Module, channels: Dict[str, List[int]], example_in
     return model
 
 
+def _pruned(model: nn.Module, channels: Dict[str, List[int]], ctx: PruneContext) -> nn.Module:
+    return remove_channels(copy_model(model), channels, ctx.example_input)
+
+
 def _flops_removed(model: nn.Module, channels: Dict[str, List[int]], ctx: PruneContext, dense: float) -> float:
-    pruned = remove_channels(copy_model(model), channels, ctx.example_input)
-    return 1.0 - count_flops(pruned, ctx.input_shape).total / dense
+    return 1.0 - count_flops(_pruned(model, channels, ctx), ctx.input_shape).total / dense
+
+
+def _solve_latency(model: nn.Module, graph: Graph, plan_at: Callable[[float], Dict[str, List[int]]],
+                   ctx: PruneContext) -> Tuple[float, float, float]:
+    """(unit ratio, the table's estimate of the latency kept, the latency kept as timed) for
+    ``prune.target: latency``: the ratio whose table estimate keeps ``1 - prune.ratio`` of the dense
+    latency, then timed against the dense network at the latency batch (medians, as the trial's
+    latency is); while that misses by more than ``LATENCY_TOLERANCE`` the aim is corrected by the
+    table's error, up to ``LATENCY_CORRECTIONS`` times, and the closest timed ratio is kept."""
+    p, rt = ctx.cfg.prune, ctx.cfg.runtime
+    table = LatencyTable(model, ctx.example_input, rt.latency_batch, rt.threads, ctx.cache)
+    goal = aim = 1.0 - p.ratio
+    best: Optional[Tuple[float, float, float]] = None
+    for _ in range(1 + LATENCY_CORRECTIONS):
+        ratio, removed = solve_ratio(1.0 - aim, lambda r: 1.0 - table.kept(graph.pruned_channels(plan_at(r))),
+                                     what="latency")
+        base, small = time_interleaved([model, _pruned(model, plan_at(ratio), ctx)], ctx.input_shape,
+                                       rt.latency_batch, repeats=7, warmup=2, threads=rt.threads)
+        timed = small.ms_batch / base.ms_batch
+        if best is None or abs(timed - goal) < abs(best[2] - goal):
+            best = (ratio, 1.0 - removed, timed)
+        if abs(timed - goal) <= LATENCY_TOLERANCE * goal:
+            break
+        aim = min(1.0, max(0.01, (1.0 - removed) * goal / timed))  # the table over- or underrated by timed / estimate
+    table.save()
+    assert best is not None
+    return best
 
 
 def ranking_of(p, criterion, bn_l1: float) -> str:
@@ -122,18 +158,29 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     scores = [_comparable(s, how) for _, s in ranked]
     weights = [g.conv_outputs for g, _ in ranked]
 
-    ranking = Ranking(scores, p.scope, p.max_layer_ratio, p.round_to, weights)
+    stats: Dict[str, object] = {"groups": len(groups), "groups_ranked": len(ranked), "ranking": how}
+    extra: Dict[str, float] = {}
+    rt = ctx.cfg.runtime
+    round_to = p.round_to
+    if round_to == "auto":
+        round_to = channel_multiple(ctx.example_input.device, rt.latency_batch, rt.threads, ctx.cache)["multiple"]
+        extra["prune_round_to"] = round_to
+    ranking = Ranking(scores, p.scope, p.max_layer_ratio, round_to, weights)
 
     def plan_at(ratio: float) -> Dict[str, List[int]]:
         chosen = ranking.select(ratio)
         return {g.root: idx.tolist() for (g, _), idx in zip(ranked, chosen) if len(idx)}
 
-    stats = {"groups": len(groups), "groups_ranked": len(ranked), "ranking": how}
     ratio = p.ratio
     if p.target == "flops":
         dense = count_flops(model, ctx.input_shape).total
         ratio, removed = solve_ratio(p.ratio, lambda r: _flops_removed(model, plan_at(r), ctx, dense))
         stats["flops_removed"] = removed
+    elif p.target == "latency":
+        ratio, extra["latency_kept_estimate"], extra["latency_kept_measured"] = _solve_latency(model, graph, plan_at,
+                                                                                              ctx)
+    if extra:
+        stats["metrics"] = extra
     channels = plan_at(ratio)
     total = sum(g.size * w for (g, _), w in zip(ranked, weights))
     gone = sum(len(channels.get(g.root, ())) * w for (g, _), w in zip(ranked, weights))

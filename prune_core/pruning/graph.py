@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import List
+from typing import Dict, List, Set, Tuple
 
 import torch
 import torch.nn.utils.prune as torch_prune
@@ -118,6 +119,37 @@ class Graph:
             root = self.names[group[0].dep.target.module]
             out.append(ChannelGroup(root=root, group=group, conv_outputs=max(1, len(convs))))
         return out
+
+
+    def pruned_channels(self, channels: Dict[str, List[int]]) -> Dict[str, Tuple[int, int]]:
+        """{name: (input, output channels)} of every conv and linear layer (features for linear) once
+        ``channels`` (group root -> its output channels) are removed, read from the groups' index
+        mapping without touching the model: what ``channel.remove_channels`` leaves, at a fraction
+        of its cost (no new trace), for searches that try many plans."""
+        gone_in: Dict[str, Set[int]] = defaultdict(set)
+        gone_out: Dict[str, Set[int]] = defaultdict(set)
+        for root, idxs in channels.items():
+            if not idxs:
+                continue
+            for item in self.group_of(root, list(idxs)).items:
+                module = item.dep.target.module
+                if isinstance(module, WEIGHTED) and module in self.names:
+                    out = self.DG.is_out_channel_pruning_fn(item.dep.handler)
+                    (gone_out if out else gone_in)[self.names[module]].update(int(i) for i in item.idxs)
+        shapes = {}
+        for name, m in self.model.named_modules():
+            if isinstance(m, CONV):
+                cin, cout = m.in_channels, m.out_channels
+            elif isinstance(m, nn.Linear):
+                cin, cout = m.in_features, m.out_features
+            else:
+                continue
+            if is_depthwise(m):  # one channel in, one out: removing either removes both
+                n = cin - len(gone_in[name] | gone_out[name])
+                shapes[name] = (n, n)
+            else:
+                shapes[name] = (cin - len(gone_in[name]), cout - len(gone_out[name]))
+        return shapes
 
 
 def build_graph(model: nn.Module, example_input: torch.Tensor) -> Graph:

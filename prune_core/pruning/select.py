@@ -174,8 +174,9 @@ def lowest_count_keep(scores: Sequence[torch.Tensor], masks: Sequence[torch.Tens
 
 
 def solve_ratio(target: float, removed_at: Callable[[float], float], hi: float = 0.99, tol: float = 0.005,
-                max_iter: int = 30) -> Tuple[float, float]:
-    """The unit ratio whose removed fraction (``removed_at(ratio)``, e.g. of FLOPs) is ``target``.
+                max_iter: int = 30, what: str = "FLOPs") -> Tuple[float, float]:
+    """The unit ratio whose removed fraction (``removed_at(ratio)``, of ``what``: FLOPs or latency) is
+    ``target``.
 
     Bisection on [0, ``hi``]; ``removed_at`` must not decrease with the ratio. Stops within ``tol``
     of the target or when the interval closes (units are discrete), and returns the best
@@ -184,7 +185,7 @@ def solve_ratio(target: float, removed_at: Callable[[float], float], hi: float =
     """
     ratio, got = _bisect(target, removed_at, hi, tol, max_iter)
     if abs(got - target) > 2 * tol:
-        warnings.warn(f"FLOPs target {target:.3f}: the closest reachable is {got:.3f} (unit ratio {ratio:.3f})",
+        warnings.warn(f"{what} target {target:.3f}: the closest reachable is {got:.3f} (unit ratio {ratio:.3f})",
                       stacklevel=2)
     return ratio, got
 
