@@ -118,13 +118,14 @@ class ExperimentConfig:
     def base_key(self) -> Dict[str, Any]:
         """Everything that determines the trained base's weights (ARCHITECTURE.md, contract 7): the
         ``BASE_KEYS`` values, the device type (``device_type()``), the numeric precision that device
-        and ``runtime.amp``/``cpu_bf16`` give, determinism, and the major versions of torch and
-        torchvision. The data's contents are checked on load instead (``prune_core.pipeline``): a
+        and ``runtime.amp``/``amp_dtype``/``cpu_bf16`` give, determinism, and the major versions of
+        torch and torchvision. The data's contents are checked on load instead (``prune_core.pipeline``): a
         launcher hashes bases without reading the data."""
         flat = self.to_flat()
         device = self.device_type()
         key: Dict[str, Any] = {"data": {}, "model": {}, "train": {}, "seed": flat["runtime.seed"], "device": device,
-                               "precision": precision_name(device, self.runtime.amp, self.runtime.cpu_bf16),
+                               "precision": precision_name(device, self.runtime.amp, self.runtime.cpu_bf16,
+                                                            self.runtime.amp_dtype),
                                "deterministic": self.runtime.deterministic, "versions": major_versions()}
         for dotted in BASE_KEYS:
             section, name = dotted.split(".", 1)

@@ -161,8 +161,8 @@ def _load_or_train(cfg: ExperimentConfig, data: DataSplits, device: torch.device
         log(f"training base {cfg.model.name} on {cfg.data.name} for {cfg.train.epochs} epochs "
             f"(cached as {path.parent.name})")
         history = fit(model, cfg.train, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
-                      stage="base", checkpoint=ckpt, resume=cfg.runtime.resume, on_epoch=keep_early,
-                      progress=cfg.runtime.progress, log=log)
+                      amp_choice=cfg.runtime.amp_dtype, stage="base", checkpoint=ckpt, resume=cfg.runtime.resume,
+                      on_epoch=keep_early, progress=cfg.runtime.progress, log=log)
         artifact = {"model": _cpu_state(model), "early": early, "history": history.epochs,
                     "val_acc": history.best_val_acc, "provenance": _provenance(cfg, data, device)}
         save_atomic(artifact, path)
@@ -211,7 +211,8 @@ def _provenance(cfg: ExperimentConfig, data: DataSplits, device: torch.device) -
 
     return {"data": data.fingerprint, "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "precision": precision_name(device.type, cfg.runtime.amp, cfg.runtime.cpu_bf16),
+            "precision": precision_name(device.type, cfg.runtime.amp, cfg.runtime.cpu_bf16,
+                                        cfg.runtime.amp_dtype),
             "deterministic": cfg.runtime.deterministic, "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__)}
 
@@ -242,7 +243,7 @@ def _example_input(data: DataSplits, device: torch.device) -> torch.Tensor:
 def _measure(model: nn.Module, cfg: ExperimentConfig, data: DataSplits, device: torch.device, tag: str
              ) -> Dict[str, Any]:
     """Accuracy, FLOPs and parameters of ``model``, keys suffixed with ``tag`` (latency: ``_time_pair``)."""
-    dtype = amp_dtype(device, cfg.runtime.amp, cfg.runtime.cpu_bf16)
+    dtype = amp_dtype(device, cfg.runtime.amp, cfg.runtime.cpu_bf16, cfg.runtime.amp_dtype)
     acc = evaluate(model, data.test, data.num_classes, dtype)
     flops = count_flops(model, data.input_shape)
     params, params_nz = count_params(model)
@@ -398,7 +399,8 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     trained_in_pruning = []
 
     def train(m: nn.Module, tcfg, stage: str, start: int = 0) -> History:
-        history = fit(m, tcfg, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16, stage=stage,
+        history = fit(m, tcfg, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
+                      amp_choice=cfg.runtime.amp_dtype, stage=stage,
                       progress=cfg.runtime.progress, log=log, start_epoch=start)
         trained_in_pruning.append(len(history.epochs))
         return history
@@ -418,7 +420,7 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     metrics["time_rebuild_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    dtype = amp_dtype(device, cfg.runtime.amp, cfg.runtime.cpu_bf16)
+    dtype = amp_dtype(device, cfg.runtime.amp, cfg.runtime.cpu_bf16, cfg.runtime.amp_dtype)
     metrics["acc_pruned_raw"] = evaluate(model, data.test, data.num_classes, dtype).top1
     judged = model
     if cfg.prune.bn_recalib_batches:  # judge the pruned network with BN statistics that fit it
@@ -463,7 +465,7 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
             reporter({**record, "epoch": record["epoch"] - start, **costs}, wd.root)
 
     history: History = fit(model, tcfg, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
-                           stage="finetune",
+                           amp_choice=cfg.runtime.amp_dtype, stage="finetune",
                            checkpoint=wd.finetune_ckpt, resume=cfg.runtime.resume, on_epoch=on_epoch,
                            progress=cfg.runtime.progress, log=log, start_epoch=start)
     _make_permanent(model)

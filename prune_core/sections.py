@@ -35,7 +35,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "prune.scope": ("local", "global"), "prune.target": ("unit", "flops", "latency"),
     "prune.snip_init": ("vs", "vs_redraw", "model"), "prune.pattern": ("library", "fixed", "magnitude"),
     "prune.rewind": ("weights", "lr"), "runtime.device": ("auto", "cpu", "cuda"),
-    "runtime.progress": ("auto", "on", "off")}
+    "runtime.progress": ("auto", "on", "off"), "runtime.amp_dtype": ("auto", "bf16", "fp16")}
 CHOICES["finetune.optimizer"], CHOICES["finetune.schedule"] = CHOICES["train.optimizer"], CHOICES["train.schedule"]
 
 # the keys whose values are registry names, and the other spellings they accept: a hyphen reads as an
@@ -232,6 +232,9 @@ class RuntimeConfig:
     seed: int = 0
     device: str = "auto"  # auto picks cuda when available
     amp: bool = True  # mixed precision on CUDA (bf16 where supported); off on the CPU unless cpu_bf16
+    # the CUDA autocast dtype with amp: auto (bf16 where the GPU supports it, else fp16 with a
+    # gradient scaler), or bf16 or fp16 whatever the GPU (fp16 always with the scaler)
+    amp_dtype: str = "auto"
     # bf16 autocast on CPUs with native bf16 (avx512_bf16, AMX): resnet20 trained 1.65x faster on
     # this 2-core EPYC (797 -> 1294 images/s); off by default so CPU runs stay plain fp32
     cpu_bf16: bool = False
@@ -256,6 +259,7 @@ class RuntimeConfig:
         require(isinstance(self.seed, int), "runtime.seed", self.seed, "an integer")
         require_choice("runtime.device", self.device, CHOICES["runtime.device"])
         require_choice("runtime.progress", self.progress, CHOICES["runtime.progress"])
+        require_choice("runtime.amp_dtype", self.amp_dtype, CHOICES["runtime.amp_dtype"])
         require(isinstance(self.threads, int) and self.threads >= 0, "runtime.threads", self.threads,
                "an integer >= 0")
         require(isinstance(self.latency_batch, int) and self.latency_batch >= 1, "runtime.latency_batch",
@@ -287,7 +291,8 @@ DEFAULTS: Dict[str, Any] = {
 # the device type and library versions, ExperimentConfig.base_key) share one cached base.
 _BASE_IGNORED = ("data.root", "data.download", "data.num_workers", "data.eval_batch_size")
 BASE_KEYS = tuple(k for k in DEFAULTS if k.split(".")[0] in ("data", "model", "train") and k not in _BASE_IGNORED
-                  ) + ("runtime.seed", "runtime.amp", "runtime.cpu_bf16", "runtime.deterministic")
+                  ) + ("runtime.seed", "runtime.amp", "runtime.amp_dtype", "runtime.cpu_bf16",
+                       "runtime.deterministic")
 
 # --smoke-test: a few steps of everything, for CI. prune.rewind_epoch 0: IMP retrains cfg.train
 # from its rewind epoch, and the one-epoch base leaves nothing after epoch 1; prune.rounds 2: two
@@ -297,14 +302,15 @@ SMOKE = {"train.epochs": 1, "train.max_steps": 4, "finetune.epochs": 1, "finetun
          "runtime.latency_batch": 4}
 
 
-def precision_name(device_type: str, amp: bool, cpu_bf16: bool) -> str:
-    """What a model trains in: "amp" on CUDA with ``amp`` (bf16 or fp16, as the GPU supports:
-    ``prune_core.train.amp_dtype``), "bf16" autocast on the CPU only with ``cpu_bf16``, else
-    "fp32". Part of the base key, so it is decided without a device at hand."""
+def precision_name(device_type: str, amp: bool, cpu_bf16: bool, amp_dtype: str = "auto") -> str:
+    """What a model trains in: on CUDA with ``amp``, "amp" (bf16 or fp16, as the GPU supports:
+    ``prune_core.train.amp_dtype``) or the ``runtime.amp_dtype`` asked for ("bf16", "fp16");
+    "bf16" autocast on the CPU only with ``cpu_bf16``, else "fp32". Part of the base key, so it is
+    decided without a device at hand."""
     if not amp:
         return "fp32"
     if device_type == "cuda":
-        return "amp"
+        return "amp" if amp_dtype == "auto" else amp_dtype
     return "bf16" if cpu_bf16 else "fp32"
 
 

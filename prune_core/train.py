@@ -2,7 +2,8 @@
 
 SGD (momentum, Nesterov) or AdamW; cosine (with linear warm-up), step or constant schedules
 stepped per batch; no weight decay on norm and bias parameters; label smoothing; AMP on CUDA
-(bf16 where supported, else fp16 with a gradient scaler) and fp32 on the CPU; channels_last;
+(bf16 where supported, else fp16 with a gradient scaler; ``runtime.amp_dtype`` picks one) and
+fp32 on the CPU; channels_last;
 early stopping on validation accuracy; Network Slimming's L1 penalty on BN scales; a checkpoint
 each epoch from which a killed run resumes at the next epoch and ends where an uninterrupted run
 would.
@@ -28,6 +29,7 @@ from torch import nn
 
 from .checkpoints import load_or_discard, save_atomic  # noqa: F401  (save_atomic: importable from here)
 from .sections import TrainConfig, precision_name
+from .errors import ConfigError
 from .errors import Diverged  # noqa: F401  (raised by fit; importable from here)
 from .metrics import evaluate
 
@@ -61,12 +63,19 @@ def set_determinism(enabled: bool) -> None:
     torch.backends.cudnn.deterministic = enabled
 
 
-def amp_dtype(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> Optional[torch.dtype]:
-    """The autocast dtype of ``precision_name``: bf16 where the GPU supports it, else fp16; on
-    the CPU bf16 with ``cpu_bf16``; None (fp32) otherwise."""
-    precision = precision_name(device.type, enabled, cpu_bf16)
+def amp_dtype(device: torch.device, enabled: bool, cpu_bf16: bool = False, choice: str = "auto"
+              ) -> Optional[torch.dtype]:
+    """The autocast dtype of ``precision_name``: on CUDA the ``choice`` of ``runtime.amp_dtype``,
+    auto being bf16 where the GPU supports it, else fp16; on the CPU bf16 with ``cpu_bf16``; None
+    (fp32) otherwise. A GPU without bf16 asked for bf16 is a ``ConfigError``."""
+    precision = precision_name(device.type, enabled, cpu_bf16, choice)
     if precision == "amp":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"runtime.amp_dtype=bf16: {torch.cuda.get_device_name(device)} has no bf16; "
+                          "expected auto or fp16")
     return torch.bfloat16 if precision == "bf16" else None
 
 
@@ -136,8 +145,8 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: bool = True,
-        cpu_bf16: bool = False, stage: str = "train", checkpoint: Optional[Path] = None, resume: bool = False,
-        on_epoch: Optional[EpochCallback] = None, progress: str = "off", log=None, start_epoch: int = 0) -> History:
+        cpu_bf16: bool = False, amp_choice: str = "auto", stage: str = "train", checkpoint: Optional[Path] = None,
+        resume: bool = False, on_epoch: Optional[EpochCallback] = None, progress: str = "off", log=None, start_epoch: int = 0) -> History:
     """Train ``model`` in place for ``cfg.epochs`` on ``data.train``, validating on ``data.val``.
 
     ``start_epoch``: train epochs ``start_epoch..cfg.epochs-1`` only, with a fresh optimizer, the
@@ -148,13 +157,16 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     ``checkpoint``: file written after every epoch (model, optimizer, schedule position, epoch,
     RNG state, config, history); with ``resume`` an existing one is loaded and training goes on at
     the next epoch. ``on_epoch(metrics, checkpoint)`` is called after each epoch.
+    ``amp``, ``cpu_bf16``, ``amp_choice``: ``runtime.amp``, ``runtime.cpu_bf16`` and
+    ``runtime.amp_dtype`` (resolved by ``amp_dtype``); fp16 trains with a ``torch.amp.GradScaler``,
+    whose state the checkpoint keeps.
     Raises ``Diverged`` when the loss is not finite.
     """
     model.to(device)
     # channels_last: faster convolutions on CUDA, and on this 2-core CPU too (resnet20 on mnist5k:
     # 620 -> 787 images/s measured; ARCHITECTURE.md records 722 -> 1044)
     model.to(memory_format=torch.channels_last)
-    dtype = amp_dtype(device, amp, cpu_bf16)
+    dtype = amp_dtype(device, amp, cpu_bf16, amp_choice)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = len(data.train) if not cfg.max_steps else min(len(data.train), cfg.max_steps)
