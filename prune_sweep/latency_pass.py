@@ -124,12 +124,19 @@ def time_trials(exp_location: str, threads: int, gpu: bool) -> Dict[str, Any]:
         keys.append((kb, kf))
     timed: Dict[Tuple[Key, int, int], Dict[Key, Any]] = {}
     where = str(device)
-    for (kb, repeats, batch), archs in groups.items():
-        models = [build_architecture(*k[:4], widths).to(device) for k, widths in archs.items()]
-        lats = time_interleaved(models, kb[2], batch, repeats, threads=threads)
-        timed[(kb, repeats, batch)] = dict(zip(archs, lats))
-        where = lats[0].device
-        del models
+    old_threads = torch.get_num_threads()
+    # building traces each model on the CPU: with the trials' threads, not the node's (tiny forwards
+    # on every core of a 2-core machine another process also used took 30x as long)
+    torch.set_num_threads(threads or old_threads)
+    try:
+        for (kb, repeats, batch), archs in groups.items():
+            models = [build_architecture(*k[:4], widths).to(device) for k, widths in archs.items()]
+            lats = time_interleaved(models, kb[2], batch, repeats, threads=threads)
+            timed[(kb, repeats, batch)] = dict(zip(archs, lats))
+            where = lats[0].device
+            del models
+    finally:
+        torch.set_num_threads(old_threads)
     latency = {}
     for t, (kb, kf) in zip(trials, keys):
         lat = timed[(kb, t.repeats, t.batch)]

@@ -65,3 +65,30 @@ def test_a_width_no_group_reaches_is_refused_in_one_line():
         build_architecture("resnet20", 10, SHAPE, 1.0, dict(widths, nope=3))
     with pytest.raises(ArchitectureMismatch, match="width 99"):
         build_architecture("resnet20", 10, SHAPE, 1.0, dict(widths, conv1=99))
+
+
+def test_the_architecture_is_traced_once_and_is_the_same_as_tracing_twice(monkeypatch):
+    """``build_architecture`` prunes through the graph it read the groups from (a trace costs
+    forwards; the quiet latency pass builds one model per trial): the network is the one a second
+    trace of the unpruned model gives, weights included (the same seed)."""
+    from prune_core.pruning import architecture, channel
+
+    _, small = pruned("resnet20", **{"prune.method": "channel"})
+    widths = layer_channels(small)
+    traces = []
+    build_graph = architecture.build_graph
+    monkeypatch.setattr(architecture, "build_graph", lambda *a: traces.append(1) or build_graph(*a))
+    monkeypatch.setattr(channel, "build_graph", lambda *a: traces.append(1) or build_graph(*a))
+    torch.manual_seed(3)
+    once = build_architecture("resnet20", 10, SHAPE, 1.0, widths)
+    assert len(traces) == 1
+    real_remove = architecture.remove_channels
+    monkeypatch.setattr(architecture, "remove_channels", lambda model, plan, x, graph=None: real_remove(model, plan, x))
+    torch.manual_seed(3)
+    twice = build_architecture("resnet20", 10, SHAPE, 1.0, widths)
+    assert len(traces) == 3
+    assert layer_channels(once) == layer_channels(twice) == widths
+    a, b = once.state_dict(), twice.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(2, *SHAPE)
+    assert torch.equal(once(x), twice(x))

@@ -69,7 +69,7 @@ def build_architecture(name: str, num_classes: int, input_shape: Tuple[int, ...]
         k = next(iter(cuts.values()), 0)
         if k:
             plan[group.root] = list(range(k))
-    remove_channels(model, plan, x)
+    remove_channels(model, plan, x, graph)  # the graph of the unpruned model: one trace, not two
     got = layer_channels(model)
     wrong = [k for k in channels if got[k] != channels[k]]
     if wrong:

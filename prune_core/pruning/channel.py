@@ -66,12 +66,14 @@ def _cpu(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if t is None else t.detach().float().cpu()
 
 
-def remove_channels(model: nn.Module, channels: Dict[str, List[int]], example_input: torch.Tensor) -> nn.Module:
-    """Physically remove the planned channels of ``model`` (in place) with Torch-Pruning."""
+def remove_channels(model: nn.Module, channels: Dict[str, List[int]], example_input: torch.Tensor,
+                    graph: Optional[Graph] = None) -> nn.Module:
+    """Physically remove the planned channels of ``model`` (in place) with Torch-Pruning; ``graph``:
+    one already built on ``model`` as it is now (tracing it again costs forwards)."""
     channels = {k: v for k, v in channels.items() if v}
     if not channels:
         return model
-    graph = build_graph(model, example_input)
+    graph = graph or build_graph(model, example_input)
     for root, idxs in channels.items():
         # groups are disjoint, so indices planned on the unpruned model stay valid in any order
         graph.group_of(root, list(idxs)).prune()
