@@ -209,6 +209,11 @@ def make_scheduler(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> Any:
     if sch.name == "fifo":
         return tune.schedulers.FIFOScheduler()
     epochs = sch.max_t or trial_epochs(sweep, configs)
+    if sch.name == "mo_asha":  # on every search objective, rungs strictly below the last epoch as ASHA's
+        from prune_sweep.moasha import MOASHAScheduler
+
+        return MOASHAScheduler(sweep.search.objectives, time_attr="epoch", max_t=max(sch.grace_period, epochs - 1),
+                               grace_period=sch.grace_period, reduction_factor=sch.reduction_factor)
     # Rungs strictly below the last epoch, and no stop at max_t: a trial that survives every rung
     # always reaches its final report (Ray's ASHA stops trials *at* max_t otherwise).
     return tune.schedulers.ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max",

@@ -43,7 +43,7 @@ DEFAULT_STORAGE = "ray_results"  # relative to where launch.py is started, like 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 ALGORITHMS = ("grid", "random", "optuna")
 SAMPLERS = ("tpe", "nsga2")
-SCHEDULERS = ("fifo", "asha")
+SCHEDULERS = ("fifo", "asha", "mo_asha")  # mo_asha: prune_sweep.moasha, on search.objectives
 # metrics present in every report of a trial (per epoch and final), so searchers may use them
 # realisable (dense) and theoretical (effective, non-zero) costs are separate objectives: a search on
 # effective FLOPs drifts to mask methods that no kernel runs faster
@@ -142,9 +142,9 @@ class Search:
 @dataclass(frozen=True)
 class Scheduler:
     name: str = "fifo"
-    grace_period: int = 1  # asha: epochs every trial gets before it can be stopped
-    reduction_factor: float = 2.0  # asha: keep the best 1/reduction_factor at each rung
-    max_t: int = 0  # asha: epochs of the longest trial (0 = derived from the configs)
+    grace_period: int = 1  # asha, mo_asha: epochs every trial gets before it can be stopped
+    reduction_factor: float = 2.0  # asha, mo_asha: keep the best 1/reduction_factor at each rung
+    max_t: int = 0  # asha, mo_asha: epochs of the longest trial (0 = derived from the configs)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("prune_core", "prune_sweep")
 RAY_MODULES = {"prune_sweep.trial", "prune_sweep.driver", "prune_sweep.bases", "prune_sweep.latency_pass",
-               "prune_sweep.trackers"}  # run trials on Ray; nothing else may import it
+               "prune_sweep.trackers", "prune_sweep.moasha"}  # run trials on Ray; nothing else may import it
 MAX_LINES = 520
 
 

@@ -262,3 +262,18 @@ def test_base_progress_lines_give_the_time_left_at_each_bases_pace():
                                 "3 h 06 min left"]
     progress.latest["aa"].update(epoch=99)
     assert progress.lines()[0].endswith("epoch 99/100, loss 0.5000, val acc 91.23%, 2 min 00 s left")
+
+
+def test_mo_asha_stops_the_trial_its_rung_ranks_in_the_bottom_half(tmp_path, storage):
+    # one objective (dense FLOPs, fixed by the ratio) and one trial at a time make the decisions
+    # exact: 0.5 is first at the rung at epoch 1; 0.2 keeps more FLOPs (1 of 2 ahead: stopped);
+    # 0.3 has 0.5 ahead only (1 < 3 / 2: continues)
+    search = {"algorithm": "grid", "max_concurrent": 1, "objectives": {"flops_kept_dense": "min"}}
+    path = write_sweep(tmp_path, "moasha", {"prune.ratio": {"grid": [0.5, 0.2, 0.3]}}, search=search,
+                       scheduler={"name": "mo_asha", "grace_period": 1, "reduction_factor": 2}, loggers=[])
+    assert main([str(path), "--storage", str(storage), "--no-quiet-latency"]) == 0
+    exp = storage / "moasha"
+    by_ratio = {p["prune.ratio"]: rows for p, rows in zip(params(exp), trials(exp).values())}
+    epochs = {r: [row["epoch"] for row in rows if row.get("stage") == "finetune"] for r, rows in by_ratio.items()}
+    assert epochs == {0.5: [1, 2], 0.2: [1], 0.3: [1, 2]}
+    assert [any(row.get("stage") == "done" for row in by_ratio[r]) for r in (0.5, 0.2, 0.3)] == [True, False, True]
