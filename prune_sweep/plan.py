@@ -16,6 +16,8 @@ def print_plan(sweep: Sweep, exp: Store) -> None:
     print(f"sweep {sweep.name}: {s.algorithm} search, {sweep.scheduler.name} scheduler, {res} per trial"
           + (f", at most {s.max_concurrent} at once" if s.max_concurrent else ""))
     print(f"experiment directory: {exp.location}")
+    trackers = ", ".join(lg.name for lg in sweep.loggers)
+    print(f"results logged by Tune (CSV, JSON){' and ' + trackers if trackers else ''}")
     if s.algorithm == "optuna":
         corners = corner_configs(sweep)
         goals = ", ".join(f"{m} {d}" for m, d in s.objectives)

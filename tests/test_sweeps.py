@@ -66,6 +66,15 @@ def test_shipped_sweep_validates_and_dry_runs(path, capsys):
     assert not ray.is_initialized()
 
 
+def test_dry_run_names_the_trackers_the_sweep_would_log_to(capsys):
+    assert main([str(DEFAULT_SWEEP), "--dry-run"]) == 0
+    assert "results logged by Tune (CSV, JSON) and tensorboard\n" in capsys.readouterr().out
+    assert main([str(DEFAULT_SWEEP), "--dry-run", "--logger", "none"]) == 0
+    assert "results logged by Tune (CSV, JSON)\n" in capsys.readouterr().out
+    assert main([str(DEFAULT_SWEEP), "--dry-run", "--logger", "mlflow", "--logger", "tensorboard"]) == 0
+    assert "results logged by Tune (CSV, JSON) and mlflow, tensorboard\n" in capsys.readouterr().out
+
+
 def test_the_four_required_sweeps_are_shipped():
     assert {"quickstart", "cifar10_resnet18", "flowers102_imp_snip", "imagenet_resnet50"} <= {p.stem for p in SWEEPS}
 
