@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model-path", dest="model.pretrained_path", metavar="FILE",
                    help="a saved state dict (or, with --eval-only, a rebuilt model) to start from")
     g.add_argument("--export", dest="runtime.export", choices=["onnx"],
-                   help="also export the rebuilt model to <run dir>/<model>_rebuilt.onnx, check ONNX Runtime against "
-                   "PyTorch and time it on the CPU (needs pip install -e \".[onnx]\")")
+                   help="also export the rebuilt model to <run dir>/<model>_rebuilt.onnx (with --eval-only: beside "
+                   "--model-path, as <file>.onnx), check ONNX Runtime against PyTorch and time it on the CPU (needs "
+                   "pip install -e \".[onnx]\")")
     g.add_argument("--smoke-test", action="store_true", help="a few steps of everything, for CI")
     return p
 

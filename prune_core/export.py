@@ -20,7 +20,7 @@ import io
 import warnings
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -107,22 +107,27 @@ def time_sessions(sessions: Sequence[Any], input_shape: Sequence[int], batch: in
                     iqr_b1=stats[1][i][1], iqr_batch=stats[batch][i][1]) for i in range(len(runners))]
 
 
-def export_metrics(base: nn.Module, model: nn.Module, input_shape: Tuple[int, ...], images: torch.Tensor,
+def export_metrics(base: Optional[nn.Module], model: nn.Module, input_shape: Tuple[int, ...], images: torch.Tensor,
                    path: Path, batch: int, repeats: int, threads: int = 0) -> Dict[str, Any]:
     """Export ``model`` to ``path``, check it on ``images`` and on its first image, and time it
-    against the base (exported to memory only) under ONNX Runtime: the ``*_ort`` keys of
-    ``prune_core.schema.METRICS`` and ``onnx_max_abs_diff``."""
+    against the base (exported to memory only; ``None``: ``--eval-only`` has no base, and the
+    model is timed alone) under ONNX Runtime: the ``*_ort`` keys of ``prune_core.schema.METRICS``
+    and ``onnx_max_abs_diff``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     export_onnx(model, input_shape, tmp)
     tmp.replace(path)
     final = session(path, threads)
     diff = check(model, final, [images, images[:1]])
-    buffer = io.BytesIO()
-    export_onnx(base, input_shape, buffer)
-    base_lat, final_lat = time_sessions([session(buffer.getvalue(), threads), final], input_shape, batch, repeats,
-                                        threads=threads)
-    return {"latency_ms_base_ort": base_lat.ms_b1, "latency_ms_final_ort": final_lat.ms_b1,
-            "latency_ms_base_batch_ort": base_lat.ms_batch, "latency_ms_final_batch_ort": final_lat.ms_batch,
-            "latency_ms_final_iqr_ort": final_lat.iqr_b1, "latency_ms_final_batch_iqr_ort": final_lat.iqr_batch,
-            "onnx_max_abs_diff": diff}
+    sessions = [final]
+    if base is not None:
+        buffer = io.BytesIO()
+        export_onnx(base, input_shape, buffer)
+        sessions.insert(0, session(buffer.getvalue(), threads))
+    *base_lat, final_lat = time_sessions(sessions, input_shape, batch, repeats, threads=threads)
+    out = {"latency_ms_final_ort": final_lat.ms_b1, "latency_ms_final_batch_ort": final_lat.ms_batch,
+           "latency_ms_final_iqr_ort": final_lat.iqr_b1, "latency_ms_final_batch_iqr_ort": final_lat.iqr_batch,
+           "onnx_max_abs_diff": diff}
+    if base_lat:
+        out.update(latency_ms_base_ort=base_lat[0].ms_b1, latency_ms_base_batch_ort=base_lat[0].ms_batch)
+    return out

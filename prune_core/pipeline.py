@@ -503,4 +503,8 @@ def evaluate_only(cfg: ExperimentConfig, log=print) -> Dict[str, Any]:
                           threads=cfg.runtime.threads)
     m.update({"latency_ms_final": lat.ms_b1, "latency_ms_final_batch": lat.ms_batch, "latency_ms_final_iqr": lat.iqr_b1,
               "latency_ms_final_batch_iqr": lat.iqr_batch, "latency_device": lat.device, "latency_pass": "trial"})
+    if cfg.runtime.export:  # beside the model file: --eval-only makes no run directory
+        m.update(export_metrics(None, model, data.input_shape, _example_input(data, torch.device("cpu")),
+                                path.with_suffix(".onnx"), cfg.runtime.latency_batch, cfg.runtime.latency_repeats,
+                                cfg.runtime.threads))
     return {k: v for k, v in m.items() if not k.startswith("_")}

@@ -134,6 +134,16 @@ def test_cli_smoke_run_writes_onnx_and_ort_latency(tmp_path):
     channels = sorted(metrics["layer_channels_final"][n] for n in convs)
     assert sorted(s[0] for s in _conv_shapes_of_graph(path)) == channels
     assert channels != sorted(metrics["layer_channels_base"][n] for n in convs)
+    # --eval-only --export: the evaluated model exported beside its file, checked and timed alone
+    model_file = run / "lenet5_rebuilt.pt"
+    proc = subprocess.run([sys.executable, "-m", "prune_core", "--eval-only", "--model-path", str(model_file),
+                           "--smoke-test", "--no-cuda", "--model", "lenet5", "--export", "onnx"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    evaluated = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert evaluated["latency_ms_final_ort"] > 0 and 0 <= evaluated["onnx_max_abs_diff"] <= TOLERANCE
+    assert "latency_ms_base_ort" not in evaluated  # no base to time against
+    assert sorted(s[0] for s in _conv_shapes_of_graph(model_file.with_suffix(".onnx"))) == channels
 
 
 def test_missing_onnxruntime_is_one_line_exit_2_before_training(tmp_path, monkeypatch, capsys):
