@@ -211,24 +211,25 @@ def main() -> None:
     line = "{:58s} {:8.1f} s".format
     print(f"\nsweep: {b['trials']} trials (resnet20 / mnist5k, channel pruning), {c} at a time on the CPU "
           f"(load average {load:.2f} before, {os.getloadavg()[0]:.2f} after)")
-    print("compute")
-    print(line("  base compute (the base task's own time)", b["base_compute_s"]))
-    print(line("  sum of trial compute (Tune's time_total_s)", b["trial_compute_s"]))
-    print(line("    of which outside the run's stages (data, config)", b["in_trial_startup_s"]))
-    print(line(f"  sum of trial compute / {c}", b["trial_compute_per_slot_s"]))
-    print("where the wall time goes")
-    print(line("  ray.init", b["ray_init_s"]))
-    print(line("  experiment files, provenance", b["before_bases_s"]))
-    print(line("  base task start-up (its wall time - its compute)", b["base_startup_s"]))
-    print(line("  base compute", b["base_compute_s"]))
-    print(line("  base ready -> first trial starts", b["to_first_trial_s"]))
-    print(line("    of which the tuner's set-up, before fit", b["tuner_setup_s"]))
-    print(line("  trial phase (first trial starts -> last final report)", b["trial_phase_s"]))
-    print(line("    of which idle slots (actor start-ups, unequal ends)", b["idle_slots_s"]))
-    print(line("  last final report -> fit returns", b["fit_end_s"]))
-    print(line("  quiet latency pass", b["latency_pass_s"]))
-    print(line("    of which its task's own time (building, timing)", b["latency_task_s"]))
-    print(line("  summary, Ray shutdown", b["rest_s"]))
+    sections = {
+        "compute": [("  base compute (the base task's own time)", "base_compute_s"),
+                    ("  sum of trial compute (Tune's time_total_s)", "trial_compute_s"),
+                    ("    of which outside the run's stages (data, config)", "in_trial_startup_s"),
+                    (f"  sum of trial compute / {c}", "trial_compute_per_slot_s")],
+        "where the wall time goes": [
+            ("  ray.init", "ray_init_s"), ("  experiment files, provenance", "before_bases_s"),
+            ("  base task start-up (its wall time - its compute)", "base_startup_s"),
+            ("  base compute", "base_compute_s"), ("  base ready -> first trial starts", "to_first_trial_s"),
+            ("    of which the tuner's set-up, before fit", "tuner_setup_s"),
+            ("  trial phase (first trial starts -> last final report)", "trial_phase_s"),
+            ("    of which idle slots (actor start-ups, unequal ends)", "idle_slots_s"),
+            ("  last final report -> fit returns", "fit_end_s"), ("  quiet latency pass", "latency_pass_s"),
+            ("    of which its task's own time (building, timing)", "latency_task_s"),
+            ("  summary, Ray shutdown", "rest_s")]}
+    for title, rows in sections.items():
+        print(title)
+        for label, key in rows:
+            print(line(label, b[key]))
     print(line("study wall", b["wall_s"]))
     print(f"{'utilisation of the trial phase (goal >= 0.85)':58s} {b['utilisation']:8.2f}")
     print(f"{'overhead = study wall / (base compute + sum of trial compute / ' + str(c) + ')':58s} "
