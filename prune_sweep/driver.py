@@ -196,7 +196,7 @@ def make_searcher(sweep: Sweep, configs: List[Dict[str, Any]], exp: Store, local
     searcher = SweepOptunaSearch(OptunaSpace(sweep), keys=sweep.keys,
                                  metric=metrics if len(metrics) > 1 else metrics[0],
                                  mode=modes if len(modes) > 1 else modes[0], sampler=sampler, study_name=sweep.name,
-                                 storage=storage)
+                                 storage=storage, points_to_evaluate=[dict(p) for p in s.points_to_evaluate] or None)
     # the searcher has created the study: name its objectives (optuna-dashboard shows "Objective 0" otherwise)
     with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard reads
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

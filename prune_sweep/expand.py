@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from prune_core.sections import BASE_KEYS
-from prune_sweep.spec import Dist, Sweep, SweepError, experiment_config, parse_sweep
+from prune_sweep.spec import Dist, Sweep, SweepError, _fail, experiment_config, parse_sweep
 
 if TYPE_CHECKING:
     from prune_core.config import ExperimentConfig
@@ -74,10 +74,37 @@ def corner_configs(sweep: Sweep) -> List[Dict[str, Any]]:
 
 def validate(sweep: Sweep) -> List[Dict[str, Any]]:
     """Build every trial config (grid, random) or every corner (optuna); returns them."""
+    _check_points(sweep)
     if sweep.search.algorithm == "optuna":
         return corner_configs(sweep)
     corner_configs(sweep)  # ends of continuous ranges too, not only the values drawn
     return trial_configs(sweep)
+
+
+def _check_points(sweep: Sweep) -> None:
+    """Every value of ``search.points_to_evaluate`` names a key swept without a condition and lies
+    in its space."""
+    for i, point in enumerate(sweep.search.points_to_evaluate):
+        where = f"search.points_to_evaluate[{i}]"
+        if sweep.search.algorithm != "optuna":
+            raise _fail(sweep.source, where, f"needs search.algorithm optuna (a {sweep.search.algorithm} search "
+                        "draws its own points)")
+        for key, value in point:
+            entries = sweep.space.get(key)
+            if not entries:
+                raise _fail(sweep.source, f"{where}.{key}", f"not a swept key; expected one of {', '.join(sweep.space)}")
+            if len(entries) > 1 or entries[0].when:
+                raise _fail(sweep.source, f"{where}.{key}", "swept under a condition (when:); expected a key swept "
+                            "without one")
+            d = entries[0].dist
+            if d.discrete:
+                inside = value in d.args
+            else:
+                low, high = d.args
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                inside = number and (low <= value < high if d.kind == "randint" else low <= value <= high)
+            if not inside:
+                raise _fail(sweep.source, f"{where}.{key}", f"{value!r}: outside its space {d.to_yaml()}")
 
 
 def num_trials(sweep: Sweep) -> int:

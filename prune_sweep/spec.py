@@ -137,6 +137,9 @@ class Search:
     sampler: str = "tpe"  # optuna: tpe (single- or multi-objective) or nsga2
     population_size: int = 0  # nsga2 population (0 = Optuna's default, 50)
     objectives: Tuple[Tuple[str, str], ...] = tuple(DEFAULT_OBJECTIVES.items())  # optuna: metric, mode
+    # optuna: the first trials' values of some swept keys, the rest drawn by the sampler (Tune's
+    # points_to_evaluate, Optuna's enqueue_trial), e.g. the ends of a ratio range
+    points_to_evaluate: Tuple[Tuple[Tuple[str, Any], ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,7 @@ class Sweep:
                         for k, es in self.space.items()}
         search = dataclasses.asdict(self.search)
         search["objectives"] = dict(self.search.objectives)
+        search["points_to_evaluate"] = [dict(p) for p in self.search.points_to_evaluate]
         out["search"] = search
         out["scheduler"] = dataclasses.asdict(self.scheduler)
         out["resources"] = dataclasses.asdict(self.resources)
@@ -390,7 +394,15 @@ def _parse_search(raw: Any, source: str) -> Search:
         sampler=sampler,
         population_size=_number(d.get("population_size", 0), source, "search.population_size", int, 0,
                                 accepted="an integer >= 0"),
-        objectives=tuple(objectives.items()))
+        objectives=tuple(objectives.items()),
+        points_to_evaluate=_points(d.get("points_to_evaluate", []), source))
+
+
+def _points(raw: Any, source: str) -> Tuple[Tuple[Tuple[str, Any], ...], ...]:
+    if not isinstance(raw, list) or not all(isinstance(p, Mapping) and p for p in raw):
+        raise _fail(source, "search.points_to_evaluate", f"{raw!r}: expected a list of mappings of swept keys to "
+                    "values, such as [{prune.ratio: 0.8}, {prune.ratio: 0.2}]")
+    return tuple(tuple(p.items()) for p in raw)
 
 
 def _parse_scheduler(raw: Any, source: str) -> Scheduler:

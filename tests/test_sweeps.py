@@ -15,7 +15,7 @@ import yaml
 from prune_core import ExperimentConfig
 from prune_core.sections import parse_overrides
 from prune_core.pruning import METHOD_CRITERIA
-from prune_sweep.driver import SweepOptunaSearch, make_scheduler
+from prune_sweep.driver import SweepOptunaSearch, make_scheduler, make_searcher
 from prune_sweep.expand import OptunaSpace, base_configs, load_sweep, num_trials, trial_configs, trial_epochs
 from prune_sweep.launch_cli import main
 from prune_sweep.spec import DEFAULT_SWEEP, SWEEPS_DIR, SweepError, parse_sweep
@@ -339,6 +339,43 @@ def test_searcher_hands_tune_the_swept_keys_only(tmp_path):
     search.on_trial_complete("t1", {"stage": "finetune", "val_acc": 50.0, "flops_kept_dense": 0.5})  # stopped early
     states = [t.state for t in search._ot_study.trials[:2]]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+
+
+POINTS_SPACE = {"prune.ratio": {"uniform": [0.2, 0.8]}, "prune.scope": {"choice": ["local", "global"]},
+                "prune.criterion": [{"choice": ["l1", "taylor"], "when": {"prune.scope": ["local"]}},
+                                    {"choice": ["l1"], "when": {"prune.scope": ["global"]}}]}
+
+
+def test_points_to_evaluate_are_the_searchs_first_trials_and_the_sampler_draws_the_rest(tmp_path):
+    raw = with_(search={"algorithm": "optuna", "num_samples": 4,
+                        "points_to_evaluate": [{"prune.ratio": 0.8}, {"prune.ratio": 0.2, "prune.scope": "global"}]},
+                space=POINTS_SPACE)
+    sweep = load_sweep(write(tmp_path, raw))
+    assert parse_sweep(sweep.to_yaml(), "stored").search.points_to_evaluate == sweep.search.points_to_evaluate
+    search = make_searcher(sweep, [], Store(str(tmp_path / "exp")), tmp_path)
+    first, second, third = (search.suggest(f"t{i}") for i in range(3))
+    assert first["prune.ratio"] == 0.8 and first["prune.scope"] in ("local", "global")
+    assert (second["prune.ratio"], second["prune.scope"], second["prune.criterion"]) == (0.2, "global", "l1")
+    assert 0.2 <= third["prune.ratio"] <= 0.8 and third["prune.ratio"] not in (0.2, 0.8)
+
+
+@pytest.mark.parametrize("search,message", [
+    ({"algorithm": "random", "points_to_evaluate": [{"prune.ratio": 0.5}]},
+     r"search.points_to_evaluate\[0\]: needs search.algorithm optuna"),
+    ({"algorithm": "optuna", "points_to_evaluate": [{"prune.ratio": 0.9}]},
+     r"search.points_to_evaluate\[0\].prune.ratio: 0.9: outside its space \{'uniform': \[0.2, 0.8\]\}"),
+    ({"algorithm": "optuna", "points_to_evaluate": [{"prune.scope": "half"}]},
+     r"search.points_to_evaluate\[0\].prune.scope: 'half': outside its space"),
+    ({"algorithm": "optuna", "points_to_evaluate": [{"finetune.lr": 0.1}]},
+     r"search.points_to_evaluate\[0\].finetune.lr: not a swept key; expected one of prune.ratio"),
+    ({"algorithm": "optuna", "points_to_evaluate": [{"prune.criterion": "l1"}]},
+     r"search.points_to_evaluate\[0\].prune.criterion: swept under a condition"),
+    ({"algorithm": "optuna", "points_to_evaluate": {"prune.ratio": 0.5}},
+     r"search.points_to_evaluate: .*expected a list of mappings"),
+])
+def test_bad_points_to_evaluate_are_one_line_errors(tmp_path, search, message):
+    with pytest.raises(SweepError, match=message):
+        load_sweep(write(tmp_path, with_(search=search, space=POINTS_SPACE)))
 
 
 def test_asha_counts_fine_tune_epochs_and_lets_trials_finish(tmp_path):
