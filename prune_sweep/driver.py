@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -178,6 +179,23 @@ def write_experiment_files(sweep: Sweep, exp: Store) -> None:
     exp.write_text("base.yaml", yaml.safe_dump(nest(base), sort_keys=False))
 
 
+def picklable_nsga2(**kwargs: Any) -> Any:
+    """Optuna's NSGAIISampler, made picklable: Tune pickles the searcher with the tuner
+    (``tuner.pkl``), and Optuna 5's genetic samplers hold a ``threading.Lock`` (``_thread_lock``),
+    which made every ``sampler: nsga2`` sweep fail before its first trial."""
+    import optuna
+
+    class PicklableNSGAII(optuna.samplers.NSGAIISampler):
+        def __getstate__(self) -> Dict[str, Any]:
+            return {k: v for k, v in self.__dict__.items() if k != "_thread_lock"}
+
+        def __setstate__(self, state: Dict[str, Any]) -> None:
+            self.__dict__.update(state)
+            self._thread_lock = threading.Lock()
+
+    return PicklableNSGAII(**kwargs)
+
+
 def make_searcher(sweep: Sweep, configs: List[Dict[str, Any]], exp: Store, local_dir: Path) -> Any:
     s = sweep.search
     if s.algorithm != "optuna":
@@ -185,8 +203,7 @@ def make_searcher(sweep: Sweep, configs: List[Dict[str, Any]], exp: Store, local
     import optuna
 
     if s.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=s.seed, **({"population_size": s.population_size}
-                                                                 if s.population_size else {}))
+        sampler = picklable_nsga2(seed=s.seed, **({"population_size": s.population_size} if s.population_size else {}))
     else:
         sampler = optuna.samplers.TPESampler(seed=s.seed)
     db = (Path(exp.path()) if exp.local else local_dir) / "optuna.db"

@@ -359,6 +359,20 @@ def test_points_to_evaluate_are_the_searchs_first_trials_and_the_sampler_draws_t
     assert 0.2 <= third["prune.ratio"] <= 0.8 and third["prune.ratio"] not in (0.2, 0.8)
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
+def test_the_searcher_pickles_as_tune_stores_it_and_draws_after_loading(tmp_path, sampler):
+    """Tune pickles the searcher with the tuner (tuner.pkl) before the first trial: Optuna 5's
+    NSGAIISampler holds a threading.Lock, and every nsga2 sweep failed there."""
+    from ray import cloudpickle
+
+    raw = with_(search={"algorithm": "optuna", "num_samples": 4, "sampler": sampler}, space=POINTS_SPACE)
+    sweep = load_sweep(write(tmp_path, raw))
+    search = make_searcher(sweep, [], Store(str(tmp_path / "exp")), tmp_path)
+    again = cloudpickle.loads(cloudpickle.dumps(search))
+    assert 0.2 <= again.suggest("t0")["prune.ratio"] <= 0.8
+    assert 0.2 <= search.suggest("t1")["prune.ratio"] <= 0.8
+
+
 @pytest.mark.parametrize("search,message", [
     ({"algorithm": "random", "points_to_evaluate": [{"prune.ratio": 0.5}]},
      r"search.points_to_evaluate\[0\]: needs search.algorithm optuna"),
