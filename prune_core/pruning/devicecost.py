@@ -30,6 +30,7 @@ all trials on one machine decide alike.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -184,7 +185,7 @@ class LatencyTable:
         self._new = 0
         self._layer_ms = layer_ms or self._time_layers
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, WEIGHTED)}
-        self.shapes = _input_shapes(model, example_input[:1])
+        self.shapes, self.out_area = _spatial_sizes(model, example_input[:1])
         dense = channels(model)
         dense_layers = self.layers_ms(dense)
         self.dense_activations = self.activations(dense)
@@ -212,17 +213,7 @@ class LatencyTable:
 
     def activations(self, shapes: Dict[str, Tuple[int, int]]) -> float:
         """Output elements of the conv and linear layers per image (what the other ops touch)."""
-        total = 0.0
-        for name, m in self.layers.items():
-            cout = shapes[name][1]
-            if isinstance(m, nn.Conv2d):
-                h, w = self.shapes[name]
-                k, s, p, d = m.kernel_size, m.stride, m.padding, m.dilation
-                total += cout * ((h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1) * \
-                    ((w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1)
-            else:
-                total += cout
-        return total
+        return float(sum(shapes[name][1] * self.out_area[name] for name in self.layers))
 
     def save(self) -> None:
         """Merge the timings measured here into the cache file (figures already there stay)."""
@@ -249,8 +240,6 @@ class LatencyTable:
         return time_min_ms(fns, self.device, threads=self.threads)
 
     def _time_model(self, model: nn.Module) -> float:
-        import copy
-
         m = copy.deepcopy(model).eval()
         x = torch.randn(self.batch, *self.shapes[""], device=self.device)
         if x.dim() == 4:
@@ -264,14 +253,18 @@ def channels(model: nn.Module) -> Dict[str, Tuple[int, int]]:
             for n, m in model.named_modules() if isinstance(m, WEIGHTED)}
 
 
-def _input_shapes(model: nn.Module, x: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
-    """Spatial size of each conv's input ((1, 1) for linear layers); ``""`` holds the image's shape."""
+def _spatial_sizes(model: nn.Module, x: torch.Tensor) -> Tuple[Dict[str, Tuple[int, ...]], Dict[str, int]]:
+    """Each conv's input size ((1, 1) for linear layers; ``""`` holds the image's shape) and each
+    layer's output positions per channel (H x W; 1 for linear layers), read from one forward."""
     shapes: Dict[str, Tuple[int, ...]] = {"": tuple(x.shape[1:])}
+    out_area: Dict[str, int] = {}
     hooks = []
     for name, m in model.named_modules():
         if isinstance(m, WEIGHTED):
-            def hook(mod, inp, _out, name=name):
-                shapes[name] = tuple(inp[0].shape[-2:]) if isinstance(mod, nn.Conv2d) else (1, 1)
+            def hook(mod, inp, out, name=name):
+                conv = isinstance(mod, nn.Conv2d)
+                shapes[name] = tuple(inp[0].shape[-2:]) if conv else (1, 1)
+                out_area[name] = out.shape[-2] * out.shape[-1] if conv else 1
             hooks.append(m.register_forward_hook(hook))
     was = model.training
     try:
@@ -282,7 +275,7 @@ def _input_shapes(model: nn.Module, x: torch.Tensor) -> Dict[str, Tuple[int, ...
         model.train(was)
         for hk in hooks:
             hk.remove()
-    return shapes
+    return shapes, out_area
 
 
 def _parse(key: str) -> Tuple[Any, ...]:
