@@ -146,11 +146,11 @@ class ExperimentConfig:
 def major_versions() -> Dict[str, str]:
     """The version parts of torch and torchvision whose change may change a trained base: the major
     version, and the minor one while the major is 0 (semantic versioning's breaking part)."""
-    import torch
-    import torchvision
+    from importlib import metadata
 
     out = {}
-    for name, version in (("torch", torch.__version__), ("torchvision", torchvision.__version__)):
+    for name in ("torch", "torchvision"):
+        version = metadata.version(name)  # the distribution's, without importing it (torchvision: 1.6 s)
         parts = version.split("+")[0].split(".")
         out[name] = parts[0] if parts[0] != "0" else ".".join(parts[:2])
     return out

@@ -14,18 +14,22 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import TYPE_CHECKING, Callable, Dict, List
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision import models as tvm
-from torchvision.models import WeightsEnum
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ._registry import register
 from .errors import ConfigError
 from .sections import ModelConfig, require, require_choice
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
+# torchvision is imported by the builders and functions that use it, not here: importing it takes
+# about 1.6 s (its ops import torch._dynamo), which every worker that builds a CIFAR ResNet or a
+# LeNet would pay at start-up for nothing
 
 Builder = Callable[[int, int, int, float], nn.Module]
 MODELS: Dict[str, Builder] = {}
@@ -55,6 +59,8 @@ def check_model(cfg: ModelConfig) -> None:
 def resolve_weights(name: str, weights: str) -> WeightsEnum:
     """torchvision's weights ``weights`` of the registry model ``name``: ``DEFAULT``, a member
     name (``IMAGENET1K_V1``) or its full spelling (``ResNet50_Weights.IMAGENET1K_V2``)."""
+    from torchvision import models as tvm
+
     enum = tvm.get_model_weights(TORCHVISION_WEIGHTS[name])
     member = weights.split(".")[-1]
     if weights.count(".") > 1 or (weights.count(".") == 1 and weights.split(".")[0] != enum.__name__):
@@ -168,18 +174,10 @@ for _depth in (20, 32, 56):
 # torchvision ResNets with a width multiplier on the residual stages
 
 
-class _ScaledResNet(ResNet):
-    def __init__(self, block, layers, num_classes: int, width: float):
-        self._width = width
-        super().__init__(block, layers, num_classes=num_classes)
-        self.fc = nn.Linear(self.inplanes, num_classes)  # the last stage's width after scaling
-
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
-        return super()._make_layer(block, _ch(planes, self._width), blocks, stride, dilate)
-
-
 def _resnet(block, layers, nc: int, cin: int, size: int, width: float) -> nn.Module:
-    net = _ScaledResNet(block, layers, nc, width)
+    from ._scaled_resnet import ScaledResNet
+
+    net = ScaledResNet(block, layers, nc, width)
     stem_out = net.conv1.out_channels
     if size <= SMALL_INPUT:
         net.conv1 = nn.Conv2d(cin, stem_out, 3, 1, 1, bias=False)
@@ -191,11 +189,15 @@ def _resnet(block, layers, nc: int, cin: int, size: int, width: float) -> nn.Mod
 
 @register(MODELS, "resnet18")
 def resnet18(nc: int, cin: int, size: int, width: float) -> nn.Module:
+    from torchvision.models.resnet import BasicBlock
+
     return _resnet(BasicBlock, [2, 2, 2, 2], nc, cin, size, width)
 
 
 @register(MODELS, "resnet50")
 def resnet50(nc: int, cin: int, size: int, width: float) -> nn.Module:
+    from torchvision.models.resnet import Bottleneck
+
     return _resnet(Bottleneck, [3, 4, 6, 3], nc, cin, size, width)
 
 
@@ -206,6 +208,8 @@ def resnet50(nc: int, cin: int, size: int, width: float) -> nn.Module:
 def vgg16(nc: int, cin: int, size: int, width: float) -> nn.Module:
     """VGG-16 with batch norm. Small inputs get the CIFAR head of Li et al. 2017 (512 -> 512 -> nc)
     instead of ImageNet's 25088 -> 4096 -> 4096 -> nc, which would hold 90% of the parameters."""
+    from torchvision.models import VGG
+
     cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
     layers, c = [], cin
     for v in cfg:
@@ -216,7 +220,7 @@ def vgg16(nc: int, cin: int, size: int, width: float) -> nn.Module:
             out = _ch(v, width)
             layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
             c = out
-    net = tvm.VGG(nn.Sequential(*layers), num_classes=nc)
+    net = VGG(nn.Sequential(*layers), num_classes=nc)
     if size <= SMALL_INPUT:
         hidden = _ch(512, width)
         net.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -232,7 +236,9 @@ def vgg16(nc: int, cin: int, size: int, width: float) -> nn.Module:
 
 @register(MODELS, "mobilenet_v3_large")
 def mobilenet_v3_large(nc: int, cin: int, size: int, width: float) -> nn.Module:
-    net = tvm.mobilenet_v3_large(num_classes=nc, width_mult=width)
+    from torchvision.models import mobilenet_v3_large as tv_mobilenet_v3_large
+
+    net = tv_mobilenet_v3_large(num_classes=nc, width_mult=width)
     stem = net.features[0][0]
     stride = 1 if size <= SMALL_INPUT else 2
     if cin != 3 or stride != 2:

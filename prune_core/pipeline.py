@@ -207,14 +207,14 @@ def _early_states_to_resume(early_path: Path, ckpt: Path, log) -> Dict[int, Dict
 
 def _provenance(cfg: ExperimentConfig, data: DataSplits, device: torch.device) -> Dict[str, Any]:
     """Where and how a base was trained, stored with it: the data fingerprint is checked on load."""
-    import torchvision
+    from importlib import metadata
 
     return {"data": data.fingerprint, "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "precision": precision_name(device.type, cfg.runtime.amp, cfg.runtime.cpu_bf16,
                                         cfg.runtime.amp_dtype),
             "deterministic": cfg.runtime.deterministic, "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__)}
+            "torchvision": metadata.version("torchvision")}
 
 
 def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
