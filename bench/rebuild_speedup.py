@@ -24,6 +24,7 @@ import argparse
 import os
 import statistics
 import time
+from functools import partial
 from typing import List, Tuple
 
 import torch
@@ -34,6 +35,7 @@ from prune_core.metrics import count_flops
 from prune_core.models import build_model
 from prune_core.pruning import PruneContext, prune_model, rebuild
 from prune_core.pruning.devicecost import channel_multiple
+from prune_core.timing import turns
 
 
 def round_to(text: str):
@@ -76,28 +78,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-@torch.inference_mode()
 def paired_ms(models: List[nn.Module], x: torch.Tensor, repeats: int, warmup: int, stat: str = "median"
               ) -> List[float]:
     """Median (or minimum) milliseconds per forward of each model, the models taking turns."""
-    cuda = x.device.type == "cuda"
-    for m in models:
-        for _ in range(warmup):
-            m(x)
-    samples: List[List[float]] = [[] for _ in models]
-    for _ in range(repeats):
-        for m, times in zip(models, samples):
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                m(x)
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                m(x)
-                times.append((time.perf_counter() - t0) * 1e3)
+    samples = turns([partial(m, x) for m in models], x.device, repeats, warmup)
     return [statistics.median(t) if stat == "median" else min(t) for t in samples]
 
 

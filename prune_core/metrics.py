@@ -15,14 +15,15 @@ True
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .timing import median_iqr, turns
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # the layers FLOPs, sparsity and pruning concern
 
@@ -189,38 +190,10 @@ def latency_metrics(base: Latency, final: Latency, how: str) -> Dict[str, Any]:
 
 def _interleaved_ms(models: Sequence[Callable[[torch.Tensor], Any]], x: torch.Tensor, repeats: int, warmup: int
                     ) -> List[Tuple[float, float]]:
-    """(median, q75 - q25) milliseconds per forward of each model on ``x``; a model is any callable
-    (``prune_core.export`` times ONNX Runtime sessions with it)."""
-    for m in models:
-        for _ in range(warmup):
-            m(x)
-    cuda = x.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(x.device)
-    samples: List[List[float]] = [[] for _ in models]
-    n = len(models)
-    for r in range(repeats):
-        for j in range(n):
-            i = (j + r) % n  # rotate: no model always runs right after the same other one
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                models[i](x)
-                end.record()
-                torch.cuda.synchronize(x.device)
-                samples[i].append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                models[i](x)
-                samples[i].append((time.perf_counter() - t0) * 1e3)
-    return [(statistics.median(s), _iqr(s)) for s in samples]
-
-
-def _iqr(samples: List[float]) -> float:
-    if len(samples) < 2:
-        return 0.0
-    q = statistics.quantiles(samples, n=4, method="inclusive")
-    return q[2] - q[0]
+    """(median, q75 - q25) milliseconds per forward of each model on ``x``, the models taking turns
+    (``prune_core.timing``); a model is any callable (``prune_core.export`` times ONNX Runtime
+    sessions with it)."""
+    return [median_iqr(s) for s in turns([partial(m, x) for m in models], x.device, repeats, warmup)]
 
 
 # ---------------------------------------------------------------------------------------------

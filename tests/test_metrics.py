@@ -5,6 +5,7 @@ import torch.nn.utils.prune as prune
 from torch import nn
 
 from prune_core.metrics import count_flops, count_params, evaluate, measure_latency, sparsity, time_interleaved
+from prune_core.timing import median_iqr, turns
 
 
 def two_layer():
@@ -95,3 +96,18 @@ def test_accuracy_top1_and_top5():
     big[1, :5] = torch.tensor([5.0, 4, 3, 2, 1])
     acc = evaluate(model, [(big, torch.tensor([7, 4]))], num_classes=100)
     assert acc.top1 == 50.0 and acc.top5 == 100.0
+
+
+def test_the_timer_warms_up_then_rotates_the_order_each_round():
+    calls = []
+    fns = [lambda i=i: calls.append(i) for i in range(3)]
+    samples = turns(fns, torch.device("cpu"), repeats=4, warmup=2)
+    assert [len(s) for s in samples] == [4, 4, 4] and all(t >= 0 for s in samples for t in s)
+    assert calls[:6] == [0, 0, 1, 1, 2, 2]  # warm-up, each in turn
+    rounds = [tuple(calls[6 + 3 * r: 9 + 3 * r]) for r in range(4)]
+    assert rounds == [(0, 1, 2), (1, 2, 0), (2, 0, 1), (0, 1, 2)]
+
+
+def test_median_and_interquartile_range():
+    assert median_iqr([1.0, 2.0, 3.0, 4.0, 5.0]) == (3.0, 2.0)
+    assert median_iqr([7.0]) == (7.0, 0.0)

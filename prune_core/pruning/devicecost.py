@@ -33,11 +33,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import re
 import statistics
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -46,6 +44,7 @@ import torch
 from torch import nn
 
 from ..provenance import cpu_name
+from ..timing import turns
 
 CANDIDATES = (1, 2, 4, 8, 16, 32)  # channel multiples round_to: auto chooses from
 COUNTS = range(64, 128)  # channel counts the micro-benchmark times (two periods of the largest candidate)
@@ -67,36 +66,15 @@ def device_label(device: torch.device, threads: int = 0) -> str:
 
 def time_min_ms(fns: Sequence[Callable[[], Any]], device: torch.device, repeats: int = REPEATS,
                 warmup: int = WARMUP, threads: int = 0) -> List[float]:
-    """Minimum milliseconds of each no-argument callable over ``repeats`` calls, taking turns."""
+    """Minimum milliseconds of each no-argument callable over ``repeats`` calls, taking turns
+    (``prune_core.timing``), with ``threads`` CPU threads (0: torch's current count)."""
     old = torch.get_num_threads()
     if device.type == "cpu" and threads:
         torch.set_num_threads(threads)
-    cuda = device.type == "cuda"
-    best = [math.inf] * len(fns)
     try:
-        with torch.inference_mode():
-            for f in fns:
-                for _ in range(warmup):
-                    f()
-            if cuda:
-                torch.cuda.synchronize(device)
-            for _ in range(repeats):
-                for i, f in enumerate(fns):
-                    if cuda:
-                        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                        start.record()
-                        f()
-                        end.record()
-                        torch.cuda.synchronize(device)
-                        ms = start.elapsed_time(end)
-                    else:
-                        t0 = time.perf_counter()
-                        f()
-                        ms = (time.perf_counter() - t0) * 1e3
-                    best[i] = min(best[i], ms)
+        return [min(s) for s in turns(fns, device, repeats, warmup)]
     finally:
         torch.set_num_threads(old)
-    return best
 
 
 # --- round_to: auto ---------------------------------------------------------------------------
