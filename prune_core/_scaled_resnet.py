@@ -5,17 +5,19 @@ is built."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import nn
 from torchvision.models.resnet import ResNet
 
-from .models import _ch
-
 
 class ScaledResNet(ResNet):
-    def __init__(self, block, layers, num_classes: int, width: float):
-        self._width = width
+    """``scale`` maps a stage's channel count to its scaled one (``prune_core.models``' width rule)."""
+
+    def __init__(self, block, layers, num_classes: int, scale: Callable[[int], int]):
+        self._scale = scale
         super().__init__(block, layers, num_classes=num_classes)
         self.fc = nn.Linear(self.inplanes, num_classes)  # the last stage's width after scaling
 
     def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
-        return super()._make_layer(block, _ch(planes, self._width), blocks, stride, dilate)
+        return super()._make_layer(block, self._scale(planes), blocks, stride, dilate)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List
 from urllib.parse import urlparse
@@ -177,7 +178,7 @@ for _depth in (20, 32, 56):
 def _resnet(block, layers, nc: int, cin: int, size: int, width: float) -> nn.Module:
     from ._scaled_resnet import ScaledResNet
 
-    net = ScaledResNet(block, layers, nc, width)
+    net = ScaledResNet(block, layers, nc, partial(_ch, width=width))
     stem_out = net.conv1.out_channels
     if size <= SMALL_INPUT:
         net.conv1 = nn.Conv2d(cin, stem_out, 3, 1, 1, bias=False)
