@@ -31,19 +31,25 @@ Deviations, each stated:
 
 State: the rungs (trial id -> signed objective values) pickle with the scheduler, and ``save`` /
 ``restore`` write and read them like Ray's ASHA. Ray Tune 2.x calls neither on ``--resume``: the
-restored tuner holds the scheduler as pickled when the sweep started (``tuner.pkl``), so a resumed
-sweep's rungs start empty, exactly as they do for ASHA.
+restored tuner holds the scheduler as pickled when the sweep started (``tuner.pkl``), with empty
+rungs (Ray's ASHA stays that way). Tune then adds every restored trial (``on_trial_add``) with its
+last result; for a trial whose last result has reached an epoch, this scheduler reads the reports in the trial's ``result.json`` from
+storage and records them in the rungs as they were recorded live, without stopping anything, so
+the trials that run after a resume are ranked against every result of the sweep.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
+import posixpath
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 Point = Tuple[float, ...]  # one result's objectives, each signed so that lower is better
+RESULT_FILE = "result.json"  # Tune's per-trial reports (ray.tune.result.EXPR_RESULT_FILE)
 
 
 def non_dominated_fronts(points: Sequence[Point]) -> List[List[int]]:
@@ -141,6 +147,19 @@ class MOASHAScheduler(FIFOScheduler):
             return TrialScheduler.CONTINUE if ahead < n / self._rf else TrialScheduler.STOP
         return TrialScheduler.CONTINUE  # before the first rung
 
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        last = getattr(trial, "last_result", None) or {}
+        if last.get(self._time_attr) is not None:  # restored by --resume: its reports back into the rungs
+            self.replay(trial.trial_id, reported_rows(trial))
+
+    def replay(self, trial_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Record a trial's earlier reports in the rungs, as they were recorded live; no decision."""
+        for row in rows:
+            point, t = self._point(row), row.get(self._time_attr)
+            if point is not None and isinstance(t, (int, float)):
+                self._on_result(trial_id, t, point)
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: Dict) -> str:
         point = self._point(result)
         t = result.get(self._time_attr)
@@ -168,3 +187,24 @@ class MOASHAScheduler(FIFOScheduler):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+
+
+def reported_rows(trial: Any) -> List[Dict[str, Any]]:
+    """The reports in a Tune trial's ``result.json`` in its storage (one JSON object per line; a
+    line cut short by a kill is skipped); none when the file cannot be read."""
+    storage = getattr(trial, "storage", None)
+    try:
+        path = posixpath.join(storage.trial_fs_path, RESULT_FILE)
+        with storage.storage_filesystem.open_input_stream(path) as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except (AttributeError, OSError, RuntimeError):  # RuntimeError: Tune's storage has no trial folder yet
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

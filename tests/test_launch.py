@@ -277,3 +277,16 @@ def test_mo_asha_stops_the_trial_its_rung_ranks_in_the_bottom_half(tmp_path, sto
     epochs = {r: [row["epoch"] for row in rows if row.get("stage") == "finetune"] for r, rows in by_ratio.items()}
     assert epochs == {0.5: [1, 2], 0.2: [1], 0.3: [1, 2]}
     assert [any(row.get("stage") == "done" for row in by_ratio[r]) for r in (0.5, 0.2, 0.3)] == [True, False, True]
+    # --resume: the trials Tune restores from the experiment, added to the scheduler as pickled
+    # (empty rungs), put every trial's rung result back from its result.json in storage
+    from ray.tune import ExperimentAnalysis
+
+    from prune_sweep.moasha import MOASHAScheduler
+
+    resumed = MOASHAScheduler([("flops_kept_dense", "min")], max_t=1, grace_period=1, reduction_factor=2)
+    restored = ExperimentAnalysis(str(exp)).trials
+    for trial in restored:
+        resumed.on_trial_add(None, trial)
+    flops = {t.trial_id: next(r["flops_kept_dense"] for r in trials(exp)[Path(t.storage.trial_fs_path).name]
+                              if r.get("epoch") == 1) for t in restored}
+    assert resumed._rungs == [(1.0, {k: (v,) for k, v in flops.items()})] and len(flops) == 3

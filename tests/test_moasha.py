@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import pickle
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
+import pyarrow.fs
 import pytest
 import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from prune_sweep.driver import make_scheduler
 from prune_sweep.expand import corner_configs, load_sweep
-from prune_sweep.moasha import MOASHAScheduler, crowding_distance, non_dominated_fronts, rank_of_last
+from prune_sweep.moasha import (RESULT_FILE, MOASHAScheduler, crowding_distance, non_dominated_fronts, rank_of_last,
+                                reported_rows)
 from prune_sweep.spec import SCHEDULERS, SweepError
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -136,6 +140,35 @@ def test_it_pickles_and_restores_with_its_rungs(tmp_path):
         # the next decisions are the ones the original takes: C continues, D stops
         assert other.on_trial_result(None, FakeTrial("C"), report(1, *C)) == CONTINUE
         assert other.on_trial_result(None, FakeTrial("D"), report(1, *D)) == STOP
+
+
+def restored_trial(tmp_path: Path, trial_id: str, rows, tail: str = "") -> SimpleNamespace:
+    """A trial as Tune restores it on --resume: its last result, and its reports in result.json."""
+    folder = tmp_path / trial_id
+    folder.mkdir()
+    (folder / RESULT_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows) + tail)
+    storage = SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem(), trial_fs_path=str(folder))
+    return SimpleNamespace(trial_id=trial_id, last_result=dict(rows[-1]) if rows else {}, storage=storage)
+
+
+def test_a_resumed_sweep_ranks_new_trials_against_the_restored_trials_reports(tmp_path):
+    live = scheduler()
+    for name, point in zip("AB", (A, B)):
+        for epoch in (1, 2):
+            live.on_trial_result(None, FakeTrial(name), report(epoch, *point))
+    # after --resume: a fresh scheduler (tuner.pkl's), Tune adding each restored trial; A's file
+    # ends in a line a kill cut short, and a trial that never reported reads nothing
+    resumed = scheduler()
+    resumed.on_trial_add(None, restored_trial(tmp_path, "A", [report(1, *A), report(2, *A)], tail='{"epoch": 3, "val'))
+    resumed.on_trial_add(None, restored_trial(tmp_path, "B", [report(1, *B), report(2, *B)]))
+    resumed.on_trial_add(None, SimpleNamespace(trial_id="new", last_result={"trial_id": "new"}, storage=None))
+    assert resumed._rungs == live._rungs and resumed._num_stopped == 0
+    assert resumed.on_trial_result(None, FakeTrial("C"), report(1, *C)) == CONTINUE
+    assert resumed.on_trial_result(None, FakeTrial("D"), report(1, *D)) == STOP  # A and C ahead, as live
+    # a trial whose file is gone (storage lost) is skipped, not an error
+    gone = restored_trial(tmp_path, "E", [report(1, *A)])
+    (tmp_path / "E" / RESULT_FILE).unlink()
+    assert reported_rows(gone) == []
 
 
 def test_a_completed_trial_is_recorded_for_later_ones():
