@@ -41,8 +41,8 @@ hypervolume ratio and trial-epoch ratio, sampler seeds 0, 1, 2:
 Without starting points the seed-0 search's cheapest finished trial was at ratio 0.78 (5.4 % of
 the FLOPs at 96.75 %) against the grid's 0.8 (3.8 % at 97.0 %): the hypervolume it lost is there.
 
-Also tried (2026-12-05, same grid and seeds): multivariate TPE with a constant liar, 0.986 / 0.135-
-0.181 / 0.965; reduction factor 4 with 32 trials, 0.984, 0.988, 0.965 with 0.148-0.194 of the
+Also tried (2026-12-05, same grid and seeds): multivariate TPE with a constant liar, 0.986, 0.986,
+0.965 with 0.127-0.181 of the epochs; reduction factor 4 with 32 trials, 0.984, 0.988, 0.965 with 0.148-0.194 of the
 epochs. Why 0.99 is hard here: at ratio 0.8, local scope (3.8 % of the FLOPs) the grid's six LR-0.05
 trials end at 95.5-97.0 % validation accuracy and its LR-0.01 ones at 89.8-92.5 %, but after one
 fine-tune epoch the LR-0.05 trials score 3.5-54 % (the LR schedule spans all epochs), so the rungs
