@@ -179,8 +179,8 @@ def main(argv=None) -> None:
                                f"{args.batch} against {1 - ratio:.3f} wanted, off by {abs(kept - (1 - ratio)) / (1 - ratio):.1%} "
                                f"(goal <= 5%; the table estimated {est:.3f})")
             elif abs(ratio - 0.5) < 1e-9:
-                summary.append(f"{name} ratio 0.5: speedup / FLOPs reduction {sb / reduction:.2f} at batch {args.batch} "
-                               f"(goal >= 0.9), {s1 / reduction:.2f} at batch 1")
+                summary.append(f"{name} ratio 0.5 ({args.runtime}, {args.scope}): speedup / FLOPs reduction "
+                               f"{sb / reduction:.2f} at batch {args.batch} (goal >= 0.9), {s1 / reduction:.2f} at batch 1")
     if summary:
         print()
         print("\n".join(summary))
