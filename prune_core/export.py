@@ -3,10 +3,11 @@
 With ``runtime.export: onnx`` the pipeline writes the fine-tuned, rebuilt model (eval mode, fp32,
 CPU) to ``<run dir>/<model>_rebuilt.onnx`` with a dynamic batch axis, runs ONNX Runtime on a batch
 of real test images and on one image (the dynamic axis), and refuses a graph whose logits differ
-from PyTorch's by more than ``TOLERANCE`` (``ExportMismatch``). Latency is timed the way eager
-latency is (``prune_core.metrics``: batch 1 and ``runtime.latency_batch``, median and IQR of
-``runtime.latency_repeats`` runs, the base's and the pruned model's sessions interleaved, the same
-thread count): the deployment axis ``latency_ms_final_ort`` beside ``latency_ms_final``.
+from PyTorch's by more than ``TOLERANCE`` times the largest |logit|, at least 1 (``ExportMismatch``).
+Latency is timed the way eager latency is (``prune_core.metrics``: batch 1 and
+``runtime.latency_batch``, median and IQR of ``runtime.latency_repeats`` runs, the base's and the
+pruned model's sessions interleaved, the same thread count): the deployment axis
+``latency_ms_final_ort`` beside ``latency_ms_final``.
 
 The exporter is PyTorch's TorchScript-based one (``dynamo=False``): it needs only ``onnx`` and
 exported every registry model 2-5x faster than the torch.export-based one, which needs
@@ -78,20 +79,30 @@ def _runner(sess: Any) -> Callable[[torch.Tensor], Any]:
 
 
 @torch.no_grad()
-def max_abs_diff(model: nn.Module, sess: Any, x: torch.Tensor) -> float:
-    """Largest |logit| difference between ONNX Runtime and PyTorch (fp32, CPU) on ``x``."""
+def _diff_and_scale(model: nn.Module, sess: Any, x: torch.Tensor) -> Tuple[float, float]:
+    """(largest |logit| difference between ONNX Runtime and PyTorch, fp32 on the CPU, on ``x``;
+    PyTorch's largest |logit|)."""
     x = x.detach().float().cpu().contiguous()
     reference = _cpu_fp32(model)(x)
-    return float((torch.from_numpy(_runner(sess)(x)) - reference).abs().max())
+    return float((torch.from_numpy(_runner(sess)(x)) - reference).abs().max()), float(reference.abs().max())
+
+
+def max_abs_diff(model: nn.Module, sess: Any, x: torch.Tensor) -> float:
+    """Largest |logit| difference between ONNX Runtime and PyTorch (fp32, CPU) on ``x``."""
+    return _diff_and_scale(model, sess, x)[0]
 
 
 def check(model: nn.Module, sess: Any, batches: Sequence[torch.Tensor]) -> float:
-    """The largest difference over ``batches``; ``ExportMismatch`` above ``TOLERANCE``."""
-    diff = max(max_abs_diff(model, sess, x) for x in batches)
-    if not diff <= TOLERANCE:
+    """The largest difference over ``batches``; ``ExportMismatch`` above ``TOLERANCE`` times the
+    largest |logit| where logits exceed 1 (fp32 rounding grows with the logits: resnet56 as
+    initialised, logits up to ~2e3, differs by ~1e-3, a relative 4e-7), else above ``TOLERANCE``."""
+    pairs = [_diff_and_scale(model, sess, x) for x in batches]
+    diff = max(d for d, _ in pairs)
+    limit = TOLERANCE * max(1.0, max(s for _, s in pairs))
+    if not diff <= limit:
         sizes = "/".join(str(len(x)) for x in batches)
-        raise ExportMismatch(f"ONNX Runtime and PyTorch logits differ by {diff:.3g} (> {TOLERANCE}) on batches of "
-                             f"{sizes} images")
+        raise ExportMismatch(f"ONNX Runtime and PyTorch logits differ by {diff:.3g} (> {limit:.3g}: {TOLERANCE} x "
+                             f"max(1, largest |logit|)) on batches of {sizes} images")
     return diff
 
 
