@@ -54,7 +54,7 @@ METRICS: Dict[str, str] = {
     "latency_ms_final_batch_ort": "the same as latency_ms_final_ort at runtime.latency_batch",
     "latency_ms_final_iqr_ort": "interquartile range (q75 - q25, ms) of latency_ms_final_ort",
     "latency_ms_final_batch_iqr_ort": "interquartile range (q75 - q25, ms) of latency_ms_final_batch_ort",
-    "onnx_max_abs_diff": "largest |logit| difference between ONNX Runtime and PyTorch on a batch of test images and on one image (at most 1e-4); null unless runtime.export is onnx",
+    "onnx_max_abs_diff": "largest |logit| difference between ONNX Runtime and PyTorch on a batch of test images and on one image (at most 1e-4 × max(1, largest |logit|)); null unless runtime.export is onnx",
     "latency_pass": "how latency was measured: trial (inside the run, base and pruned model interleaved) or quiet (a sweep's pass alone on a node)",
     "rebuild_max_abs_diff": "largest |logit| difference between the rebuilt and the masked model",
     "base_cached": "1 when the base model came from the cache, 0 when this run trained it",
