@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import ray
 import yaml
 
-from prune_sweep.storage import Store
+from prune_sweep.storage import RESULT_FILE, Store, json_rows
 
 LATENCY_FILE = "latency.json"
 
@@ -58,18 +58,6 @@ class Finished:
     batch: int
 
 
-def _rows(text: Optional[str]) -> List[Dict[str, Any]]:
-    rows = []
-    for line in (text or "").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a half-written last line
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def finished_trials(exp: Store) -> List[Finished]:
     """Every trial folder of ``exp`` with a final report, in folder order."""
     from prune_core.config import ExperimentConfig
@@ -80,7 +68,7 @@ def finished_trials(exp: Store) -> List[Finished]:
     out = []
     for name in exp.subdirs():
         params = exp.read_text(posixpath.join(name, "params.json"))
-        final = next((r for r in reversed(_rows(exp.read_text(posixpath.join(name, "result.json"))))
+        final = next((r for r in reversed(json_rows(exp.read_text(posixpath.join(name, RESULT_FILE))))
                       if r.get("stage") == "done"), None)
         if params is None or final is None:
             continue

@@ -33,14 +33,14 @@ State: the rungs (trial id -> signed objective values) pickle with the scheduler
 ``restore`` write and read them like Ray's ASHA. Ray Tune 2.x calls neither on ``--resume``: the
 restored tuner holds the scheduler as pickled when the sweep started (``tuner.pkl``), with empty
 rungs (Ray's ASHA stays that way). Tune then adds every restored trial (``on_trial_add``) with its
-last result; for a trial whose last result has reached an epoch, this scheduler reads the reports in the trial's ``result.json`` from
-storage and records them in the rungs as they were recorded live, without stopping anything, so
-the trials that run after a resume are ranked against every result of the sweep.
+last result; for a trial whose last result has reached an epoch, this scheduler reads the reports
+in the trial's ``result.json`` from storage and records them in the rungs as they were recorded
+live, without stopping anything, so the trials that run after a resume are ranked against every
+result of the sweep.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 import posixpath
@@ -48,8 +48,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from prune_sweep.storage import RESULT_FILE, json_rows
+
 Point = Tuple[float, ...]  # one result's objectives, each signed so that lower is better
-RESULT_FILE = "result.json"  # Tune's per-trial reports (ray.tune.result.EXPR_RESULT_FILE)
 
 
 def non_dominated_fronts(points: Sequence[Point]) -> List[List[int]]:
@@ -190,21 +191,12 @@ class MOASHAScheduler(FIFOScheduler):
 
 
 def reported_rows(trial: Any) -> List[Dict[str, Any]]:
-    """The reports in a Tune trial's ``result.json`` in its storage (one JSON object per line; a
-    line cut short by a kill is skipped); none when the file cannot be read."""
+    """The reports in a Tune trial's ``result.json`` in its storage (a line cut short by a kill is
+    skipped); none when the file cannot be read."""
     storage = getattr(trial, "storage", None)
     try:
         path = posixpath.join(storage.trial_fs_path, RESULT_FILE)
         with storage.storage_filesystem.open_input_stream(path) as f:
-            text = f.read().decode("utf-8", errors="replace")
+            return json_rows(f.read().decode("utf-8", errors="replace"))
     except (AttributeError, OSError, RuntimeError):  # RuntimeError: Tune's storage has no trial folder yet
         return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows

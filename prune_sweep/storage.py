@@ -9,12 +9,13 @@ storage a node works on a local copy under ``node_cache``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pyarrow.fs as pafs
 
@@ -22,6 +23,21 @@ BASE_CACHE = "base_cache"  # in the experiment directory; prune_core's runtime.c
 BASE_FILE = "base.pt"
 BASE_SUM = BASE_FILE + ".sha256"  # its checksum (prune_core.checkpoints): copied wherever base.pt goes
 BASE_LOG = "base_task.log"  # one line per base training, written by the base task
+RESULT_FILE = "result.json"  # a trial's reports, one JSON object per line (ray.tune.result.EXPR_RESULT_FILE)
+
+
+def json_rows(text: Optional[str]) -> List[Dict[str, Any]]:
+    """The JSON objects of a JSON-lines text such as ``RESULT_FILE``; a line that is not one (a
+    half-written last line, a line a kill cut short) is skipped."""
+    rows = []
+    for line in (text or "").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def is_uri(location: str) -> bool:

@@ -18,9 +18,9 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from prune_sweep.driver import make_scheduler
 from prune_sweep.expand import corner_configs, load_sweep
-from prune_sweep.moasha import (RESULT_FILE, MOASHAScheduler, crowding_distance, non_dominated_fronts, rank_of_last,
-                                reported_rows)
+from prune_sweep.moasha import MOASHAScheduler, crowding_distance, non_dominated_fronts, rank_of_last, reported_rows
 from prune_sweep.spec import SCHEDULERS, SweepError
+from prune_sweep.storage import RESULT_FILE
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 OBJECTIVES = (("val_acc", "max"), ("flops_kept_dense", "min"))
