@@ -6,6 +6,9 @@
 
 What a launcher uses: ``run``, ``ensure_base`` (-> ``BaseInfo``), ``base_path``, ``SMOKE``,
 ``post_prune_training``, ``BASE_KEYS``, and ``NotRetryable`` (the base of errors a retry repeats).
+Plug-ins register a method, criterion, model or dataset through ``register_method``,
+``register_criterion``, ``register_model`` and ``register_dataset``, the doors the built-ins use;
+``runtime.plugins`` (``load_plugins``) imports them wherever a config is built.
 Attributes load lazily, so ``import prune_core.schema`` (what analyze.py needs) stays light.
 """
 
@@ -30,6 +33,13 @@ _PUBLIC = {
     "MODELS": "models",
     "METHODS": "pruning",
     "CRITERIA": "pruning",
+    # plug-ins (prune_core.plugins) register through the doors the built-ins use
+    "register_method": "pruning",
+    "register_criterion": "pruning",
+    "register_model": "models",
+    "register_dataset": "data",
+    "load_plugins": "plugins",
+    "PluginError": "plugins",
 }
 
 __all__ = list(_PUBLIC)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, TypeVar
+import re
+from typing import Any, Callable, Dict, TypeVar
+
+from .errors import ConfigError
 
 T = TypeVar("T")
+NAME = re.compile(r"[a-z][a-z0-9_]*")  # config values spell a hyphen as an underscore (sections.canonical)
 
 
-def register(registry: Dict[str, T], name: str) -> Callable[[T], T]:
-    """Return a decorator that stores its target in ``registry`` under ``name``.
+def owner(obj: Any) -> str:
+    """The module that registered ``obj`` (a function, a class, or a record holding one)."""
+    target = getattr(obj, "prune", obj)  # a method's record names its function's module
+    return getattr(target, "__module__", None) or type(obj).__module__
+
+
+def register(registry: Dict[str, T], name: str, kind: str = "entry") -> Callable[[T], T]:
+    """Return a decorator that stores its target in ``registry`` under ``name``. A name already
+    taken, or one a config could not spell, is refused in one line (``ConfigError``).
 
     >>> REG = {}
     >>> @register(REG, "double")
@@ -17,10 +28,13 @@ def register(registry: Dict[str, T], name: str) -> Callable[[T], T]:
     >>> REG["double"](3)
     6
     """
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"{kind} name {name!r}: expected lowercase letters, digits and '_', starting with a letter")
 
     def deco(obj: T) -> T:
         if name in registry:
-            raise KeyError(f"{name!r} is already registered")
+            raise ConfigError(f"{kind} {name!r} is already registered (by {owner(registry[name])}); "
+                              "choose another name")
         registry[name] = obj
         return obj
 

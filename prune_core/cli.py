@@ -38,6 +38,7 @@ from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
 from .data import DATASETS
 from .errors import Diverged, ExportMismatch, RebuildMismatch
 from .models import MODELS
+from .plugins import load_plugins
 from .pruning import CRITERIA, METHODS
 from .sections import canonical
 
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
       "(default: none, the config's defaults)")
     a("--set", action="append", default=[], metavar="KEY=VALUE",
       help="any config key, repeatable, e.g. prune.lamp=true; overrides --config and the flags (default: none)")
+    a("--plugin", dest="runtime.plugins", action="append", metavar="MODULE|FILE.py",
+      help="import a module or .py file that registers methods, criteria, models or datasets, repeatable; "
+      "its names are then accepted by the flags below (default: none)")
     g = p.add_argument_group("basic")
     g.add_argument("--dataset", dest="data.name", type=partial(canonical, "data.name"), choices=sorted(DATASETS), metavar="NAME",
                    help="dataset: %(choices)s")
@@ -186,8 +190,22 @@ def run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
     return path
 
 
+def _load_plugins(argv: Optional[List[str]]) -> None:
+    """Import the ``--plugin`` modules before the parser is built: its name flags accept what they
+    register. One that fails is one line, exit 2."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--plugin", action="append", default=[])
+    plugins = early.parse_known_args(argv)[0].plugin
+    try:
+        load_plugins(plugins)
+    except ConfigError as exc:
+        print(f"prune-core: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line ``argv``; return the exit code (module docstring, README "Exit codes")."""
+    _load_plugins(argv)
     args = build_parser().parse_args(argv)
     from .data import DatasetMissing
 
@@ -296,10 +314,10 @@ def _diverged(exc: Diverged, cfg: Optional[ExperimentConfig], out: Optional[Path
     msg = "diverged: " + str(exc).removesuffix("; lower the learning rate")
     if cfg is None:
         return msg
-    from .pruning import RETRAIN
+    from .pruning import METHODS
 
     stage = str(exc).split(":", 1)[0].strip()
-    key = "finetune.lr" if stage == "finetune" and RETRAIN.get(cfg.prune.method) == "finetune" else "train.lr"
+    key = "finetune.lr" if stage == "finetune" and METHODS[cfg.prune.method].retrain == "finetune" else "train.lr"
     if stage not in ("base", "finetune") and not stage.startswith("imp_level"):
         lower = ("rerun with a lower --learning-rate (train.lr=%g now) or --finetune-lr (finetune.lr=%g now)"
                  % (cfg.train.lr, cfg.finetune.lr))

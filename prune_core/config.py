@@ -18,15 +18,16 @@ from typing import Any, Dict, Mapping
 
 import yaml
 
-from .data import check_dataset
+from .data import DATASETS, check_dataset
 from .errors import ConfigError
-from .models import check_model, resolve_weights
+from .models import MODELS, check_model, resolve_weights
+from .plugins import code_digest, load_plugins
 from .pruning import METHODS, post_prune_training, resolve_prune
-from .sections import (BASE_KEYS, LAMP_METHODS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig,
-                       RuntimeConfig, TrainConfig, _finetune_default, coerce, digest, flatten, nest,
-                       parse_overrides, precision_name)
+from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig, RuntimeConfig,
+                       TrainConfig, coerce, digest, finetune_default, flatten, nest, parse_overrides,
+                       precision_name)
 
-__all__ = ["ExperimentConfig", "ConfigError", "BASE_KEYS", "LAMP_METHODS", "SECTIONS", "SMOKE", "DataConfig",
+__all__ = ["ExperimentConfig", "ConfigError", "BASE_KEYS", "SECTIONS", "SMOKE", "DataConfig",
            "ModelConfig", "PruneConfig", "RuntimeConfig", "TrainConfig", "digest", "flatten", "nest",
            "parse_overrides"]
 
@@ -39,10 +40,12 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # base training
     prune: PruneConfig = field(default_factory=lambda: resolve_prune(PruneConfig()))
-    finetune: TrainConfig = field(default_factory=_finetune_default)
+    finetune: TrainConfig = field(default_factory=finetune_default)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
+        self.runtime.validate()
+        load_plugins(self.runtime.plugins)  # before any registry name is checked
         self.data.validate()
         check_dataset(self.data)
         self.model.validate()
@@ -55,7 +58,6 @@ class ExperimentConfig:
                               f"{self.prune.calib_batches}: expected the method's defaults filled in; "
                               "build the config with ExperimentConfig.from_dict")
         post_prune_training(self)  # a budget (prune.budget_epochs) the method cannot keep is a ConfigError
-        self.runtime.validate()
 
     # ----------------------------------------------------------------------------------------
     @classmethod
@@ -79,6 +81,8 @@ class ExperimentConfig:
                 raise ConfigError(f"{key}: unknown key; {section} accepts {known}")
             current[key] = coerce(key, value, current[key])
         sections = {s: SECTIONS[s](**values) for s, values in nest(current).items()}
+        sections["runtime"].validate()
+        load_plugins(sections["runtime"].plugins)  # they may register the method, model or dataset named
         if sections["prune"].method in METHODS:  # an unknown one is named by __post_init__, in order
             sections["prune"] = resolve_prune(sections["prune"])
         return cls(**sections)
@@ -97,7 +101,9 @@ class ExperimentConfig:
         return cls.from_dict(overrides or {}, base=cfg)
 
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["runtime"]["plugins"] = list(self.runtime.plugins)  # YAML and JSON write lists
+        return out
 
     def to_flat(self) -> Dict[str, Any]:
         return flatten(self.to_dict())
@@ -134,6 +140,11 @@ class ExperimentConfig:
                     key["model"]["weights"] = str(resolve_weights(self.model.name, flat[dotted]))  # DEFAULT named
             elif section != "runtime":
                 key[section][name] = flat[dotted]
+        # a plug-in's model or dataset: the code that builds it (absent for built-ins: their hashes stay)
+        for section, registry, name in (("model", MODELS, self.model.name), ("data", DATASETS, self.data.name)):
+            code = code_digest(registry[name])
+            if code:
+                key[section]["code"] = code
         return key
 
     def base_hash(self) -> str:

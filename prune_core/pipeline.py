@@ -29,7 +29,7 @@ from .export import export_metrics, require_onnx
 from .metrics import (WEIGHTED, count_flops, count_params, evaluate, latency_metrics, layer_channels, layer_params,
                       measure_latency, sparsity, time_interleaved)
 from .models import build_model, load_weights
-from .pruning import (BASE_NEEDS, RETRAIN, PruneContext, load_pruned, post_prune_training, prune_model, rebuild,
+from .pruning import (METHODS, PruneContext, load_pruned, post_prune_training, prune_model, rebuild,
                       save_pruned)
 from .schema import DETAIL_KEYS, EPOCH_COSTS, METRIC_KEYS, flops_kept
 from .sections import precision_name
@@ -373,6 +373,7 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     """Base, prune and rebuild; the result is saved in the workdir so a resumed run skips it.
     Returns the metrics so far, the rebuilt model and a copy of the base (on the CPU)."""
     t0 = time.perf_counter()
+    method = METHODS[cfg.prune.method]
     base = ensure_base(cfg, data, device, log)
     artifact = base.artifact
     kept = _base_model(cfg, data, artifact)
@@ -380,7 +381,7 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     metrics: Dict[str, Any] = {"base_cached": int(base.source == "cache"), "num_classes": data.num_classes,
                                "time_base_s": time.perf_counter() - t0,
                                # a method that prunes at initialisation does not use the trained base
-                               "epochs_base": 0 if BASE_NEEDS[cfg.prune.method] == "init" else len(artifact["history"])}
+                               "epochs_base": 0 if method.base == "init" else len(artifact["history"])}
     t0 = time.perf_counter()
     metrics.update(_measure(model, cfg, data, device, "base"))
     metrics["layer_channels_base"] = layer_channels(model)
@@ -390,12 +391,8 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     t_eval = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if BASE_NEEDS[cfg.prune.method] == "init":
-        model.load_state_dict(artifact["early"][0])  # SNIP prunes the untrained network
-    rewind = cfg.prune.rewind_epoch
-    if cfg.prune.method == "imp" and rewind not in artifact["early"]:
-        raise ConfigError(f"prune.rewind_epoch={rewind}: expected one of the epochs the base keeps, "
-                          f"{', '.join(map(str, sorted(artifact['early'])))}")
+    if method.base == "init":
+        model.load_state_dict(artifact["early"][0])  # a method at initialisation prunes the untrained network
     trained_in_pruning = []
 
     def train(m: nn.Module, tcfg, stage: str, start: int = 0) -> History:
@@ -426,7 +423,7 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
     if cfg.prune.bn_recalib_batches:  # judge the pruned network with BN statistics that fit it
         # a fine-tune starts from the re-estimated model; IMP's retraining and SNIP's training from
         # scratch start from the exact state their papers prescribe (rewound, or at initialisation)
-        judged = model if RETRAIN[cfg.prune.method] == "finetune" else copy.deepcopy(model)
+        judged = model if method.retrain == "finetune" else copy.deepcopy(model)
         recalibrate_bn(judged, calibration_batches(data, cfg.prune.bn_recalib_batches)(), device)
     metrics["acc_pruned"] = evaluate(judged, data.test, data.num_classes, dtype).top1
     metrics["prune_ranking"] = plan.stats.get("ranking", "")

@@ -139,19 +139,16 @@ class TrainConfig:
                self.max_steps, "an integer >= 0 (0 = all)")
 
 
-def _finetune_default() -> TrainConfig:
+def finetune_default() -> TrainConfig:
     # half the base rate for a few epochs: resnet20/mnist5k, channel-L1 local 0.5, 3 epochs reached
     # 95.2% at lr 0.05 against 93.6% at 0.01 (dense base 95.9%)
     return TrainConfig(epochs=3, lr=0.05)
 
 
-LAMP_METHODS = ("channel", "kernel", "intra_kernel")  # the methods whose layer-wise ranking LAMP replaces
-
-
 @dataclass(frozen=True)
 class PruneConfig:
-    method: str = "channel"  # channel | kernel | intra_kernel | imp | snip | random_init | none
-    # "" = the method's default (first of pruning.METHOD_CRITERIA[method]; l2 with lamp), filled in
+    method: str = "channel"  # a name of pruning.METHODS (each method's record holds its rules)
+    # "" = the method's default (pruning.accepted_criteria(method)[0]; l2 with lamp), filled in
     # when ExperimentConfig.from_dict builds the config
     criterion: str = ""
     ratio: float = 0.5  # fraction of the method's unit removed (channels, kernels, weights)
@@ -165,7 +162,7 @@ class PruneConfig:
     # measured once by a micro-benchmark and cached (pruning.devicecost)
     round_to: Union[int, str] = 1
     # batches of data.batch_size the gradient scores read; 0 = the method's default, resolved once
-    # (pruning.CALIB_BATCHES: snip 1, as Lee et al. 2019; taylor channel scores and the rest 4)
+    # (the method record's calib_batches: 1 where its paper reads one batch, else 4 for taylor's scores)
     calib_batches: int = 0
     snip_init: str = "vs"  # snip, random_init: vs (SNIP's variance scaling) | vs_redraw | model (registry init)
     shuffle: bool = False  # snip: shuffle each layer's mask at random (Frankle et al. 2021's control)
@@ -200,8 +197,6 @@ class PruneConfig:
         require(isinstance(self.calib_batches, int) and self.calib_batches >= 0, "prune.calib_batches",
                self.calib_batches, "a positive integer (0 = the method's default)")
         require_choice("prune.snip_init", self.snip_init, CHOICES["prune.snip_init"])
-        require(not self.shuffle or self.method == "snip", "prune.shuffle", self.shuffle,
-               "false unless prune.method is snip")
         require_choice("prune.pattern", self.pattern, CHOICES["prune.pattern"])
         require(isinstance(self.pattern_keep, int) and 1 <= self.pattern_keep <= 8, "prune.pattern_keep",
                self.pattern_keep, "an integer in [1, 8]")
@@ -216,8 +211,6 @@ class PruneConfig:
                self.rewind_epoch, "an integer >= 0")
         require(not (self.lamp and self.scope != "global"), "prune.lamp", self.lamp,
                "false unless prune.scope is global")
-        require(not self.lamp or self.method in LAMP_METHODS, "prune.lamp", self.lamp,
-               f"false for method {self.method} (LAMP ranks the units of {', '.join(LAMP_METHODS)})")
         require(isinstance(self.bn_recalib_batches, int) and self.bn_recalib_batches >= 0,
                "prune.bn_recalib_batches", self.bn_recalib_batches, "an integer >= 0 (0 = off)")
         require(isinstance(self.budget_epochs, int) and self.budget_epochs >= 0, "prune.budget_epochs",
@@ -254,9 +247,18 @@ class RuntimeConfig:
     # "onnx": export the rebuilt model to <run dir>/<model>_rebuilt.onnx, check ONNX Runtime against
     # PyTorch and time it on the CPU (prune_core.export; needs the onnx extra); "" = off
     export: str = ""
+    # modules or .py files imported before any name is checked: they register methods, criteria,
+    # models and datasets (prune_core.plugins); every process that builds this config imports them
+    plugins: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.plugins, list):  # as a flat dict, JSON or YAML gives it
+            object.__setattr__(self, "plugins", tuple(self.plugins))
 
     def validate(self) -> None:
         require(isinstance(self.seed, int), "runtime.seed", self.seed, "an integer")
+        require(isinstance(self.plugins, tuple) and all(isinstance(p, str) and p for p in self.plugins),
+                "runtime.plugins", self.plugins, "a list of module names or .py files")
         require_choice("runtime.device", self.device, CHOICES["runtime.device"])
         require_choice("runtime.progress", self.progress, CHOICES["runtime.progress"])
         require_choice("runtime.amp_dtype", self.amp_dtype, CHOICES["runtime.amp_dtype"])
@@ -279,10 +281,10 @@ SECTIONS = {
 }
 
 # every dotted key with its default, in field order; finetune's defaults are not train's
-# (_finetune_default), and prune.criterion "" is the method's own, filled in by ExperimentConfig
+# (finetune_default), and prune.criterion "" is the method's own, filled in by ExperimentConfig
 DEFAULTS: Dict[str, Any] = {
     f"{s}.{k}": v
-    for s, section in zip(SECTIONS, (DataConfig(), ModelConfig(), TrainConfig(), PruneConfig(), _finetune_default(),
+    for s, section in zip(SECTIONS, (DataConfig(), ModelConfig(), TrainConfig(), PruneConfig(), finetune_default(),
                                      RuntimeConfig()))
     for k, v in asdict(section).items()}
 
@@ -383,6 +385,11 @@ def coerce(key: str, value: Any, default: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}={value!r}: expected a number") from None
+    if isinstance(default, (tuple, list)):  # a list of names: one name, or a YAML list of them
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+            raise ConfigError(f"{key}={value!r}: expected a list of names")
+        return tuple(items)
     if isinstance(default, str):
         if isinstance(value, bool):
             return _bool_text(key, value)

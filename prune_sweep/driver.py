@@ -115,13 +115,22 @@ def quiet_environment(verbose: bool) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
 
 
-def init_ray(address: Optional[str], verbose: bool, dashboard: bool) -> bool:
-    """Start (or join) Ray; returns whether this call started it. Prints the dashboard's address."""
+def init_ray(address: Optional[str], verbose: bool, dashboard: bool, plugins: Sequence[str] = ()) -> bool:
+    """Start (or join) Ray; returns whether this call started it. Prints the dashboard's address.
+
+    Joining a cluster, the job carries the sweep's plug-in files to every node (``runtime_env``'s
+    ``py_modules``; ``prune_core.plugins.shipped_paths``), where each trial's config imports them.
+    A local Ray's workers read them where they are: a job-level runtime_env would slow every
+    worker's start (ARCHITECTURE.md, facts)."""
     if ray.is_initialized():
         return False
     level = logging.INFO if verbose else logging.ERROR
     if address:
-        ctx = ray.init(address=address, log_to_driver=verbose, logging_level=level)
+        from prune_core.plugins import shipped_paths
+
+        shipped = shipped_paths(plugins)
+        ctx = ray.init(address=address, log_to_driver=verbose, logging_level=level,
+                       runtime_env={"py_modules": shipped} if shipped else None)
     else:
         # "local": a Ray of its own, never one another program started on this machine (without
         # it ray.init joins the cluster named in /tmp/ray/ray_current_cluster, even a dead one)

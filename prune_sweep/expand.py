@@ -172,7 +172,7 @@ class OptunaSpace:
 
 
 def load_sweep(path: str | Path, overrides: Optional[Mapping[str, Any]] = None, smoke_test: bool = False,
-               seeds: Optional[int] = None) -> Sweep:
+               seeds: Optional[int] = None, plugins: Sequence[str] = ()) -> Sweep:
     """Read, check and validate a sweep file: every trial it can produce (grid, random) or every
     corner of its space (optuna) must make a valid ExperimentConfig."""
     source = str(path)
@@ -182,6 +182,6 @@ def load_sweep(path: str | Path, overrides: Optional[Mapping[str, Any]] = None, 
         raise SweepError(f"{source}: cannot read it ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise SweepError(f"{source}: not YAML ({' '.join(str(exc).split())})") from None
-    sweep = parse_sweep(raw, source, overrides, smoke_test, seeds)
+    sweep = parse_sweep(raw, source, overrides, smoke_test, seeds, plugins)
     validate(sweep)
     return sweep

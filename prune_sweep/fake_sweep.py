@@ -48,22 +48,24 @@ BASE = {
 
 PATTERN_KEPT = 4 / 9  # intra_kernel: weights of a 3x3 kernel its pattern keeps (prune.pattern_keep 4)
 
-# method -> (criteria, how dense FLOPs / effective FLOPs / params scale with ratio r, accuracy loss)
-METHODS: Dict[str, Dict[str, Any]] = {
-    "channel": dict(criteria=("l1", "l2", "taylor", "bn_scale"), dense=lambda r: (1 - r) ** 1.8,
+# method -> how dense FLOPs / effective FLOPs / params scale with ratio r, and the accuracy lost: the
+# simulated study's data. What the methods are (their criteria, what trains after them) is read from
+# prune_core's registry (``_registry``), which is imported when a trial is first written
+SHAPES: Dict[str, Dict[str, Any]] = {
+    "channel": dict(dense=lambda r: (1 - r) ** 1.8,
                     nz=lambda r: (1 - r) ** 1.8, params=lambda r: (1 - r) ** 1.9, loss=lambda r: 28 * r ** 3),
-    "kernel": dict(criteria=("l1", "l2"), dense=lambda r: 1 - 0.95 * r, nz=lambda r: 1 - 0.95 * r,
+    "kernel": dict(dense=lambda r: 1 - 0.95 * r, nz=lambda r: 1 - 0.95 * r,
                    params=lambda r: 1 - 0.95 * r, loss=lambda r: 14 * r ** 3),
     # PatDNN patterns keep 4 of the 9 weights of every 3x3 kernel (all of resnet20's convs), then
     # connectivity pruning removes the fraction r of kernels; masks leave dense FLOPs as they were
-    "intra_kernel": dict(criteria=("l1", "l2"), dense=lambda r: 1.0, nz=lambda r: PATTERN_KEPT * (1 - r),
+    "intra_kernel": dict(dense=lambda r: 1.0, nz=lambda r: PATTERN_KEPT * (1 - r),
                          params=lambda r: PATTERN_KEPT * (1 - r), loss=lambda r: 0.8 + 8 * r ** 3),
-    "imp": dict(criteria=("l1",), dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
+    "imp": dict(dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
                 loss=lambda r: 4 * r ** 4),
     # pruned at initialisation, then trained from scratch for the base budget
-    "snip": dict(criteria=("taylor",), dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
+    "snip": dict(dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
                  loss=lambda r: 0.5 + 6 * r ** 3),
-    "random_init": dict(criteria=("random",), dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
+    "random_init": dict(dense=lambda r: 1.0, nz=lambda r: 1 - r, params=lambda r: 1 - r,
                         loss=lambda r: 1.0 + 12 * r ** 3),
 }
 IMP_LEVELS = 3  # IMP's levels: every level but the last retrains T - k epochs inside pruning
@@ -71,12 +73,22 @@ REWIND = 1  # k: IMP retrains from this base epoch
 VAL_GAP = 0.4  # validation reads a little higher than test, with its own noise: the two can pick apart
 
 
+def _registry():
+    """(``METHODS``, ``accepted_criteria``) of prune_core's registry, imported when first needed:
+    it imports torch, which an analysis of a real sweep never needs."""
+    from prune_core.pruning import METHODS, accepted_criteria
+
+    return METHODS, accepted_criteria
+
+
 def epoch_keys(method: str, finetune: int, base_epochs: int) -> Dict[str, int]:
     """``epochs_base``, ``epochs_prune``, ``finetune_epochs`` and ``epochs_trial`` as prune_core
-    records them: IMP retrains T - k per level, SNIP and random_init train T from scratch."""
-    if method == "imp":
+    records them, by what the method's record says trains after it: a rewinding method (IMP)
+    retrains T - k per level, one at initialisation trains T from scratch."""
+    retrain = _registry()[0][method].retrain
+    if retrain == "rewind":
         prune, finetune = (IMP_LEVELS - 1) * (base_epochs - REWIND), base_epochs - REWIND
-    elif method in ("snip", "random_init"):
+    elif retrain == "train":
         prune, finetune = 0, base_epochs
     else:
         prune = 0
@@ -94,7 +106,7 @@ def trial_rows(method: str, ratio: float, scope: str, lr: float, seed: int, tria
     ``base_epochs`` (T) is the base model's training, ``epochs + 1`` by default (k = 1 for IMP).
     """
     rng = rng if rng is not None else np.random.default_rng(0)
-    shape = METHODS[method]
+    shape = SHAPES[method]
     loss = shape["loss"](ratio) * (0.85 if scope == "global" else 1.0) * (1 + 0.3 * abs(math.log10(lr / 0.01)))
     acc_final = float(np.clip(BASE["acc_base"] - loss + rng.normal(0, 0.3), 100 / num_classes, 100))
     val_final = round(float(np.clip(BASE["acc_base"] - loss + VAL_GAP + rng.normal(0, 0.4), 100 / num_classes, 100)), 3)
@@ -178,7 +190,7 @@ def write_trial(expdir: Path, name: str, params: Mapping[str, Any], rows: Sequen
 
 
 def make_experiment(expdir: Path, n_trials: int = 30, seed: int = 0,
-                    methods: Iterable[str] = ("channel", "kernel", "intra_kernel", "imp"),
+                    methods: Iterable[str] = tuple(SHAPES)[:4],
                     ratios: Sequence[float] = (0.2, 0.35, 0.5, 0.65, 0.8), seeds: int = 1,
                     errors: int = 2, stopped: int = 3, pending: int = 1, epochs: int = 4,
                     layer_channels: bool = True, num_classes: int = 10, running: int = 0) -> Path:
@@ -207,7 +219,8 @@ def make_experiment(expdir: Path, n_trials: int = 30, seed: int = 0,
         crit_rng = np.random.default_rng(seed * 100_003 + i // seeds)
         scope = "global" if crit_rng.random() < 0.5 else "local"
         lr = float(round(10 ** crit_rng.uniform(-2.5, -1.5), 5))
-        criterion = METHODS[method]["criteria"][int(crit_rng.integers(len(METHODS[method]["criteria"])))]
+        accepted = _registry()[1](method)
+        criterion = accepted[int(crit_rng.integers(len(accepted)))]
         trial_id = f"{seed:05x}_{i:05d}"
         params = {"prune.method": method, "prune.ratio": ratio, "prune.scope": scope,
                   "prune.criterion": criterion, "finetune.lr": lr, "runtime.seed": i % seeds}

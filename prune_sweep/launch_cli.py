@@ -24,7 +24,7 @@ from prune_sweep.expand import corner_configs, load_sweep, num_trials, trial_con
 from prune_sweep.liveness import driver_marker, exclusive
 from prune_sweep.plan import print_plan
 from prune_sweep.loggers import check_logger_packages, installed, with_loggers
-from prune_sweep.spec import DEFAULT_SWEEP, LOGGERS, Sweep, SweepError, parse_sweep
+from prune_sweep.spec import DEFAULT_SWEEP, LOGGERS, PLUGINS_KEY, Sweep, SweepError, parse_sweep
 from prune_sweep.storage import Store, node_cache
 
 
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", action="store_true", help="continue the interrupted sweep <storage>/<name>")
     a("--set", action="append", default=[], metavar="KEY=VALUE",
       help="change a base key, repeatable, e.g. finetune.epochs=5 (default: none)")
+    a("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
+      help="import a module or .py file that registers methods, criteria, models or datasets, here and in every "
+      "Ray worker; repeatable, added to the sweep's plugins: (default: none)")
     a("--seeds", type=int, metavar="N", help="run every configuration with N seeds (default: the sweep's "
       "seeds, else 1); the analysis reports their mean and standard deviation")
     a("--logger", action="append", metavar="NAME", help="send results to this tracker, repeatable: "
@@ -71,13 +74,14 @@ def _overrides(items: Sequence[str]) -> Dict[str, Any]:
 
 def _experiment(args: argparse.Namespace) -> Tuple[Sweep, Store, Store]:
     """The sweep and its storage; with --resume, the sweep stored in the experiment directory."""
-    sweep = load_sweep(args.sweep, _overrides(args.set), args.smoke_test, args.seeds)
+    sweep = load_sweep(args.sweep, _overrides(args.set), args.smoke_test, args.seeds, args.plugin)
     name = args.name or (f"{sweep.name}-smoke" if args.smoke_test else sweep.name)
     storage = Store(args.storage or sweep.storage)
     exp = Store(storage.uri(name))
     if args.resume and not args.dry_run:
-        if args.set or args.seeds is not None or args.logger:
-            flag = "--set" if args.set else "--seeds" if args.seeds is not None else "--logger"
+        if args.set or args.seeds is not None or args.logger or args.plugin:
+            flag = ("--set" if args.set else "--seeds" if args.seeds is not None else "--logger" if args.logger
+                    else "--plugin")
             raise SweepError(f"{flag} cannot change a sweep that is resumed; start a new one with --name")
         text = exp.read_text("sweep.yaml")  # Tune's state may be missing: stopped while bases trained
         if text is None:
@@ -186,7 +190,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     driver.quiet_environment(args.verbose)
     with CtrlC(at_second=driver.kill_started_processes) as ctrl_c:
         try:
-            started = driver.init_ray(args.address, args.verbose, dashboard=not args.no_dashboard)
+            started = driver.init_ray(args.address, args.verbose, dashboard=not args.no_dashboard,
+                                      plugins=sweep.base.get(PLUGINS_KEY, ()))
         except ConnectionError as exc:
             print(f"prune-sweep: error: --address {args.address}: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from prune_core.errors import ConfigError
+from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, with_plugins
 from prune_core.sections import DEFAULTS, SMOKE, canonical, flatten, nest
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ OBJECTIVES = ("val_acc", "flops_kept_dense", "flops_kept_effective", "flops_fina
 DEFAULT_OBJECTIVES = {"val_acc": "max", "flops_kept_dense": "min"}
 # keys the launcher sets for every trial itself
 RESERVED = ("runtime.workdir", "runtime.resume", "runtime.cache_dir", "runtime.progress")
-TOP_LEVEL = ("name", "description", "base", "space", "search", "scheduler", "resources", "storage",
+TOP_LEVEL = ("name", "description", "plugins", "base", "space", "search", "scheduler", "resources", "storage",
              "max_failures", "seeds", "budget", "loggers", "smoke_test")
 # trackers every trial's results go to, and the options each takes (prune_sweep.trackers builds them)
 LOGGERS: Dict[str, Tuple[str, ...]] = {"tensorboard": ("per_layer",),
@@ -340,8 +341,9 @@ def _parse_space(raw: Any, source: str) -> Tuple[Dict[str, Tuple[Entry, ...]], T
     for key, spec in raw.items():
         where = f"space.{key}"
         _config_key(key, source, "space")
-        if key in RESERVED:
-            raise _fail(source, where, "set by launch.py for every trial; it cannot be swept")
+        if key in (*RESERVED, PLUGINS_KEY):
+            raise _fail(source, where, "plug-ins are listed under plugins: at the top of the file; not swept"
+                        if key == PLUGINS_KEY else "set by launch.py for every trial; it cannot be swept")
         alternatives = spec if isinstance(spec, list) else [spec]
         if not alternatives:
             raise _fail(source, where, "expected a distribution or a list of conditional ones")
@@ -431,7 +433,7 @@ def _parse_resources(raw: Any, source: str) -> Resources:
 
 
 def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = None,
-                smoke_test: bool = False, seeds: Optional[int] = None) -> Sweep:
+                smoke_test: bool = False, seeds: Optional[int] = None, plugins: Sequence[str] = ()) -> Sweep:
     """Check a loaded sweep file and apply ``--set`` overrides (and, for ``--smoke-test``,
     ``prune_core.SMOKE``) to its base; ``seeds`` (``--seeds``) replaces the file's ``seeds``.
     Raises SweepError with one line naming the key."""
@@ -447,6 +449,10 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
     if not isinstance(base_raw, Mapping):
         raise _fail(source, "base", "expected a mapping of config keys (nested or dotted)")
     base = flatten(base_raw)
+    try:  # plug-ins first (and --plugin's): a broken one stops here, before Ray starts
+        base = with_plugins(base, raw.get("plugins"), plugins, source)
+    except ConfigError as exc:
+        raise _fail(source, "plugins", str(exc)) from None
     smoke = bool(raw.get("smoke_test", False)) or smoke_test
     if smoke and not raw.get("smoke_test"):
         base.update(SMOKE)

@@ -22,3 +22,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def isolated_registries():
+    """The registries and loaded plug-ins as they were before the module: a plug-in a test module
+    registers (through prune_core.register_*, or a sweep's plugins:) does not leak into the next,
+    whose contract tests iterate over the built-ins."""
+    import sys
+
+    from prune_core import plugins
+    from prune_core.data import DATASETS
+    from prune_core.models import MODELS
+    from prune_core.pruning import CRITERIA, METHODS
+
+    registries = (METHODS, CRITERIA, MODELS, DATASETS, plugins._LOADED)
+    saved = [dict(r) for r in registries]
+    modules = set(sys.modules)
+    yield
+    for registry, before in zip(registries, saved):
+        registry.clear()
+        registry.update(before)
+    for name in set(sys.modules) - modules:
+        if getattr(sys.modules[name], "__file__", None) and not name.startswith(("prune_", "torch", "ray")):
+            module = sys.modules[name]
+            if "site-packages" not in str(module.__file__):
+                del sys.modules[name]

@@ -15,8 +15,8 @@ from torch import nn
 from prune_core.config import ConfigError, ExperimentConfig
 from prune_core.metrics import count_flops, count_params
 from prune_core.models import MODELS, build_model
-from prune_core.pruning import (BASE_NEEDS, CRITERIA, METHOD_CRITERIA, METHODS, PruneContext, RebuildMismatch,
-                                prune_model, rebuild)
+from prune_core.pruning import (CRITERIA, METHODS, PruneContext, RebuildMismatch, accepted_criteria, prune_model,
+                                rebuild)
 from prune_core.pruning.graph import output_layer
 
 SHAPE = (3, 32, 32)
@@ -79,24 +79,33 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 
 def test_registries_agree():
-    assert set(METHODS) == set(METHOD_CRITERIA) == set(BASE_NEEDS) == {
-        "channel", "kernel", "intra_kernel", "imp", "snip", "random_init", "none"}
+    assert set(METHODS) == {"channel", "kernel", "intra_kernel", "imp", "snip", "random_init", "none"}
     assert set(CRITERIA) == {"l1", "l2", "bn_scale", "taylor", "random"}
-    assert METHOD_CRITERIA["channel"] == ("l1", "l2", "bn_scale", "taylor", "random")
-    for name, allowed in METHOD_CRITERIA.items():
-        assert allowed and set(allowed) <= set(CRITERIA), name
-    assert BASE_NEEDS["snip"] == BASE_NEEDS["random_init"] == "init"
-    assert {m for m, b in BASE_NEEDS.items() if b == "trained"} == {"channel", "kernel", "intra_kernel", "imp", "none"}
+    assert accepted_criteria("channel") == ("l1", "l2", "bn_scale", "taylor", "random")
+    # a criterion joins every method of a unit it scores; the paper-fixed ones keep theirs
+    assert accepted_criteria("kernel") == accepted_criteria("intra_kernel") == ("l1", "l2", "random")
+    assert (accepted_criteria("imp"), accepted_criteria("snip"), accepted_criteria("random_init")) == (
+        ("l1",), ("taylor",), ("random",))
+    for name, spec in METHODS.items():
+        allowed = accepted_criteria(name)
+        assert spec.name == name and allowed and set(allowed) <= set(CRITERIA), name
+    assert METHODS["snip"].base == METHODS["random_init"].base == "init"
+    assert {m for m, s in METHODS.items() if s.base == "trained"} == {"channel", "kernel", "intra_kernel", "imp", "none"}
+    assert {m: s.retrain for m, s in METHODS.items() if s.retrain != "finetune"} == {
+        "imp": "rewind", "snip": "train", "random_init": "train"}
+    assert {m for m, s in METHODS.items() if s.lamp} == {"channel", "kernel", "intra_kernel"}
+    assert {m for m, s in METHODS.items() if "latency" in s.targets} == {"channel"}
 
 
 def test_every_method_default_criterion_validates():
     for name in METHODS:
         cfg = ExperimentConfig.from_dict({"prune.method": name})
-        assert cfg.prune.criterion == METHOD_CRITERIA[name][0]
+        assert cfg.prune.criterion == accepted_criteria(name)[0]
+        assert cfg.prune.calib_batches == METHODS[name].calib_batches
 
 
 @pytest.mark.parametrize("scope", ["local", "global"])
-@pytest.mark.parametrize("criterion", METHOD_CRITERIA["channel"])
+@pytest.mark.parametrize("criterion", accepted_criteria("channel"))
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_channel_pruning_rebuilds_exactly_and_shrinks(name, criterion, scope):
     model = trained_like(name)

@@ -1,7 +1,9 @@
 """Pruning methods, criteria, rebuild and the pruned-model file format.
 
-Every method has one signature, ``method(model, ctx) -> PruningPlan``, and is one entry of
-``METHODS``; criteria are entries of ``CRITERIA``. ``ratio`` is always the fraction of the
+Every method has one signature, ``method(model, ctx) -> PruningPlan``, and one record in
+``METHODS`` (``MethodSpec``: its unit, the base it needs, what trains after it, ...), filled by
+``register_method`` in the method's own file; criteria are entries of ``CRITERIA``, filled by
+``register_criterion``, and declare the units they score. ``ratio`` is always the fraction of the
 method's unit removed:
 
 ========== =====================================================================================
@@ -39,47 +41,60 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..sections import LAMP_METHODS, PruneConfig, require, require_choice
+from ..sections import PruneConfig, require, require_choice
 from ..errors import RebuildMismatch
-from ._base import (BASE_NEEDS, CALIB_BATCHES, CRITERIA, METHOD_CRITERIA, METHODS, RETRAIN, Method, PruneContext,
-                    PruningPlan, RebuildResult, post_prune_training)
-from . import criteria as _criteria  # noqa: F401  (fills CRITERIA)
+from ._base import (CRITERIA, METHODS, UNITS, Method, MethodSpec, PruneContext, PruningPlan, RebuildResult,
+                    accepted_criteria, post_prune_training, register_method)
+from .criteria import Criterion, FilterImportance, register_criterion
 from . import baseline, channel, imp, kernel, snip  # noqa: F401  (fill METHODS)
 from .surgery import rebuild
 from .architecture import ArchitectureMismatch, architecture_key, build_architecture
 from .serialize import load_pruned, save_pruned
 
-__all__ = ["METHODS", "CRITERIA", "METHOD_CRITERIA", "BASE_NEEDS", "RETRAIN", "post_prune_training", "resolve_prune",
-           "Method",
+__all__ = ["METHODS", "CRITERIA", "UNITS", "MethodSpec", "Criterion", "FilterImportance", "register_method",
+           "register_criterion", "accepted_criteria", "post_prune_training", "resolve_prune", "Method",
            "PruneContext", "PruningPlan", "RebuildResult", "RebuildMismatch", "prune_model", "rebuild", "save_pruned",
            "load_pruned", "build_architecture", "architecture_key", "ArchitectureMismatch"]
 
 
 def resolve_prune(cfg: PruneConfig) -> PruneConfig:
-    """``cfg`` with its method's defaults filled in (criterion "" -> the method's first criterion,
-    l2 with LAMP; calib_batches 0 -> ``CALIB_BATCHES[method]``), after checking the method and
-    criterion against the registries. Returns a new PruneConfig; ``cfg`` is not changed."""
+    """``cfg`` with its method's defaults filled in (criterion "" -> the method's default, l2 with
+    LAMP where the method accepts it; calib_batches 0 -> the record's ``calib_batches``), after
+    checking the method, the criterion and the rest against the method's record
+    (``METHODS[cfg.method]``). Returns a new PruneConfig; ``cfg`` is not changed."""
     require_choice("prune.method", cfg.method, METHODS)
-    allowed = METHOD_CRITERIA[cfg.method]
+    spec = METHODS[cfg.method]
+    allowed = accepted_criteria(cfg.method)
     defaults = {}
     if not cfg.criterion:  # filled once, so hashes are stable; LAMP is defined on squared magnitudes
-        defaults["criterion"] = "l2" if cfg.lamp and "l2" in allowed else allowed[0]
+        defaults["criterion"] = "l2" if cfg.lamp and "l2" in allowed else allowed[0] if allowed else ""
     if cfg.calib_batches == 0:
-        defaults["calib_batches"] = CALIB_BATCHES[cfg.method]
+        defaults["calib_batches"] = spec.calib_batches
     cfg = dataclasses.replace(cfg, **defaults) if defaults else cfg
+    require(bool(allowed), "prune.method", cfg.method, f"a method with a criterion for its unit ({spec.unit}); "
+            f"registered criteria: {', '.join(CRITERIA)}")
     require_choice("prune.criterion", cfg.criterion, CRITERIA)
     require(cfg.criterion in allowed, "prune.criterion", cfg.criterion,
             f"one of {', '.join(allowed)} for method {cfg.method}")
-    require(cfg.target != "latency" or cfg.method == "channel", "prune.target", cfg.target,
-            f"unit or flops for method {cfg.method} (latency: channel only; masks leave the dense network's "
-            "latency as it was)")
-    require(not cfg.lamp or cfg.method not in LAMP_METHODS or cfg.criterion == "l2", "prune.criterion", cfg.criterion,
+    meeting = [m for m, s in METHODS.items() if cfg.target in s.targets]
+    require(cfg.target in spec.targets, "prune.target", cfg.target,
+            f"{' or '.join(spec.targets)} for method {cfg.method} ({cfg.target}: "
+            f"{', '.join(meeting) or 'no method'})")
+    lamp_methods = [m for m, s in METHODS.items() if s.lamp]
+    require(not cfg.lamp or spec.lamp, "prune.lamp", cfg.lamp,
+            f"false for method {cfg.method} (LAMP ranks the units of {', '.join(lamp_methods)})")
+    require(not cfg.lamp or cfg.criterion == "l2", "prune.criterion", cfg.criterion,
             "l2 with prune.lamp (LAMP is defined on squared weight magnitudes, Lee et al. 2021)")
+    for flag in {f for s in METHODS.values() for f in s.flags} - set(spec.flags):
+        owners = [m for m, s in METHODS.items() if flag in s.flags]
+        require(not getattr(cfg, flag), f"prune.{flag}", getattr(cfg, flag),
+                f"false unless prune.method is {' or '.join(owners)}")
+    spec.check(cfg)
     return cfg
 
 
 def prune_model(model: nn.Module, ctx: PruneContext) -> PruningPlan:
-    """Run ``METHODS[ctx.cfg.prune.method]`` on ``model`` and return its plan.
+    """Run the method ``METHODS[ctx.cfg.prune.method]`` on ``model`` and return its plan.
 
     Channel pruning leaves ``model`` untouched (``rebuild`` removes the channels); mask methods
     attach their masks to ``model`` in place. Random scores are drawn from ``runtime.seed``.
@@ -87,6 +102,6 @@ def prune_model(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     cfg = ctx.cfg
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.runtime.seed)
-        plan = METHODS[cfg.prune.method](model, ctx)
+        plan = METHODS[cfg.prune.method].prune(model, ctx)
     plan.stats.setdefault("criterion", cfg.prune.criterion)
     return plan

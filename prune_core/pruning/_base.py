@@ -1,4 +1,5 @@
-"""Registries and the data that passes between a pruning method, ``rebuild`` and the pipeline."""
+"""The method and criterion registries (one ``MethodSpec`` record per method) and the data that
+passes between a pruning method, ``rebuild`` and the pipeline."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from torch import nn
 
 from .._registry import register
 from ..errors import ConfigError
-from .select import imp_levels
 
 if TYPE_CHECKING:  # config imports this package to validate method names; no cycle at run time
     from ..config import ExperimentConfig, TrainConfig
+    from ..sections import PruneConfig
 
 Batches = Callable[[], Iterable[Tuple[torch.Tensor, torch.Tensor]]]
 Trainer = Callable[[nn.Module, "TrainConfig", str, int], Any]  # (model, config, stage, start_epoch)
@@ -96,39 +97,95 @@ class RebuildResult:
 
 Method = Callable[[nn.Module, PruneContext], PruningPlan]
 
-METHODS: Dict[str, Method] = {}
-METHOD_CRITERIA: Dict[str, Tuple[str, ...]] = {}  # allowed criteria per method; the first is the default
-BASE_NEEDS: Dict[str, str] = {}  # "trained": prunes the trained base; "init": prunes the network at init
-# what trains after pruning: "finetune" (cfg.finetune from epoch 0), "train" (cfg.train from epoch 0:
-# SNIP's training from scratch), "rewind" (cfg.train from prune.rewind_epoch to its end: IMP)
-RETRAIN: Dict[str, str] = {}
-CALIB_BATCHES: Dict[str, int] = {}  # what prune.calib_batches = 0 resolves to, per method
-CRITERIA: Dict[str, Any] = {}
+UNITS = ("channel", "kernel", "weight")  # what a method removes, and so which criteria can score it
+BASES = ("trained", "init")
+RETRAINS = ("finetune", "train", "rewind")
+TARGETS = ("unit", "flops", "latency")
 
 
-def method(name: str, criteria: Tuple[str, ...], base: str = "trained", retrain: str = "",
-           calib_batches: int = 4) -> Callable[[Method], Method]:
-    """Register a pruning method, the criteria it accepts (first = default), the base it needs,
-    what trains after it (``RETRAIN``; default: "train" for an init base, else "finetune") and its
-    default number of calibration batches (4: the taylor criterion's; unused by methods that read
-    no gradient)."""
-    if base not in ("trained", "init"):
-        raise ValueError(f"base={base!r}: expected trained or init")
-    retrain = retrain or ("train" if base == "init" else "finetune")
-    if retrain not in ("finetune", "train", "rewind"):
-        raise ValueError(f"retrain={retrain!r}: expected finetune, train or rewind")
-    if calib_batches < 1:
-        raise ValueError(f"calib_batches={calib_batches}: expected a positive integer")
+def _no_check(cfg: "PruneConfig") -> None:
+    return None
+
+
+def _one_round(cfg: "PruneConfig") -> int:
+    return 1
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything about one pruning method, in one record: ``METHODS[name]``. Its own file fills
+    it through ``register_method``; no other module names a method.
+
+    ``criteria`` empty = every registered criterion that scores the method's ``unit``
+    (``accepted_criteria``), so a new criterion of that unit needs no edit here."""
+
+    name: str
+    prune: Method  # (model, ctx) -> PruningPlan
+    unit: str  # channel: dependency groups removed physically; kernel: k x k kernels masked; weight: single weights
+    criteria: Tuple[str, ...] = ()  # the only criteria it accepts, where fixed by its paper (IMP: magnitude)
+    default_criterion: str = ""  # "" = the first it accepts
+    base: str = "trained"  # trained: prunes the trained base; init: prunes the network at initialisation
+    # what trains after pruning: finetune (cfg.finetune from epoch 0), train (cfg.train from epoch 0:
+    # training from scratch), rewind (cfg.train from prune.rewind_epoch to its end: IMP)
+    retrain: str = "finetune"
+    calib_batches: int = 4  # what prune.calib_batches = 0 resolves to (4: the taylor criterion's)
+    lamp: bool = False  # LAMP (Lee et al. 2021) may replace its layer-wise ranking (prune.lamp)
+    targets: Tuple[str, ...] = ("unit", "flops")  # the prune.target values it can meet
+    flags: Tuple[str, ...] = ()  # boolean prune.* keys only this method reads: true with another is refused
+    check: Callable[["PruneConfig"], None] = _no_check  # its own config rules; raises ConfigError
+    # retrain "rewind": how many retrainings share an equal budget (prune.budget_epochs; IMP's levels)
+    rounds: Callable[["PruneConfig"], int] = _one_round
+
+    def __post_init__(self) -> None:
+        for key, value, allowed in (("unit", self.unit, UNITS), ("base", self.base, BASES),
+                                    ("retrain", self.retrain, RETRAINS)):
+            if value not in allowed:
+                raise ConfigError(f"method {self.name!r}: {key}={value!r}: expected one of {', '.join(allowed)}")
+        bad = [t for t in self.targets if t not in TARGETS]
+        if bad or "unit" not in self.targets:
+            raise ConfigError(f"method {self.name!r}: targets={self.targets!r}: expected unit and any of "
+                              f"{', '.join(TARGETS[1:])}")
+        if not isinstance(self.calib_batches, int) or self.calib_batches < 1:
+            raise ConfigError(f"method {self.name!r}: calib_batches={self.calib_batches!r}: expected a positive integer")
+
+
+METHODS: Dict[str, MethodSpec] = {}
+CRITERIA: Dict[str, Any] = {}  # name -> a Criterion class (pruning.criteria); its ``units`` say what it scores
+
+
+def register_method(name: str, unit: str, *, criteria: Iterable[str] = (), default_criterion: str = "",
+                    base: str = "trained", retrain: str = "", calib_batches: int = 4, lamp: bool = False,
+                    targets: Iterable[str] = ("unit", "flops"), flags: Iterable[str] = (),
+                    check: Callable[["PruneConfig"], None] = _no_check,
+                    rounds: Callable[["PruneConfig"], int] = _one_round) -> Callable[[Method], Method]:
+    """Register ``fn(model, ctx) -> PruningPlan`` as pruning method ``name`` (a ``MethodSpec``):
+    the door built-in methods and plug-ins share. ``retrain`` defaults to "train" for a method that
+    prunes at initialisation and "finetune" otherwise.
+
+    >>> @register_method("my_channels", unit="channel")  # doctest: +SKIP
+    ... def my_channels(model, ctx):
+    ...     return PruningPlan("my_channels", ratio=ctx.cfg.prune.ratio, channels={...})
+    """
 
     def deco(fn: Method) -> Method:
-        register(METHODS, name)(fn)
-        METHOD_CRITERIA[name] = tuple(criteria)
-        BASE_NEEDS[name] = base
-        RETRAIN[name] = retrain
-        CALIB_BATCHES[name] = calib_batches
+        spec = MethodSpec(name=name, prune=fn, unit=unit, criteria=tuple(criteria),
+                          default_criterion=default_criterion, base=base,
+                          retrain=retrain or ("train" if base == "init" else "finetune"),
+                          calib_batches=calib_batches, lamp=lamp, targets=tuple(targets), flags=tuple(flags),
+                          check=check, rounds=rounds)
+        register(METHODS, name, "method")(spec)
         return fn
 
     return deco
+
+
+def accepted_criteria(method: str) -> Tuple[str, ...]:
+    """The criteria ``method`` accepts, its default first: the ones its record fixes, or every
+    registered criterion that scores its unit, in registration order."""
+    spec = METHODS[method]
+    names = spec.criteria or tuple(c for c, cls in CRITERIA.items() if spec.unit in cls.units)
+    first = spec.default_criterion or (names[0] if names else "")
+    return tuple(dict.fromkeys((first, *names))) if first else names
 
 
 def post_prune_training(cfg: "ExperimentConfig") -> Tuple["TrainConfig", int]:
@@ -144,7 +201,7 @@ def post_prune_training(cfg: "ExperimentConfig") -> Tuple["TrainConfig", int]:
     >>> post_prune_training(ExperimentConfig.from_dict({"prune.method": "imp"}))[1]  # doctest: +SKIP
     1
     """
-    how, p, base = RETRAIN[cfg.prune.method], cfg.prune, cfg.train.epochs
+    how, p, base = METHODS[cfg.prune.method].retrain, cfg.prune, cfg.train.epochs
     budget = p.budget_epochs
     if how == "finetune":
         if not budget:
@@ -157,9 +214,9 @@ def post_prune_training(cfg: "ExperimentConfig") -> Tuple["TrainConfig", int]:
         return (dataclasses.replace(cfg.train, epochs=budget) if budget else cfg.train), 0
     if not budget:
         return cfg.train, p.rewind_epoch
-    levels = p.rounds or imp_levels(p.ratio, p.imp_fraction)
+    levels = METHODS[cfg.prune.method].rounds(p)
     per_level = (budget - base) // levels
     if per_level < 1:
         raise ConfigError(f"prune.budget_epochs={budget}: expected at least train.epochs + levels = "
-                          f"{base + levels} for IMP at ratio {p.ratio} ({levels} levels)")
+                          f"{base + levels} for {cfg.prune.method} at ratio {p.ratio} ({levels} levels)")
     return dataclasses.replace(cfg.train, epochs=p.rewind_epoch + per_level), p.rewind_epoch

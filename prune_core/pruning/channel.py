@@ -24,7 +24,7 @@ from torch import nn
 
 from ..metrics import count_flops, time_interleaved
 from ..errors import ConfigError
-from ._base import CRITERIA, METHOD_CRITERIA, PruneContext, PruningPlan, method
+from ._base import CRITERIA, PruneContext, PruningPlan, accepted_criteria, register_method
 from .devicecost import LatencyTable, channel_multiple
 from .graph import ChannelGroup, Graph, build_graph, copy_model
 from .select import Ranking, lamp_normalize, solve_ratio
@@ -142,7 +142,7 @@ def _comparable(scores: torch.Tensor, ranking: str) -> torch.Tensor:
     return scores
 
 
-@method("channel", criteria=("l1", "l2", "bn_scale", "taylor", "random"))
+@register_method("channel", unit="channel", lamp=True, targets=("unit", "flops", "latency"))
 def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Filter pruning: choose whole channels per dependency group; ``rebuild`` removes them."""
     p = ctx.cfg.prune
@@ -153,7 +153,7 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     raw = group_scores(work, groups, criterion, ctx)
     ranked: List[Tuple[ChannelGroup, torch.Tensor]] = [(g, s) for g, s in zip(groups, raw) if s is not None]
     if groups and not ranked:  # e.g. bn_scale on a model without batch norm
-        others = [c for c in METHOD_CRITERIA["channel"] if c != p.criterion]
+        others = [c for c in accepted_criteria(p.method) if c != p.criterion]
         raise ConfigError(f"prune.criterion={p.criterion!r}: model {ctx.cfg.model.name} has no channel it can "
                           f"score; expected one of {', '.join(others)} for it")
     how = ranking_of(p, criterion, ctx.cfg.train.bn_l1)

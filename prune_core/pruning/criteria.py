@@ -2,7 +2,23 @@
 
 A criterion scores channels through a Torch-Pruning importance (which aggregates the members of a
 coupled dependency group) and single weights through ``weight_saliency`` (what kernel, pattern,
-IMP and SNIP pruning rank). Scores are "higher = more important"; the lowest go.
+IMP and SNIP pruning rank). Scores are "higher = more important"; the lowest go. Its ``units``
+declare the granularities it scores, and every method of such a unit accepts it
+(``accepted_criteria``):
+
+- ``channel``: ``channel_importance()``, a Torch-Pruning ``Importance`` (``group -> scores``);
+  ``FilterImportance`` turns a per-filter score into one;
+- ``kernel``: ``weight_saliency(weight, None)``, averaged over each k x k kernel;
+- ``weight``: ``weight_saliency(weight, grad)``, with the gradient of a calibration pass where
+  the criterion ``needs_grad``.
+
+A plug-in adds one the same way the built-ins below are added:
+
+>>> @register_criterion("linf")  # doctest: +SKIP
+... class LInf(Criterion):
+...     units = ("channel",)
+...     def channel_importance(self):
+...         return FilterImportance(lambda rows: rows.abs().amax(1))
 
 >>> CRITERIA["l1"]().weight_saliency(torch.tensor([-2.0, 1.0]), None).tolist()
 [2.0, 1.0]
@@ -10,14 +26,15 @@ IMP and SNIP pruning rank). Scores are "higher = more important"; the lowest go.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from .._registry import register
-from ._base import CRITERIA
+from ..errors import ConfigError
+from ._base import CRITERIA, UNITS
 
 
 class FilterNormImportance(tp.importance.GroupMagnitudeImportance):
@@ -41,13 +58,39 @@ class FilterNormImportance(tp.importance.GroupMagnitudeImportance):
         return super().__call__(filters)
 
 
+class FilterImportance(tp.importance.Importance):
+    """A channel's importance from its output filters: ``score(rows)`` maps each coupled conv's or
+    linear layer's filters, one row per output channel (``(out, fan_in)``), to one score per row;
+    a group averages the scores of its coupled layers, as ``FilterNormImportance`` does.
+    ``FilterImportance(lambda rows: rows.abs().sum(1))`` ranks as ``l1`` does."""
+
+    def __init__(self, score: Callable[[torch.Tensor], torch.Tensor]):
+        self.score = score
+
+    @torch.no_grad()
+    def __call__(self, group) -> Optional[torch.Tensor]:
+        total, layers = torch.zeros(len(group[0].idxs), dtype=torch.float64), 0
+        for item in group.items:
+            if item.dep.handler not in (tp.prune_conv_out_channels, tp.prune_linear_out_channels):
+                continue
+            layer = item.dep.target.module
+            weight = layer.weight.transpose(0, 1) if getattr(layer, "transposed", False) else layer.weight
+            rows = weight[torch.tensor(item.idxs, dtype=torch.long, device=weight.device)].flatten(1)
+            total.scatter_add_(0, torch.tensor(item.root_idxs, dtype=torch.long),
+                               self.score(rows.detach().float()).double().cpu())
+            layers += 1
+        return total / layers if layers else None
+
+
 class Criterion:
-    """One criterion. ``needs_grad``: channel scores read ``.grad`` of a calibration backward pass.
+    """One criterion. ``units``: the granularities it scores (channel, kernel, weight; see the
+    module's docstring). ``needs_grad``: channel scores read ``.grad`` of a calibration backward pass.
     ``raw_global``: a global channel ranking compares raw scores across layers, as the criterion's
     paper does, instead of scores divided by their layer's mean (when the base was trained as the
     paper trains it: see ``BNScale``). Channel scores are per calibration batch for ``needs_grad``
     criteria and are averaged over the batches."""
 
+    units: Tuple[str, ...] = ()
     needs_grad = False
     raw_global = False
 
@@ -58,9 +101,27 @@ class Criterion:
         raise NotImplementedError(f"{type(self).__name__} does not score single weights")
 
 
-@register(CRITERIA, "l1")
+def register_criterion(name: str) -> Callable[[type], type]:
+    """Register a ``Criterion`` subclass as criterion ``name``: the door built-in criteria and
+    plug-ins share. Its ``units`` must name at least one of ``UNITS``."""
+
+    def deco(cls: type) -> type:
+        units = getattr(cls, "units", ())
+        if not (isinstance(cls, type) and issubclass(cls, Criterion)):
+            raise ConfigError(f"criterion {name!r}: expected a subclass of prune_core.pruning.Criterion, "
+                              f"got {cls!r}")
+        if not units or any(u not in UNITS for u in units):
+            raise ConfigError(f"criterion {name!r}: units={units!r}: expected one or more of {', '.join(UNITS)}")
+        return register(CRITERIA, name, "criterion")(cls)
+
+    return deco
+
+
+@register_criterion("l1")
 class L1(Criterion):
     """Sum of absolute weights (Li et al. 2017, "Pruning Filters for Efficient ConvNets")."""
+
+    units = ("channel", "kernel", "weight")
 
     def channel_importance(self) -> tp.importance.Importance:
         return FilterNormImportance(p=1)
@@ -69,9 +130,11 @@ class L1(Criterion):
         return weight.detach().abs()
 
 
-@register(CRITERIA, "l2")
+@register_criterion("l2")
 class L2(Criterion):
     """Squared L2 norm (rank-equal to the norm; LAMP is defined on squared magnitudes)."""
+
+    units = ("channel", "kernel", "weight")
 
     def channel_importance(self) -> tp.importance.Importance:
         return FilterNormImportance(p=2)
@@ -80,7 +143,7 @@ class L2(Criterion):
         return weight.detach().pow(2)
 
 
-@register(CRITERIA, "bn_scale")
+@register_criterion("bn_scale")
 class BNScale(Criterion):
     """|gamma| of the batch norm after each conv (Liu et al. 2017, Network Slimming); a coupled
     group averages its BNs. Groups without a BN (e.g. SE squeeze convs) are not ranked. A global
@@ -88,6 +151,7 @@ class BNScale(Criterion):
     trained with the sparsity penalty (``train.bn_l1 > 0``); without it gammas of different layers
     live on different scales and are mean-normalised per layer like the other criteria."""
 
+    units = ("channel",)
     raw_global = True  # with the paper's sparsity penalty (train.bn_l1 > 0) every layer's gammas share one scale
 
     def channel_importance(self) -> tp.importance.Importance:
@@ -135,7 +199,7 @@ def _gate_gradient(layer: nn.Module, idx: torch.Tensor, behind_bn: bool) -> torc
     return gate
 
 
-@register(CRITERIA, "taylor")
+@register_criterion("taylor")
 class Taylor(Criterion):
     """First-order Taylor expansion of the loss (Molchanov et al. 2019, "Importance Estimation for
     Neural Network Pruning"): channels are scored by Taylor-FO-BN, the squared gradient of a gate
@@ -143,6 +207,7 @@ class Taylor(Criterion):
     ``prune.calib_batches`` batches (``GateTaylorImportance``). Per weight, ``|g * w|`` is SNIP's
     connection sensitivity (Lee et al. 2019)."""
 
+    units = ("channel", "weight")  # the weight saliency reads a gradient: no kernel ranking without one
     needs_grad = True
 
     def channel_importance(self) -> tp.importance.Importance:
@@ -154,9 +219,11 @@ class Taylor(Criterion):
         return (weight.detach() * grad).abs()
 
 
-@register(CRITERIA, "random")
+@register_criterion("random")
 class Random(Criterion):
     """Uniform random scores: the baseline any criterion has to beat (seeded by runtime.seed)."""
+
+    units = ("channel", "kernel", "weight")
 
     def channel_importance(self) -> tp.importance.Importance:
         return tp.importance.RandomImportance()

@@ -57,7 +57,8 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 from ..errors import ConfigError
-from ._base import PruneContext, PruningPlan, method, post_prune_training
+from ..sections import PruneConfig
+from ._base import PruneContext, PruningPlan, post_prune_training, register_method
 from .masks import EffectiveFlops, current_masks, global_count_for_flops, weight_layers
 from .select import imp_levels, imp_round_fraction, lowest_count_keep, sparse_global_keep, sparsity_after
 
@@ -113,13 +114,20 @@ def _set_masks(layers, masks: List[torch.Tensor]) -> None:
         m.weight = m.weight_orig * m.weight_mask
 
 
-@method("imp", criteria=("l1",), retrain="rewind")
+def level_count(p: PruneConfig) -> int:
+    """IMP's levels at ``p``: ``prune.rounds``, else the fewest levels of ``imp_fraction`` that reach the ratio."""
+    return p.rounds or imp_levels(p.ratio, p.imp_fraction)
+
+
+# magnitude pruning by definition (Frankle & Carbin 2019): l1 is its one criterion
+# prune.reinit (Frankle & Carbin's control) is read by IMP alone
+@register_method("imp", unit="weight", criteria=("l1",), retrain="rewind", rounds=level_count, flags=("reinit",))
 def imp(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Prune, rewind and retrain level by level; masks applied to ``model`` in place."""
     p = ctx.cfg.prune
     if p.rewind_epoch not in ctx.early_states:
-        raise ConfigError(f"prune.rewind_epoch={p.rewind_epoch}: the base kept the states of epochs "
-                          f"{sorted(ctx.early_states)}")
+        raise ConfigError(f"prune.rewind_epoch={p.rewind_epoch}: expected one of the epochs the base keeps, "
+                          f"{', '.join(map(str, sorted(ctx.early_states)))}")
     if p.rewind_epoch >= ctx.cfg.train.epochs:
         raise ConfigError(f"prune.rewind_epoch={p.rewind_epoch}: IMP retrains train.epochs="
                           f"{ctx.cfg.train.epochs} from it; expected a smaller epoch")

@@ -69,7 +69,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ._base import CRITERIA, PruneContext, PruningPlan, method
+from ._base import CRITERIA, PruneContext, PruningPlan, register_method
 from .masks import EffectiveFlops, apply_masks, conv_layers, ranked_masks
 
 CENTRE = 4  # flat index of the centre of a 3x3 kernel (row-major)
@@ -152,7 +152,7 @@ def kernel_saliency(weight: torch.Tensor, criterion) -> torch.Tensor:
     return criterion.weight_saliency(w, None).reshape(w.shape[0], w.shape[1], -1)
 
 
-@method("kernel", criteria=("l1", "l2"))
+@register_method("kernel", unit="kernel", lamp=True)
 def kernel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Remove whole kernels by norm; masks applied to ``model`` in place."""
     p = ctx.cfg.prune
@@ -175,7 +175,7 @@ def kernel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     return PruningPlan("kernel", ratio=ratio, masks=apply_masks(model, masks), stats=stats)
 
 
-@method("intra_kernel", criteria=("l1", "l2"))
+@register_method("intra_kernel", unit="kernel", lamp=True)
 def intra_kernel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Kernel pattern pruning plus connectivity pruning; masks applied to ``model`` in place."""
     p = ctx.cfg.prune

@@ -1,4 +1,4 @@
-"""Shared plumbing of the mask methods (kernel, intra_kernel, imp, snip).
+"""Shared plumbing of the mask methods (the kernel and weight units).
 
 Masks live on the model through ``torch.nn.utils.prune``: the layer keeps ``weight_orig`` and a
 ``weight_mask`` buffer and computes with their product. Effective FLOPs of a layer are its dense
@@ -27,7 +27,7 @@ def conv_layers(model: nn.Module, ctx: PruneContext) -> List[Tuple[str, nn.Modul
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, CONV) and m is not last]
     if not layers:
         cfg = ctx.cfg
-        usable = [m for m in METHODS if m not in ("kernel", "intra_kernel")]
+        usable = [m for m, spec in METHODS.items() if spec.unit != "kernel"]
         raise ConfigError(f"prune.method={cfg.prune.method!r}: model {cfg.model.name} has no conv layer to "
                           f"prune kernels in; expected one of {', '.join(usable)} for it")
     return layers

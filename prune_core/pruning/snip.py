@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CRITERIA, PruneContext, PruningPlan, method
+from ._base import CRITERIA, PruneContext, PruningPlan, register_method
 from .graph import copy_model
 from .masks import EffectiveFlops, apply_masks, current_masks, global_count_for_flops, weight_layers
 from .select import solve_ratio
@@ -182,7 +182,9 @@ def _finish(name: str, model: nn.Module, ctx: PruneContext, masks: Dict[str, tor
     return PruningPlan(name, ratio=removed / n_total, masks=current_masks(model), stats=stats)
 
 
-@method("snip", criteria=("taylor",), base="init", calib_batches=1)
+# connection sensitivity |g * w| is the taylor criterion's weight saliency; one batch, as Lee et al. 2019;
+# prune.shuffle (Frankle et al. 2021's layerwise shuffle) is read by SNIP alone
+@register_method("snip", unit="weight", criteria=("taylor",), base="init", calib_batches=1, flags=("shuffle",))
 def snip(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Keep the top-k connections by normalised ``|g * w|``; ``model`` is re-initialised
     (``prune.snip_init``) and masked in place."""
@@ -203,7 +205,7 @@ def snip(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     return _finish("snip", model, ctx, masks, n_total, flops)
 
 
-@method("random_init", criteria=("random",), base="init")
+@register_method("random_init", unit="weight", criteria=("random",), base="init")
 def random_init(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Remove the same random fraction of every conv and linear layer's weights at
     initialisation; ``model`` is re-initialised (``prune.snip_init``) and masked in place."""

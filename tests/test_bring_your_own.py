@@ -1,0 +1,90 @@
+"""The worked example of README's "Bring your own": examples/bring_your_own.yaml, a plug-in
+criterion and model, run through Ray with two workers and analysed beside the built-ins; and a
+plug-in file that reaches a Ray worker where its path does not exist (a cluster node)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import yaml
+
+from prune_sweep.analyze_cli import main as analyze
+from prune_sweep.launch_cli import main as launch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "bring_your_own.yaml"
+# a few steps of everything, and one seed: the example's grid (4 criteria x 2 ratios) as it is
+TINY = ["train.epochs=1", "train.max_steps=3", "finetune.epochs=1", "finetune.max_steps=3", "data.limit_train=256",
+        "runtime.latency_repeats=2", "runtime.latency_batch=2"]
+
+pytestmark = pytest.mark.usefixtures("isolated_registries")  # tests/conftest.py: the example's names leave with it
+
+
+SHIPPED = ("from prune_core import register_criterion\nfrom prune_core.pruning import Criterion\n"
+           "@register_criterion('shipped_l1')\nclass Shipped(Criterion):\n    units = ('kernel',)\n"
+           "    def weight_saliency(self, weight, grad):\n        return weight.detach().abs()\n")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray(tmp_path_factory):
+    """One Ray for the module, its job carrying a plug-in file as a launch joining a cluster does
+    (``driver.init_ray``: ``runtime_env={"py_modules": shipped_paths(...)}``)."""
+    from prune_core.plugins import shipped_paths
+
+    plugin = tmp_path_factory.mktemp("shipped") / "shipped_criterion.py"
+    plugin.write_text(SHIPPED)
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             runtime_env={"py_modules": shipped_paths([str(plugin)])})
+    yield plugin
+    ray.shutdown()
+
+
+def test_the_example_plugin_sweep_runs_on_two_workers_and_its_criterion_is_analysed_beside_the_builtins(tmp_path):
+    flags = [a for s in TINY for a in ("--set", s)]
+    assert launch([str(EXAMPLE), "--storage", str(tmp_path), "--seeds", "1", "--no-quiet-latency", *flags]) == 0
+    exp = tmp_path / "bring_your_own"
+    stored = yaml.safe_load((exp / "sweep.yaml").read_text())
+    assert stored["base"]["runtime"]["plugins"] == [str(ROOT / "examples" / "bring_your_own.py")]
+    assert stored["base"]["model"]["name"] == "tiny_cnn"
+    assert analyze([str(exp)]) == 0
+    results = pd.read_csv(exp / "analysis" / "results.csv")
+    assert len(results) == 8 and set(results["status"]) == {"done"}
+    assert set(results["prune.criterion"]) == {"linf", "l1", "taylor", "random"}
+    # the plug-in's model was pruned and rebuilt exactly, whatever its criterion
+    finals = [json.loads(line) for p in exp.glob("*/result.json") for line in p.read_text().splitlines()
+              if '"stage": "done"' in line]
+    assert len(finals) == 8 and max(r["rebuild_max_abs_diff"] for r in finals) <= 1e-4
+    assert all(0.1 < r["flops_kept_dense"] < 0.75 for r in finals)  # 0.3 and 0.6 of the channels removed
+    front = pd.read_csv(exp / "analysis" / "pareto.csv")
+    assert not front[front["front"] == "all"].empty
+    assert "linf" in (exp / "analysis" / "report.md").read_text()
+
+
+def test_a_plugin_file_reaches_a_worker_where_its_path_does_not_exist(local_ray, tmp_path, monkeypatch):
+    """On a cluster the job carries the file; a worker whose node lacks the driver's path imports
+    it by its module name from what the job carried."""
+    from prune_core.plugins import shipped_paths
+    from prune_sweep import driver
+
+    def registered(entry: str) -> list:
+        from prune_core.plugins import load_plugins
+        from prune_core.pruning import accepted_criteria
+
+        load_plugins([entry])
+        return list(accepted_criteria("kernel"))
+
+    gone = str(tmp_path / "gone" / "shipped_criterion.py")  # the path as a driver elsewhere knew it
+    assert "shipped_l1" in ray.get(ray.remote(registered).remote(gone), timeout=120)
+    # what the launcher hands Ray when it joins a cluster: the files, not an installed package
+    assert shipped_paths([str(local_ray), "yaml"]) == [str(local_ray)]
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    assert driver.init_ray("ray://head:10001", False, False, plugins=[str(local_ray), "yaml"])
+    assert calls[0]["runtime_env"] == {"py_modules": [str(local_ray)]}
+    driver.init_ray("ray://head:10001", False, False, plugins=["yaml"])
+    assert calls[1]["runtime_env"] is None
