@@ -98,14 +98,14 @@ def paired_ms(models: List[nn.Module], x: torch.Tensor, repeats: int, warmup: in
 
 def ort_runners(models: List[nn.Module], shape, threads: int) -> List:
     """Each model exported to ONNX and run by an ONNX Runtime CPU session (``prune_core.export``)."""
-    from prune_core.export import _runner, export_onnx, require_onnx, session
+    from prune_core.export import export_onnx, require_onnx, runner, session
 
     require_onnx()
     out = []
     for m in models:
         buf = io.BytesIO()
         export_onnx(m, shape, buf)
-        out.append(_runner(session(buf.getvalue(), threads)))
+        out.append(runner(session(buf.getvalue(), threads)))
     return out
 
 

@@ -4,11 +4,22 @@
 >>> cfg = ExperimentConfig.from_dict({"prune.method": "channel", "prune.ratio": 0.5})
 >>> metrics = run(cfg)  # doctest: +SKIP
 
-What a launcher uses: ``run``, ``ensure_base`` (-> ``BaseInfo``), ``base_path``, ``SMOKE``,
-``post_prune_training``, ``BASE_KEYS``, and ``NotRetryable`` (the base of errors a retry repeats).
+What a launcher (prune_sweep, launch.py, analyze.py) may use, and nothing else
+(``tests/test_architecture.py`` checks it):
+
+- the names of this package, in ``_PUBLIC``: ``run``, ``ensure_base`` (-> ``BaseInfo``),
+  ``base_path``, ``LEASE_S`` (the lease on a base being trained), ``SMOKE``,
+  ``post_prune_training``, ``BASE_KEYS``, ``NotRetryable`` (the base of errors a retry repeats),
+  the registries, the schema's key lists, and for the quiet latency pass ``time_interleaved``,
+  ``latency_metrics``, ``build_architecture`` and ``architecture_key``;
+- the public (not underscored) names of the modules in ``LAUNCHER_MODULES``: the config and its
+  dotted keys (``config``, ``sections``), ``errors``, ``schema``, the command lines' shared
+  conventions (``cliargs``), ``provenance`` and ``plugins`` (loading and shipping plug-ins).
+
 Plug-ins register a method, criterion, model or dataset through ``register_method``,
 ``register_criterion``, ``register_model`` and ``register_dataset``, the doors the built-ins use;
 ``runtime.plugins`` (``load_plugins``) imports them wherever a config is built.
+
 Attributes load lazily, so ``import prune_core.schema`` (what analyze.py needs) stays light.
 """
 
@@ -19,6 +30,7 @@ _PUBLIC = {
     "ensure_base": "pipeline",
     "BaseInfo": "pipeline",
     "base_path": "pipeline",
+    "LEASE_S": "pipeline",
     "ExperimentConfig": "config",
     "ConfigError": "errors",
     "NotRetryable": "errors",
@@ -33,7 +45,12 @@ _PUBLIC = {
     "MODELS": "models",
     "METHODS": "pruning",
     "CRITERIA": "pruning",
+    "time_interleaved": "metrics",
+    "latency_metrics": "metrics",
+    "build_architecture": "pruning",
+    "architecture_key": "pruning",
     # plug-ins (prune_core.plugins) register through the doors the built-ins use
+    "accepted_criteria": "pruning",
     "register_method": "pruning",
     "register_criterion": "pruning",
     "register_model": "models",
@@ -41,6 +58,8 @@ _PUBLIC = {
     "load_plugins": "plugins",
     "PluginError": "plugins",
 }
+# modules a launcher may import from directly (their public names); the rest only through _PUBLIC
+LAUNCHER_MODULES = ("config", "sections", "errors", "schema", "cliargs", "provenance", "plugins")
 
 __all__ = list(_PUBLIC)
 

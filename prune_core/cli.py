@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="any config key, repeatable, e.g. prune.lamp=true; overrides --config and the flags (default: none)")
     a("--plugin", dest="runtime.plugins", action="append", metavar="MODULE|FILE.py",
       help="import a module or .py file that registers methods, criteria, models or datasets, repeatable; "
-      "its names are then accepted by the flags below (default: none)")
+      "its names are then accepted by the flags below")
     g = p.add_argument_group("basic")
     g.add_argument("--dataset", dest="data.name", type=partial(canonical, "data.name"), choices=sorted(DATASETS), metavar="NAME",
                    help="dataset: %(choices)s")

@@ -28,10 +28,10 @@ def add_version(parser: argparse.ArgumentParser, package: str) -> None:
 
 
 def shown(value: Any) -> str:
-    """A default as ``--set`` spells it: true/false, none for an empty text."""
+    """A default as ``--set`` spells it: true/false, none for an empty text or list."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "none" if value == "" else str(value)
+    return "none" if value in ("", (), []) else str(value)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, ExportMismatch
-from .metrics import Latency, _interleaved_ms
+from .metrics import Latency, interleaved_ms
 
 TOLERANCE = 1e-4  # fp32 logits, as the rebuild check (prune_core.pruning.surgery)
 OPSET = 17
@@ -74,7 +74,8 @@ def session(model: Union[str, Path, bytes], threads: int = 0) -> Any:
     return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def _runner(sess: Any) -> Callable[[torch.Tensor], Any]:
+def runner(sess: Any) -> Callable[[torch.Tensor], Any]:
+    """A session as a model: a CPU tensor in, its logits out (a numpy array), for ``interleaved_ms``."""
     return lambda x: sess.run(None, {INPUT: x.numpy()})[0]
 
 
@@ -84,7 +85,7 @@ def _diff_and_scale(model: nn.Module, sess: Any, x: torch.Tensor) -> Tuple[float
     PyTorch's largest |logit|)."""
     x = x.detach().float().cpu().contiguous()
     reference = _cpu_fp32(model)(x)
-    return float((torch.from_numpy(_runner(sess)(x)) - reference).abs().max()), float(reference.abs().max())
+    return float((torch.from_numpy(runner(sess)(x)) - reference).abs().max()), float(reference.abs().max())
 
 
 def max_abs_diff(model: nn.Module, sess: Any, x: torch.Tensor) -> float:
@@ -110,8 +111,8 @@ def time_sessions(sessions: Sequence[Any], input_shape: Sequence[int], batch: in
                   warmup: int = 5, threads: int = 0) -> List[Latency]:
     """Median and IQR of each session's run at batch 1 and ``batch``, the sessions taking turns
     forward by forward: ``prune_core.metrics.time_interleaved`` for ONNX Runtime."""
-    runners = [_runner(s) for s in sessions]
-    stats = {b: _interleaved_ms(runners, torch.randn((b, *input_shape)), repeats, warmup)
+    runners = [runner(s) for s in sessions]
+    stats = {b: interleaved_ms(runners, torch.randn((b, *input_shape)), repeats, warmup)
              for b in dict.fromkeys((1, batch))}
     where = f"cpu x{threads or torch.get_num_threads()} threads (onnxruntime)"
     return [Latency(ms_b1=stats[1][i][0], ms_batch=stats[batch][i][0], batch=batch, device=where,

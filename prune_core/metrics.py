@@ -166,8 +166,8 @@ def time_interleaved(models: Sequence[nn.Module], input_shape: Tuple[int, ...], 
     if device.type == "cpu" and threads:
         torch.set_num_threads(threads)
     try:
-        stats = {b: _interleaved_ms(copies, torch.randn((b, *input_shape), device=device).contiguous(memory_format=fmt),
-                                    repeats, warmup)
+        stats = {b: interleaved_ms(copies, torch.randn((b, *input_shape), device=device).contiguous(memory_format=fmt),
+                                   repeats, warmup)
                  for b in dict.fromkeys((1, batch))}
     finally:
         torch.set_num_threads(old_threads)
@@ -188,8 +188,8 @@ def latency_metrics(base: Latency, final: Latency, how: str) -> Dict[str, Any]:
             "latency_device": base.device, "latency_pass": how}
 
 
-def _interleaved_ms(models: Sequence[Callable[[torch.Tensor], Any]], x: torch.Tensor, repeats: int, warmup: int
-                    ) -> List[Tuple[float, float]]:
+def interleaved_ms(models: Sequence[Callable[[torch.Tensor], Any]], x: torch.Tensor, repeats: int, warmup: int
+                   ) -> List[Tuple[float, float]]:
     """(median, q75 - q25) milliseconds per forward of each model on ``x``, the models taking turns
     (``prune_core.timing``); a model is any callable (``prune_core.export`` times ONNX Runtime
     sessions with it)."""

@@ -17,8 +17,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Sequence
 
 import ray
 
+from prune_core import LEASE_S
 from prune_core.config import ExperimentConfig
-from prune_core.pipeline import LEASE_S
 from prune_sweep.expand import base_configs, trial_base
 from prune_sweep.spec import Sweep
 from prune_sweep.storage import BASE_FILE, BASE_SUM, Store, base_rel

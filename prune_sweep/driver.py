@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from prune_core.config import nest
+from prune_core.sections import nest
 from prune_sweep.bases import PROGRESS_PERIOD_S, threads
 from prune_sweep.expand import OptunaSpace, corner_configs, num_trials, trial_base, trial_epochs
 from prune_sweep.latency_pass import run_quiet_pass

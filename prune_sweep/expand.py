@@ -13,7 +13,8 @@ import numpy as np
 import yaml
 
 from prune_core.sections import BASE_KEYS
-from prune_sweep.spec import Dist, Sweep, SweepError, _fail, experiment_config, parse_sweep
+from prune_sweep.checks import SweepError, fail
+from prune_sweep.spec import Dist, Sweep, experiment_config, parse_sweep
 
 if TYPE_CHECKING:
     from prune_core.config import ExperimentConfig
@@ -87,15 +88,15 @@ def _check_points(sweep: Sweep) -> None:
     for i, point in enumerate(sweep.search.points_to_evaluate):
         where = f"search.points_to_evaluate[{i}]"
         if sweep.search.algorithm != "optuna":
-            raise _fail(sweep.source, where, f"needs search.algorithm optuna (a {sweep.search.algorithm} search "
-                        "draws its own points)")
+            raise fail(sweep.source, where, f"needs search.algorithm optuna (a {sweep.search.algorithm} search "
+                       "draws its own points)")
         for key, value in point:
             entries = sweep.space.get(key)
             if not entries:
-                raise _fail(sweep.source, f"{where}.{key}", f"not a swept key; expected one of {', '.join(sweep.space)}")
+                raise fail(sweep.source, f"{where}.{key}", f"not a swept key; expected one of {', '.join(sweep.space)}")
             if len(entries) > 1 or entries[0].when:
-                raise _fail(sweep.source, f"{where}.{key}", "swept under a condition (when:); expected a key swept "
-                            "without one")
+                raise fail(sweep.source, f"{where}.{key}", "swept under a condition (when:); expected a key swept "
+                           "without one")
             d = entries[0].dist
             if d.discrete:
                 inside = value in d.args
@@ -104,7 +105,7 @@ def _check_points(sweep: Sweep) -> None:
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
                 inside = number and (low <= value < high if d.kind == "randint" else low <= value <= high)
             if not inside:
-                raise _fail(sweep.source, f"{where}.{key}", f"{value!r}: outside its space {d.to_yaml()}")
+                raise fail(sweep.source, f"{where}.{key}", f"{value!r}: outside its space {d.to_yaml()}")
 
 
 def num_trials(sweep: Sweep) -> int:

@@ -76,7 +76,7 @@ VAL_GAP = 0.4  # validation reads a little higher than test, with its own noise:
 def _registry():
     """(``METHODS``, ``accepted_criteria``) of prune_core's registry, imported when first needed:
     it imports torch, which an analysis of a real sweep never needs."""
-    from prune_core.pruning import METHODS, accepted_criteria
+    from prune_core import METHODS, accepted_criteria
 
     return METHODS, accepted_criteria
 

@@ -79,7 +79,7 @@ def finished_trials(exp: Store) -> List[Finished]:
         shape = final.get("input_shape")
         if not shape:  # recorded since the quiet pass exists; older trials: ask the dataset
             if cfg.data not in shapes:
-                from prune_core.data import DATASETS
+                from prune_core import DATASETS
 
                 shapes[cfg.data] = tuple(DATASETS[cfg.data.name](cfg.data).train.shape)
             shape = shapes[cfg.data]
@@ -96,8 +96,7 @@ def time_trials(exp_location: str, threads: int, gpu: bool) -> Dict[str, Any]:
     holds, "trials": n, "models": architectures timed, "device": str, "seconds": float}``."""
     import torch
 
-    from prune_core.metrics import latency_metrics, time_interleaved
-    from prune_core.pruning import architecture_key, build_architecture
+    from prune_core import architecture_key, build_architecture, latency_metrics, time_interleaved
 
     t0 = time.perf_counter()
     device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")

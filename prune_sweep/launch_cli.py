@@ -23,8 +23,8 @@ from prune_core.sections import parse_overrides
 from prune_sweep.expand import corner_configs, load_sweep, num_trials, trial_configs, validate
 from prune_sweep.liveness import driver_marker, exclusive
 from prune_sweep.plan import print_plan
-from prune_sweep.loggers import check_logger_packages, installed, with_loggers
-from prune_sweep.spec import DEFAULT_SWEEP, LOGGERS, PLUGINS_KEY, Sweep, SweepError, parse_sweep
+from prune_sweep.loggers import LOGGERS, check_logger_packages, installed, with_loggers
+from prune_sweep.spec import DEFAULT_SWEEP, PLUGINS_KEY, Sweep, SweepError, parse_sweep
 from prune_sweep.storage import Store, node_cache
 
 

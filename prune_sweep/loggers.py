@@ -7,9 +7,34 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Sequence, Tuple
 
-from prune_sweep.spec import LOGGERS, Logger, Sweep, SweepError, _fail, _mapping
+from prune_sweep.checks import SweepError, as_mapping, fail
+
+if TYPE_CHECKING:
+    from prune_sweep.spec import Sweep
+
+# trackers every trial's results go to, and the options each takes (prune_sweep.trackers builds them)
+LOGGERS: Dict[str, Tuple[str, ...]] = {"tensorboard": ("per_layer",),
+                                       "mlflow": ("tracking_uri", "experiment", "per_layer"),
+                                       "wandb": ("project", "group", "mode", "dir", "per_layer")}
+DEFAULT_LOGGERS = ("tensorboard",)
+
+
+@dataclass(frozen=True)
+class Logger:
+    """One tracker of ``loggers:``: its name and options (``{mlflow: {tracking_uri: ...}}``)."""
+
+    name: str
+    options: Tuple[Tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def to_yaml(self) -> Any:
+        return {self.name: dict(self.options)} if self.options else self.name
+
 
 LOGGER_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # optional extras: logger -> its module, named as its extra
 
@@ -27,22 +52,22 @@ def parse_loggers(raw: Any, source: str, where: str = "loggers") -> Tuple[Logger
         else:
             name, options = item, None
         if not isinstance(name, str) or name not in LOGGERS:
-            raise _fail(source, at, f"{name!r}: unknown logger; expected one of {accepted}")
-        options = _mapping(options, source, f"{at}.{name}", LOGGERS[name])
+            raise fail(source, at, f"{name!r}: unknown logger; expected one of {accepted}")
+        options = as_mapping(options, source, f"{at}.{name}", LOGGERS[name])
         for key, value in options.items():
             if key == "per_layer" and not isinstance(value, bool):
-                raise _fail(source, f"{at}.{name}.per_layer", f"{value!r}: expected true or false")
+                raise fail(source, f"{at}.{name}.per_layer", f"{value!r}: expected true or false")
             if key != "per_layer" and not isinstance(value, str):
-                raise _fail(source, f"{at}.{name}.{key}", f"{value!r}: expected a text value")
+                raise fail(source, f"{at}.{name}.{key}", f"{value!r}: expected a text value")
         if name == "wandb" and options.get("mode", "online") not in ("online", "offline", "disabled"):
-            raise _fail(source, f"{at}.wandb.mode", f"{options['mode']!r}: expected online, offline or disabled")
+            raise fail(source, f"{at}.wandb.mode", f"{options['mode']!r}: expected online, offline or disabled")
         uri = options.get("tracking_uri")
         if isinstance(uri, str) and uri.startswith("file:") and not uri.startswith("file:/"):
             options["tracking_uri"] = "file:" + os.path.abspath(uri[len("file:"):])  # from the launch folder
         if isinstance(options.get("dir"), str):
             options["dir"] = os.path.abspath(options["dir"])
         if name in out:
-            raise _fail(source, at, f"{name}: named twice; give each logger once")
+            raise fail(source, at, f"{name}: named twice; give each logger once")
         out[name] = Logger(name, tuple(options.items()))
     return tuple(out.values())
 

@@ -21,6 +21,8 @@ import numpy as np
 from prune_core.errors import ConfigError
 from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, with_plugins
 from prune_core.sections import DEFAULTS, SMOKE, canonical, flatten, nest
+from prune_sweep.checks import SweepError, as_mapping, as_number, fail
+from prune_sweep.loggers import DEFAULT_LOGGERS, Logger, parse_loggers
 
 if TYPE_CHECKING:
     from prune_core.config import ExperimentConfig
@@ -54,15 +56,6 @@ DEFAULT_OBJECTIVES = {"val_acc": "max", "flops_kept_dense": "min"}
 RESERVED = ("runtime.workdir", "runtime.resume", "runtime.cache_dir", "runtime.progress")
 TOP_LEVEL = ("name", "description", "plugins", "base", "space", "search", "scheduler", "resources", "storage",
              "max_failures", "seeds", "budget", "loggers", "smoke_test")
-# trackers every trial's results go to, and the options each takes (prune_sweep.trackers builds them)
-LOGGERS: Dict[str, Tuple[str, ...]] = {"tensorboard": ("per_layer",),
-                                       "mlflow": ("tracking_uri", "experiment", "per_layer"),
-                                       "wandb": ("project", "group", "mode", "dir", "per_layer")}
-DEFAULT_LOGGERS = ("tensorboard",)
-
-
-class SweepError(ValueError):
-    """A bad sweep file or flag. The message is one line naming the key."""
 
 
 @dataclass(frozen=True)
@@ -158,20 +151,6 @@ class Resources:
 
 
 @dataclass(frozen=True)
-class Logger:
-    """One tracker of ``loggers:``: its name and options (``{mlflow: {tracking_uri: ...}}``)."""
-
-    name: str
-    options: Tuple[Tuple[str, Any], ...] = ()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return dict(self.options).get(key, default)
-
-    def to_yaml(self) -> Any:
-        return {self.name: dict(self.options)} if self.options else self.name
-
-
-@dataclass(frozen=True)
 class Sweep:
     """A parsed, validated sweep file. ``base`` is flat (dotted keys)."""
 
@@ -249,85 +228,60 @@ class Sweep:
         return out
 
 
-def _fail(source: str, where: str, message: str) -> SweepError:
-    return SweepError(f"{source}: {where}: {message}")
-
-
-def _mapping(value: Any, source: str, where: str, allowed: Sequence[str]) -> Dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _fail(source, where, f"expected a mapping with keys {', '.join(allowed)}")
-    unknown = [k for k in value if k not in allowed]
-    if unknown:
-        raise _fail(source, f"{where}.{unknown[0]}", f"unknown key; expected one of {', '.join(allowed)}")
-    return dict(value)
-
-
-def _number(value: Any, source: str, where: str, kind: type = float, low: float = -math.inf,
-            high: float = math.inf, accepted: str = "a number") -> Any:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and float(value).is_integer()
-    if not ok or not low <= value <= high:
-        raise _fail(source, where, f"{value!r}: expected {accepted}")
-    return kind(value)
-
-
 def _config_key(key: Any, source: str, where: str) -> str:
     """``key`` if it names an ExperimentConfig field, else the config's own one-line error."""
     if not isinstance(key, str) or "." not in key:
-        raise _fail(source, where, f"{key!r}: expected a dotted config key such as prune.ratio")
+        raise fail(source, where, f"{key!r}: expected a dotted config key such as prune.ratio")
     if key not in CONFIG_KEYS:
         try:
             experiment_config().from_dict({key: None})
         except ConfigError as exc:
-            raise _fail(source, where, str(exc)) from None
+            raise fail(source, where, str(exc)) from None
     return key
 
 
 def _scalars(value: Any, source: str, where: str) -> Tuple[Any, ...]:
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
-        raise _fail(source, where, f"{value!r}: expected a value or a non-empty list of values")
+        raise fail(source, where, f"{value!r}: expected a value or a non-empty list of values")
     return tuple(values)
 
 
 def _parse_dist(key: str, spec: Any, source: str, where: str) -> Entry:
     if not isinstance(spec, Mapping):
-        raise _fail(source, where, f"{spec!r}: expected a distribution such as {{grid: [0.3, 0.5]}}; "
-                    f"one of {', '.join(DISTRIBUTIONS)} (fixed values belong in base)")
+        raise fail(source, where, f"{spec!r}: expected a distribution such as {{grid: [0.3, 0.5]}}; "
+                   f"one of {', '.join(DISTRIBUTIONS)} (fixed values belong in base)")
     kinds = [k for k in spec if k != "when"]
     unknown = [k for k in kinds if k not in DISTRIBUTIONS]
     if unknown or len(kinds) != 1:
         bad = unknown[0] if unknown else ", ".join(kinds) or "nothing"
-        raise _fail(source, where, f"{bad!r}: expected exactly one of {', '.join(DISTRIBUTIONS)} "
-                    "(and optionally when)")
+        raise fail(source, where, f"{bad!r}: expected exactly one of {', '.join(DISTRIBUTIONS)} "
+                   "(and optionally when)")
     kind = kinds[0]
     args = spec[kind]
     if kind in ("grid", "choice"):
         if not isinstance(args, list) or not args:
-            raise _fail(source, f"{where}.{kind}", f"{args!r}: expected a non-empty list of values")
+            raise fail(source, f"{where}.{kind}", f"{args!r}: expected a non-empty list of values")
         values = tuple(canonical(key, v) for v in _scalars(args, source, f"{where}.{kind}"))
     else:
         if not isinstance(args, list) or len(args) != 2:
-            raise _fail(source, f"{where}.{kind}", f"{args!r}: expected [low, high]")
+            raise fail(source, f"{where}.{kind}", f"{args!r}: expected [low, high]")
         number = int if kind == "randint" else float
         accepted = "an integer" if kind == "randint" else "a number"
-        low, high = (_number(a, source, f"{where}.{kind}", number, accepted=accepted) for a in args)
+        low, high = (as_number(a, source, f"{where}.{kind}", number, accepted=accepted) for a in args)
         if not low < high:
-            raise _fail(source, f"{where}.{kind}", f"{args!r}: expected low < high")
+            raise fail(source, f"{where}.{kind}", f"{args!r}: expected low < high")
         if kind == "loguniform" and low <= 0:
-            raise _fail(source, f"{where}.{kind}", f"{args!r}: expected 0 < low < high")
+            raise fail(source, f"{where}.{kind}", f"{args!r}: expected 0 < low < high")
         values = (low, high)
     when = spec.get("when") or {}
     if not isinstance(when, Mapping):
-        raise _fail(source, f"{where}.when", f"{when!r}: expected a mapping such as {{prune.method: [channel]}}")
+        raise fail(source, f"{where}.when", f"{when!r}: expected a mapping such as {{prune.method: [channel]}}")
     conds = []
     for ckey, allowed in when.items():
         _config_key(ckey, source, f"{where}.when")
         if ckey == key:
-            raise _fail(source, f"{where}.when", f"{ckey}: a key cannot depend on itself")
+            raise fail(source, f"{where}.when", f"{ckey}: a key cannot depend on itself")
         allowed = _scalars(allowed, source, f"{where}.when.{ckey}")
         conds.append((ckey, tuple(canonical(ckey, v) for v in allowed)))
     return Entry(key, Dist(kind, values), tuple(conds))
@@ -335,22 +289,22 @@ def _parse_dist(key: str, spec: Any, source: str, where: str) -> Entry:
 
 def _parse_space(raw: Any, source: str) -> Tuple[Dict[str, Tuple[Entry, ...]], Tuple[str, ...]]:
     if not isinstance(raw, Mapping) or not raw:
-        raise _fail(source, "space", "expected a mapping of dotted config keys to distributions, "
-                    "e.g. prune.ratio: {grid: [0.3, 0.5]}")
+        raise fail(source, "space", "expected a mapping of dotted config keys to distributions, "
+                   "e.g. prune.ratio: {grid: [0.3, 0.5]}")
     space: Dict[str, Tuple[Entry, ...]] = {}
     for key, spec in raw.items():
         where = f"space.{key}"
         _config_key(key, source, "space")
         if key in (*RESERVED, PLUGINS_KEY):
-            raise _fail(source, where, "plug-ins are listed under plugins: at the top of the file; not swept"
-                        if key == PLUGINS_KEY else "set by launch.py for every trial; it cannot be swept")
+            raise fail(source, where, "plug-ins are listed under plugins: at the top of the file; not swept"
+                       if key == PLUGINS_KEY else "set by launch.py for every trial; it cannot be swept")
         alternatives = spec if isinstance(spec, list) else [spec]
         if not alternatives:
-            raise _fail(source, where, "expected a distribution or a list of conditional ones")
+            raise fail(source, where, "expected a distribution or a list of conditional ones")
         entries = tuple(_parse_dist(key, s, source, f"{where}[{i}]" if isinstance(spec, list) else where)
                         for i, s in enumerate(alternatives))
         if len(entries) > 1 and not all(e.when for e in entries):
-            raise _fail(source, where, "several alternatives need a `when` condition each")
+            raise fail(source, where, "several alternatives need a `when` condition each")
         space[key] = entries
     return space, _dependency_order(space, source)
 
@@ -362,73 +316,74 @@ def _dependency_order(space: Mapping[str, Sequence[Entry]], source: str) -> Tupl
         ready = [k for k in space if k not in order and deps[k] <= set(order)]
         if not ready:
             stuck = next(k for k in space if k not in order)
-            raise _fail(source, f"space.{stuck}", "its `when` conditions depend on each other in a cycle")
+            raise fail(source, f"space.{stuck}", "its `when` conditions depend on each other in a cycle")
         order.extend(ready)
     return tuple(order)
 
 
 def _parse_search(raw: Any, source: str) -> Search:
-    d = _mapping(raw, source, "search", [f.name for f in dataclasses.fields(Search)])
+    d = as_mapping(raw, source, "search", [f.name for f in dataclasses.fields(Search)])
     algorithm = d.get("algorithm", "grid")
     if algorithm not in ALGORITHMS:
-        raise _fail(source, "search.algorithm", f"{algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+        raise fail(source, "search.algorithm", f"{algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
     sampler = d.get("sampler", "tpe")
     if sampler not in SAMPLERS:
-        raise _fail(source, "search.sampler", f"{sampler!r}: expected one of {', '.join(SAMPLERS)}")
+        raise fail(source, "search.sampler", f"{sampler!r}: expected one of {', '.join(SAMPLERS)}")
     objectives = d.get("objectives", DEFAULT_OBJECTIVES)
     if not isinstance(objectives, Mapping) or not objectives:
-        raise _fail(source, "search.objectives", f"{objectives!r}: expected a mapping such as "
-                    "{val_acc: max, flops_kept_dense: min}")
+        raise fail(source, "search.objectives", f"{objectives!r}: expected a mapping such as "
+                   "{val_acc: max, flops_kept_dense: min}")
     for metric, mode in objectives.items():
         if metric == "flops_kept":
-            raise _fail(source, f"search.objectives.{metric}", "ambiguous; name the cost: flops_kept_dense "
-                        "(realisable by dense kernels) or flops_kept_effective (non-zero weights only)")
+            raise fail(source, f"search.objectives.{metric}", "ambiguous; name the cost: flops_kept_dense "
+                       "(realisable by dense kernels) or flops_kept_effective (non-zero weights only)")
         if metric not in OBJECTIVES:
-            raise _fail(source, f"search.objectives.{metric}", f"unknown metric; expected one of {', '.join(OBJECTIVES)}")
+            raise fail(source, f"search.objectives.{metric}", f"unknown metric; expected one of {', '.join(OBJECTIVES)}")
         if mode not in ("max", "min"):
-            raise _fail(source, f"search.objectives.{metric}", f"{mode!r}: expected max or min")
+            raise fail(source, f"search.objectives.{metric}", f"{mode!r}: expected max or min")
     return Search(
         algorithm=algorithm,
-        num_samples=_number(d.get("num_samples", 1), source, "search.num_samples", int, 1, accepted="an integer >= 1"),
-        max_concurrent=_number(d.get("max_concurrent", 0), source, "search.max_concurrent", int, 0,
-                               accepted="an integer >= 0 (0 = no limit)"),
-        seed=_number(d.get("seed", 0), source, "search.seed", int, accepted="an integer"),
+        num_samples=as_number(d.get("num_samples", 1), source, "search.num_samples", int, 1,
+                              accepted="an integer >= 1"),
+        max_concurrent=as_number(d.get("max_concurrent", 0), source, "search.max_concurrent", int, 0,
+                                  accepted="an integer >= 0 (0 = no limit)"),
+        seed=as_number(d.get("seed", 0), source, "search.seed", int, accepted="an integer"),
         sampler=sampler,
-        population_size=_number(d.get("population_size", 0), source, "search.population_size", int, 0,
-                                accepted="an integer >= 0"),
+        population_size=as_number(d.get("population_size", 0), source, "search.population_size", int, 0,
+                                   accepted="an integer >= 0"),
         objectives=tuple(objectives.items()),
         points_to_evaluate=_points(d.get("points_to_evaluate", []), source))
 
 
 def _points(raw: Any, source: str) -> Tuple[Tuple[Tuple[str, Any], ...], ...]:
     if not isinstance(raw, list) or not all(isinstance(p, Mapping) and p for p in raw):
-        raise _fail(source, "search.points_to_evaluate", f"{raw!r}: expected a list of mappings of swept keys to "
-                    "values, such as [{prune.ratio: 0.8}, {prune.ratio: 0.2}]")
+        raise fail(source, "search.points_to_evaluate", f"{raw!r}: expected a list of mappings of swept keys to "
+                   "values, such as [{prune.ratio: 0.8}, {prune.ratio: 0.2}]")
     return tuple(tuple(p.items()) for p in raw)
 
 
 def _parse_scheduler(raw: Any, source: str) -> Scheduler:
     if isinstance(raw, str):
         raw = {"name": raw}
-    d = _mapping(raw, source, "scheduler", [f.name for f in dataclasses.fields(Scheduler)])
+    d = as_mapping(raw, source, "scheduler", [f.name for f in dataclasses.fields(Scheduler)])
     name = d.get("name", "fifo")
     if name not in SCHEDULERS:
-        raise _fail(source, "scheduler.name", f"{name!r}: expected one of {', '.join(SCHEDULERS)}")
+        raise fail(source, "scheduler.name", f"{name!r}: expected one of {', '.join(SCHEDULERS)}")
     return Scheduler(
         name=name,
-        grace_period=_number(d.get("grace_period", 1), source, "scheduler.grace_period", int, 1,
-                             accepted="an integer >= 1"),
-        reduction_factor=_number(d.get("reduction_factor", 2), source, "scheduler.reduction_factor", float,
-                                 1.000001, accepted="a number > 1"),
-        max_t=_number(d.get("max_t", 0), source, "scheduler.max_t", int, 0, accepted="an integer >= 0"))
+        grace_period=as_number(d.get("grace_period", 1), source, "scheduler.grace_period", int, 1,
+                                accepted="an integer >= 1"),
+        reduction_factor=as_number(d.get("reduction_factor", 2), source, "scheduler.reduction_factor", float,
+                                    1.000001, accepted="a number > 1"),
+        max_t=as_number(d.get("max_t", 0), source, "scheduler.max_t", int, 0, accepted="an integer >= 0"))
 
 
 def _parse_resources(raw: Any, source: str) -> Resources:
-    d = _mapping(raw, source, "resources", ("cpu", "gpu"))
-    cpu = _number(d.get("cpu", 1), source, "resources.cpu", float, 0, accepted="a number >= 0")
-    gpu = _number(d.get("gpu", 0), source, "resources.gpu", float, 0, accepted="a number >= 0 (0.5 shares a GPU)")
+    d = as_mapping(raw, source, "resources", ("cpu", "gpu"))
+    cpu = as_number(d.get("cpu", 1), source, "resources.cpu", float, 0, accepted="a number >= 0")
+    gpu = as_number(d.get("gpu", 0), source, "resources.gpu", float, 0, accepted="a number >= 0 (0.5 shares a GPU)")
     if cpu == 0 and gpu == 0:
-        raise _fail(source, "resources", "a trial needs some cpu or gpu")
+        raise fail(source, "resources", "a trial needs some cpu or gpu")
     return Resources(cpu=cpu, gpu=gpu)
 
 
@@ -441,18 +396,18 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
         raise SweepError(f"{source}: expected a mapping with keys {', '.join(TOP_LEVEL[:-1])}")
     unknown = [k for k in raw if k not in TOP_LEVEL]
     if unknown:
-        raise _fail(source, str(unknown[0]), f"unknown key; a sweep file has {', '.join(TOP_LEVEL[:-1])}")
+        raise fail(source, str(unknown[0]), f"unknown key; a sweep file has {', '.join(TOP_LEVEL[:-1])}")
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise _fail(source, "name", f"{name!r}: expected a name of letters, digits, '_', '-' or '.'")
+        raise fail(source, "name", f"{name!r}: expected a name of letters, digits, '_', '-' or '.'")
     base_raw = raw.get("base") or {}
     if not isinstance(base_raw, Mapping):
-        raise _fail(source, "base", "expected a mapping of config keys (nested or dotted)")
+        raise fail(source, "base", "expected a mapping of config keys (nested or dotted)")
     base = flatten(base_raw)
     try:  # plug-ins first (and --plugin's): a broken one stops here, before Ray starts
         base = with_plugins(base, raw.get("plugins"), plugins, source)
     except ConfigError as exc:
-        raise _fail(source, "plugins", str(exc)) from None
+        raise fail(source, "plugins", str(exc)) from None
     smoke = bool(raw.get("smoke_test", False)) or smoke_test
     if smoke and not raw.get("smoke_test"):
         base.update(SMOKE)
@@ -460,53 +415,47 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
     for key, value in (overrides or {}).items():
         _config_key(key, source, "--set")
         if key in space:
-            raise _fail(source, "--set", f"{key} is swept by the space; --set changes base keys only")
+            raise fail(source, "--set", f"{key} is swept by the space; --set changes base keys only")
         base[key] = value
-    budget = _mapping(raw.get("budget"), source, "budget", ("epochs",))
+    budget = as_mapping(raw.get("budget"), source, "budget", ("epochs",))
     if budget:  # the equal-budget mode: every trial trains budget.epochs in all, its base included
         if "prune.budget_epochs" in base or "prune.budget_epochs" in space:
-            raise _fail(source, "budget", "prune.budget_epochs is set too; use one or the other")
-        base["prune.budget_epochs"] = _number(budget.get("epochs"), source, "budget.epochs", int, 1,
-                                              accepted="a whole number of epochs >= 1")
+            raise fail(source, "budget", "prune.budget_epochs is set too; use one or the other")
+        base["prune.budget_epochs"] = as_number(budget.get("epochs"), source, "budget.epochs", int, 1,
+                                                 accepted="a whole number of epochs >= 1")
     for key in base:
         _config_key(key, source, "base")
         if key in RESERVED:
-            raise _fail(source, f"base.{key}", "set by launch.py for every trial; remove it from the sweep")
+            raise fail(source, f"base.{key}", "set by launch.py for every trial; remove it from the sweep")
     try:
         base_flat = experiment_config().from_dict(base).to_flat()
     except ConfigError as exc:
-        raise _fail(source, "base", str(exc)) from None
+        raise fail(source, "base", str(exc)) from None
     base = _absolute_paths({k: canonical(k, v) for k, v in base.items()})
-    max_failures = _number(raw.get("max_failures", 2), source, "max_failures", int, -1,
-                           accepted="an integer >= -1 (-1 = retry forever)")
+    max_failures = as_number(raw.get("max_failures", 2), source, "max_failures", int, -1,
+                              accepted="an integer >= -1 (-1 = retry forever)")
     where = "--seeds" if seeds is not None else "seeds"
-    seeds = _number(seeds if seeds is not None else raw.get("seeds", 1), source, where, int, 1,
-                    accepted="an integer >= 1 (runs of every configuration, one seed each)")
+    seeds = as_number(seeds if seeds is not None else raw.get("seeds", 1), source, where, int, 1,
+                       accepted="an integer >= 1 (runs of every configuration, one seed each)")
     if seeds > 1 and "runtime.seed" in space:
-        raise _fail(source, where, f"{seeds}: runtime.seed is already swept by the space; use one or the other")
+        raise fail(source, where, f"{seeds}: runtime.seed is already swept by the space; use one or the other")
     storage = raw.get("storage") or DEFAULT_STORAGE
     if not isinstance(storage, str):
-        raise _fail(source, "storage", f"{storage!r}: expected a path or a s3://, gs:// URI")
+        raise fail(source, "storage", f"{storage!r}: expected a path or a s3://, gs:// URI")
     sweep = Sweep(name=name, base=base, space=space, order=order, search=_parse_search(raw.get("search"), source),
                   scheduler=_parse_scheduler(raw.get("scheduler"), source),
                   resources=_parse_resources(raw.get("resources"), source), storage=storage,
                   max_failures=max_failures, description=str(raw.get("description") or ""), seeds=seeds,
-                  loggers=_loggers(raw["loggers"], source) if "loggers" in raw else Sweep.loggers,
+                  loggers=parse_loggers(raw["loggers"], source) if "loggers" in raw else Sweep.loggers,
                   smoke_test=smoke, source=source, base_flat=base_flat)
     if sweep.search.algorithm == "optuna" and seeds > 1:
-        raise _fail(source, where, f"{seeds}: repeating configurations over seeds needs search.algorithm grid or "
-                    "random (an optuna study would treat each seed as a new point)")
+        raise fail(source, where, f"{seeds}: repeating configurations over seeds needs search.algorithm grid or "
+                   "random (an optuna study would treat each seed as a new point)")
     if sweep.search.algorithm == "optuna":
         grids = [k for k, es in space.items() for e in es if e.dist.kind == "grid"]
         if grids:
-            raise _fail(source, f"space.{grids[0]}", "grid is not available with search.algorithm optuna; use choice")
+            raise fail(source, f"space.{grids[0]}", "grid is not available with search.algorithm optuna; use choice")
     return sweep
-
-
-def _loggers(raw: Any, source: str) -> Tuple[Logger, ...]:
-    from prune_sweep.loggers import parse_loggers  # it reads with this module's helpers
-
-    return parse_loggers(raw, source)
 
 
 def _absolute_paths(base: Dict[str, Any]) -> Dict[str, Any]:

@@ -23,7 +23,8 @@ from ray.tune.utils import flatten_dict
 from tensorboardX.summary import hparams as tbx_hparams
 
 from prune_core.schema import DETAIL_KEYS
-from prune_sweep.spec import Logger, Sweep
+from prune_sweep.loggers import Logger
+from prune_sweep.spec import Sweep
 from prune_sweep.storage import Store
 
 PER_LAYER_KEYS = tuple(k for k in DETAIL_KEYS if k.startswith("layer_"))  # {layer name: count} dicts

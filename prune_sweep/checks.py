@@ -1,0 +1,39 @@
+"""``SweepError`` and the checks every part of the sweep language reads a value with (``spec``,
+``loggers``, ``expand``): each failure is one line naming the file and the key."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Sequence
+
+
+class SweepError(ValueError):
+    """A bad sweep file or flag. The message is one line naming the key."""
+
+
+def fail(source: str, where: str, message: str) -> SweepError:
+    """The error of a bad value at ``where`` (a dotted path in the file ``source``), to raise."""
+    return SweepError(f"{source}: {where}: {message}")
+
+
+def as_mapping(value: Any, source: str, where: str, allowed: Sequence[str]) -> Dict[str, Any]:
+    """``value`` as a dict whose keys are all in ``allowed`` (``None``: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise fail(source, where, f"expected a mapping with keys {', '.join(allowed)}")
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        raise fail(source, f"{where}.{unknown[0]}", f"unknown key; expected one of {', '.join(allowed)}")
+    return dict(value)
+
+
+def as_number(value: Any, source: str, where: str, kind: type = float, low: float = -math.inf,
+              high: float = math.inf, accepted: str = "a number") -> Any:
+    """``value`` as ``kind`` (int: a whole number) in ``[low, high]``; ``accepted`` says what was expected."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and float(value).is_integer()
+    if not ok or not low <= value <= high:
+        raise fail(source, where, f"{value!r}: expected {accepted}")
+    return kind(value)
