@@ -29,7 +29,7 @@ from .errors import ConfigError
 ENTRY_POINT_GROUP = "prune_sweep.plugins"
 CONFIG_KEY = "runtime.plugins"
 _LOADED: Dict[str, str] = {}  # entry as given -> module name
-_ENTRY_POINTS_DONE = [False]
+_entry_points_loaded = False
 
 
 class PluginError(ConfigError):
@@ -57,9 +57,10 @@ def load_plugins(entries: Sequence[str] = ()) -> List[str]:
 
 
 def _entry_points() -> None:
-    if _ENTRY_POINTS_DONE[0]:
+    global _entry_points_loaded
+    if _entry_points_loaded:
         return
-    _ENTRY_POINTS_DONE[0] = True
+    _entry_points_loaded = True
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()

@@ -38,13 +38,10 @@ def isolated_registries():
 
     registries = (METHODS, CRITERIA, MODELS, DATASETS, plugins._LOADED)
     saved = [dict(r) for r in registries]
-    modules = set(sys.modules)
     yield
+    loaded = set(plugins._LOADED.values()) - set(saved[-1].values())
     for registry, before in zip(registries, saved):
         registry.clear()
         registry.update(before)
-    for name in set(sys.modules) - modules:
-        if getattr(sys.modules[name], "__file__", None) and not name.startswith(("prune_", "torch", "ray")):
-            module = sys.modules[name]
-            if "site-packages" not in str(module.__file__):
-                del sys.modules[name]
+    for name in loaded:  # a plug-in file imported again later registers its names again
+        sys.modules.pop(name, None)

@@ -253,3 +253,47 @@ def test_no_module_outside_a_method_file_names_a_method(path):
              and id(n) not in docstrings | shapes and n.value in set(METHODS) - set(UNITS) - {"none"}}
     assert not named, f"{path} names methods {sorted(named)}: read their records (METHODS[name]) instead"
     assert "prune.method ==" not in (ROOT / path).read_text().replace("cfg.", "")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"unit": "blob"}, r"unit='blob': expected one of channel, kernel, weight$"),
+    ({"unit": "weight", "flags": ("ratio",)}, r"flags=\('ratio',\): expected boolean prune keys, lamp, shuffle, reinit$"),
+    ({"unit": "weight", "calib_batches": 0}, r"calib_batches=0: expected a positive integer$"),
+    ({"unit": "weight", "targets": ("flops",)}, r"targets=\('flops',\): expected unit and any of flops, latency$"),
+    ({"unit": "weight", "criteria": ("l1",), "default_criterion": "l2"}, r"default_criterion='l2': expected one of"),
+])
+def test_a_bad_method_record_is_refused_in_one_line(kwargs, message):
+    with pytest.raises(ConfigError, match=r"^method 'bad_record': " + message):
+        prune_core.register_method("bad_record", **kwargs)(lambda model, ctx: None)
+    assert "bad_record" not in METHODS
+
+
+def test_a_bad_criterion_is_refused_in_one_line():
+    from prune_core.pruning import Criterion
+
+    with pytest.raises(ConfigError, match=r"^criterion 'no_units': units=\(\): expected one or more of channel"):
+        prune_core.register_criterion("no_units")(type("NoUnits", (Criterion,), {}))
+    with pytest.raises(ConfigError, match=r"^criterion 'not_a_class': expected a subclass of "):
+        prune_core.register_criterion("not_a_class")(lambda weight, grad: weight)
+    assert "no_units" not in CRITERIA and "not_a_class" not in CRITERIA
+
+
+def test_an_installed_package_offers_plugins_through_its_entry_points(tmp_path, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from prune_core import plugins
+
+    (tmp_path / "installed_plug.py").write_text(
+        "from prune_core import register_criterion\nfrom prune_core.pruning import Criterion\n"
+        "@register_criterion('installed_random')\nclass R(Criterion):\n    units = ('weight',)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = [EntryPoint("installed", "installed_plug", plugins.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: found if group == plugins.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
+    ExperimentConfig.from_dict({"prune.method": "imp"})  # any config loads them, once
+    assert "installed_random" in CRITERIA
+    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
+    found[:] = [EntryPoint("broken", "no_such_installed_plug", plugins.ENTRY_POINT_GROUP)]
+    with pytest.raises(PluginError, match=r"^plugin no_such_installed_plug \(entry point broken of prune_sweep.plugins\): "
+                                          r"ModuleNotFoundError"):
+        load_plugins([])

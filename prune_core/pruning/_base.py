@@ -14,10 +14,10 @@ from torch import nn
 
 from .._registry import register
 from ..errors import ConfigError
+from ..sections import PruneConfig
 
 if TYPE_CHECKING:  # config imports this package to validate method names; no cycle at run time
     from ..config import ExperimentConfig, TrainConfig
-    from ..sections import PruneConfig
 
 Batches = Callable[[], Iterable[Tuple[torch.Tensor, torch.Tensor]]]
 Trainer = Callable[[nn.Module, "TrainConfig", str, int], Any]  # (model, config, stage, start_epoch)
@@ -147,6 +147,14 @@ class MethodSpec:
                               f"{', '.join(TARGETS[1:])}")
         if not isinstance(self.calib_batches, int) or self.calib_batches < 1:
             raise ConfigError(f"method {self.name!r}: calib_batches={self.calib_batches!r}: expected a positive integer")
+        if self.criteria and self.default_criterion and self.default_criterion not in self.criteria:
+            raise ConfigError(f"method {self.name!r}: default_criterion={self.default_criterion!r}: expected one of "
+                              f"its criteria, {', '.join(self.criteria)}")
+        switches = [f.name for f in dataclasses.fields(PruneConfig) if isinstance(f.default, bool)]
+        bad = [f for f in self.flags if f not in switches]
+        if bad:
+            raise ConfigError(f"method {self.name!r}: flags={self.flags!r}: expected boolean prune keys, "
+                              f"{', '.join(switches)}")
 
 
 METHODS: Dict[str, MethodSpec] = {}
