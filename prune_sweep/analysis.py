@@ -85,10 +85,31 @@ class Analysis:
         return (*(a.key for a in self.axes), "compute")
 
 
+def criterion_series(table: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
+    """A study of one method that compares its criteria (a plug-in's against the built-ins, say):
+    in such an experiment every criterion is a series of its own, ``method/criterion`` in the
+    ``prune.method`` column, so it gets its own front, hypervolume and fairness row. Experiments
+    of several methods keep one series per method (their criteria stay labels of the points)."""
+    notes = []
+    for exp, sub in table.groupby("experiment", sort=False):
+        methods = sub["prune.method"].dropna().astype(str).unique()
+        criteria = sub["prune.criterion"].dropna().astype(str).unique()
+        if len(methods) == 1 and len(criteria) > 1:
+            table.loc[sub.index, "prune.method"] = methods[0] + "/" + sub["prune.criterion"].astype(str)
+            notes.append(f"{exp}: one method ({methods[0]}) with {len(criteria)} criteria: each criterion is a series "
+                         f"of its own ({methods[0]}/<criterion>)")
+    return table, notes
+
+
+def method_name(series: pd.Series) -> pd.Series:
+    """The method of a ``prune.method`` column that ``criterion_series`` may have labelled."""
+    return series.astype("string").str.split("/").str[0].astype(object).where(series.notna(), series)
+
+
 def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS) -> Analysis:
     """Cost fractions, configurations over seeds, fronts per experiment (all methods, and each
     method), hypervolume and budget winners, all chosen on validation accuracy; fairness."""
-    table = results.table.copy()
+    table, series_notes = criterion_series(results.table.copy())
     exps = results.experiments
     axes = present_axes(table)
     fronts = (*(a.key for a in axes), "compute")
@@ -109,7 +130,7 @@ def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS
             on = set(configs.loc[configs[col], "config"])
             table[col] = ok & table["config"].isin(on).to_numpy()
     table = table[[c for c in table.columns if c not in ("trial_dir", "command")] + ["trial_dir", "command"]]
-    notes = []
+    notes = list(series_notes)
     if not ok.any():
         notes.append("No trial has finished yet (no final report with stage 'done' and a validation accuracy): "
                      "the fronts are empty.")

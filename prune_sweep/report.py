@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .analysis import AXIS, MAX_LISTED, Analysis, Axis
+from .analysis import AXIS, MAX_LISTED, Analysis, Axis, method_name
 from .configs import REPORT, SELECT, acc_text
 from .figures import all_figures
 from .results import STATUSES, UNFINISHED, AnalyzeError, Results
@@ -331,7 +331,7 @@ def write_report(results: Results, a: Analysis, out: Path) -> Dict[str, float]:
     """Write every output file into ``out`` (an empty folder); returns seconds per stage."""
     timings = {}
     t0 = time.perf_counter()
-    table = a.table
+    table = a.table.assign(**{"prune.method": method_name(a.table["prune.method"])})  # a trial's own method
     table.to_csv(out / "results.csv", index=False)
     _to_parquet(table, out / "results.parquet")
     a.fronts.to_csv(out / "pareto.csv", index=False)

@@ -159,3 +159,21 @@ def test_results_without_epoch_keys_show_compute_as_missing():
     assert "training compute not recorded" in a.fairness_lines[0]
     assert not any("Warning" in line for line in a.fairness_lines)
     assert set(a.fairness["epochs_base"]) == {"–"}
+
+
+def test_a_one_method_study_of_criteria_gets_a_front_per_criterion_and_a_many_method_study_does_not(tmp_path):
+    from prune_sweep.report import write_report
+
+    crit = [trial("l1_a", frac=0.5, val=92.0), trial("l1_b", ratio=0.8, frac=0.2, val=80.0),
+            trial("mine_a", frac=0.5, val=91.0, **{"prune.criterion": "linf"}),
+            trial("mine_b", ratio=0.8, frac=0.2, val=85.0, **{"prune.criterion": "linf"})]
+    a = analyse(crit)
+    assert set(a.hypervolume["method"]) == {"all", "channel/l1", "channel/linf"}
+    # each criterion's own front keeps its points; together only the better one at each cost
+    assert on_front(a, "front_flops_method") == {"l1_a", "l1_b", "mine_a", "mine_b"}
+    assert on_front(a) == {"l1_a", "mine_b"}
+    assert any("one method (channel) with 2 criteria" in n for n in a.notes)
+    write_report(Results(a.table, pd.DataFrame(), {}, []), a, tmp_path)  # results.csv: each trial's own method
+    assert set(pd.read_csv(tmp_path / "results.csv")["prune.method"]) == {"channel"}
+    mixed = analyse([*crit, trial("kernel_a", method="kernel", frac=0.9, val=93.0)])
+    assert set(mixed.hypervolume["method"]) == {"all", "channel", "kernel"}
