@@ -93,7 +93,7 @@ def _load(entry: str) -> str:
             raise PluginError(f"plugin {entry}: no module named {exc.name!r}; expected an importable module "
                               "name or a .py file") from None
         raise PluginError(f"plugin {entry}: {_reason(exc)}") from None
-    except BaseException as exc:  # SystemExit or KeyboardInterrupt at import time is still the plug-in's fault
+    except BaseException as exc:  # a SystemExit at import time is the plug-in's too; Ctrl-C stays Ctrl-C
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise PluginError(f"plugin {entry}: {_reason(exc)}") from None
@@ -102,11 +102,14 @@ def _load(entry: str) -> str:
 
 
 def _import_file(name: str, path: Path, entry: str) -> None:
+    """Import ``path`` as module ``name``, unless that name is another module's (imported or not:
+    the file would shadow it for the whole process)."""
     existing = sys.modules.get(name)
-    if existing is not None:
-        where = getattr(existing, "__file__", None)
-        if where and Path(where).resolve() == path:
+    where = getattr(existing, "__file__", None) if existing is not None else _origin(name)
+    if where and Path(where).resolve() == path:
+        if existing is not None:
             return
+    elif existing is not None or where:
         raise PluginError(f"plugin {entry}: its module name {name!r} is taken by {where or 'a built-in module'}; "
                           "rename the file")
     spec = importlib.util.spec_from_file_location(name, path)
@@ -119,6 +122,17 @@ def _import_file(name: str, path: Path, entry: str) -> None:
     except BaseException:
         del sys.modules[name]
         raise
+
+
+def _origin(name: str) -> Optional[str]:
+    """Where the module ``name`` would be imported from without the plug-in, if anywhere."""
+    if not name.isidentifier():
+        return None
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return None if spec is None else (spec.origin or "a namespace package")
 
 
 def _reason(exc: BaseException) -> str:

@@ -297,3 +297,14 @@ def test_an_installed_package_offers_plugins_through_its_entry_points(tmp_path, 
     with pytest.raises(PluginError, match=r"^plugin no_such_installed_plug \(entry point broken of prune_sweep.plugins\): "
                                           r"ModuleNotFoundError"):
         load_plugins([])
+
+
+def test_a_plugin_file_never_shadows_a_module_that_is_not_imported_yet(tmp_path):
+    import sys
+
+    assert "tabnanny" not in sys.modules or pytest.skip("tabnanny already imported")
+    shadow = tmp_path / "tabnanny.py"  # the standard library's, not imported by anything here
+    shadow.write_text("")
+    with pytest.raises(PluginError, match=r"^plugin .*tabnanny.py: its module name 'tabnanny' is taken by .*tabnanny"):
+        load_plugins([str(shadow)])
+    assert "tabnanny" not in sys.modules
