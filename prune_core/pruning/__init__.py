@@ -85,7 +85,7 @@ def resolve_prune(cfg: PruneConfig) -> PruneConfig:
             f"false for method {cfg.method} (LAMP ranks the units of {', '.join(lamp_methods)})")
     require(not cfg.lamp or cfg.criterion == "l2", "prune.criterion", cfg.criterion,
             "l2 with prune.lamp (LAMP is defined on squared weight magnitudes, Lee et al. 2021)")
-    for flag in {f for s in METHODS.values() for f in s.flags} - set(spec.flags):
+    for flag in sorted({f for s in METHODS.values() for f in s.flags} - set(spec.flags)):
         owners = [m for m, s in METHODS.items() if flag in s.flags]
         require(not getattr(cfg, flag), f"prune.{flag}", getattr(cfg, flag),
                 f"false unless prune.method is {' or '.join(owners)}")
