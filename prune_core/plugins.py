@@ -187,6 +187,19 @@ def _package_dir(spec: Any) -> Optional[Path]:
     return Path(spec.origin).resolve() if spec.origin and spec.origin.endswith(".py") else None
 
 
+def loaded() -> Dict[str, str]:
+    """The plug-ins this process imported (entry as given -> SHA-256 prefix of the module's file,
+    "" where it has none): what ``provenance.record`` keeps of them."""
+    out = {}
+    for entry, name in _LOADED.items():
+        path = getattr(sys.modules.get(name), "__file__", None)
+        try:
+            out[entry] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else ""
+        except OSError:
+            out[entry] = ""
+    return out
+
+
 def code_digest(obj: Any) -> str:
     """A digest of the source file that defines ``obj`` where that is a plug-in (outside
     prune_core), else "": part of a base's key, so an edited model or dataset plug-in never reuses

@@ -80,10 +80,13 @@ def _git(cwd: Path, *args: str) -> Optional[str]:
 
 
 def record(device: str = "cpu") -> Dict[str, Any]:
-    """This process's provenance: when, where (host, OS, device), with what (versions, commit)."""
+    """This process's provenance: when, where (host, OS, device), with what (versions, commit,
+    the plug-ins it imported with their files' digests)."""
+    from .plugins import loaded
+
     return {"recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(),
             "platform": platform.platform(), "device": device, "device_name": device_name(device),
-            "versions": versions(), "commit": git_commit()}
+            "versions": versions(), "commit": git_commit(), "plugins": loaded()}
 
 
 def write(path: Path, data: Any) -> None:

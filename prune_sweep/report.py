@@ -255,8 +255,10 @@ def provenance_frame(launches: List[Dict[str, Any]]) -> pd.DataFrame:
                          "device": rec.get("device_name", ""),
                          "versions": ", ".join(f"{k} {v}" for k, v in versions.items() if v),
                          "commit": (rec.get("commit") or "")[:12] + ("-dirty" if str(rec.get("commit")).endswith(
-                             "-dirty") else "")})
-    return pd.DataFrame(rows, columns=["launch", "machine", "host", "device", "versions", "commit"])
+                             "-dirty") else ""),
+                         "plug-ins": ", ".join(f"{Path(str(k)).name} {v}" for k, v in (
+                             rec.get("plugins") if isinstance(rec.get("plugins"), dict) else {}).items())})
+    return pd.DataFrame(rows, columns=["launch", "machine", "host", "device", "versions", "commit", "plug-ins"])
 
 
 def _listing(title: str, rows: pd.DataFrame, cols: List[str], multi: bool) -> List[Block]:

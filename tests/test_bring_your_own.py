@@ -50,6 +50,8 @@ def test_the_example_plugin_sweep_runs_on_two_workers_and_its_criterion_is_analy
     stored = yaml.safe_load((exp / "sweep.yaml").read_text())
     assert stored["base"]["runtime"]["plugins"] == [str(ROOT / "examples" / "bring_your_own.py")]
     assert stored["base"]["model"]["name"] == "tiny_cnn"
+    launch_record = json.loads((exp / "provenance.json").read_text())["launches"][0]["driver"]
+    assert list(launch_record["plugins"]) == [str(ROOT / "examples" / "bring_your_own.py")]  # with its digest
     assert analyze([str(exp)]) == 0
     results = pd.read_csv(exp / "analysis" / "results.csv")
     assert len(results) == 8 and set(results["status"]) == {"done"}

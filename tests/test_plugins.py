@@ -108,6 +108,15 @@ def test_a_plugin_method_is_one_record_and_every_rule_is_read_from_it(plugin):
         ExperimentConfig.from_dict({"prune.method": "plug_magnitude", "prune.reinit": True})
 
 
+def test_provenance_names_the_plugins_a_run_imported_with_their_files_digests(plugin):
+    import hashlib
+
+    from prune_core import provenance
+
+    recorded = provenance.record("cpu")["plugins"]
+    assert recorded[str(plugin)] == hashlib.sha256(plugin.read_bytes()).hexdigest()[:16]
+
+
 def test_a_plugin_criterion_joins_every_method_of_its_unit(plugin):
     assert "plug_kernel_max" in accepted_criteria("kernel") and "plug_kernel_max" in accepted_criteria("intra_kernel")
     assert "plug_kernel_max" not in accepted_criteria("channel") + accepted_criteria("plug_magnitude")
