@@ -187,17 +187,18 @@ def _package_dir(spec: Any) -> Optional[Path]:
     return Path(spec.origin).resolve() if spec.origin and spec.origin.endswith(".py") else None
 
 
+def file_digest(path: Optional[str]) -> str:
+    """The SHA-256 prefix of the file at ``path``; "" where there is none to read."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else ""
+    except OSError:
+        return ""
+
+
 def loaded() -> Dict[str, str]:
-    """The plug-ins this process imported (entry as given -> SHA-256 prefix of the module's file,
-    "" where it has none): what ``provenance.record`` keeps of them."""
-    out = {}
-    for entry, name in _LOADED.items():
-        path = getattr(sys.modules.get(name), "__file__", None)
-        try:
-            out[entry] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else ""
-        except OSError:
-            out[entry] = ""
-    return out
+    """The plug-ins this process imported (entry as given -> ``file_digest`` of the module's file):
+    what ``provenance.record`` keeps of them."""
+    return {entry: file_digest(getattr(sys.modules.get(name), "__file__", None)) for entry, name in _LOADED.items()}
 
 
 def code_digest(obj: Any) -> str:
@@ -208,8 +209,6 @@ def code_digest(obj: Any) -> str:
     if module == "prune_core" or module.startswith("prune_core."):
         return ""
     try:
-        source = inspect.getsourcefile(obj) or ""
-        data = Path(source).read_bytes()
-    except (TypeError, OSError):
+        return file_digest(inspect.getsourcefile(obj))
+    except TypeError:  # defined outside any file
         return ""
-    return hashlib.sha256(data).hexdigest()[:16]

@@ -29,8 +29,8 @@ Deviations, each stated:
 * No stop at ``max_t``: rungs lie strictly below a trial's last epoch (``make_scheduler``), so a
   trial that survives every rung reaches its final report, as the project's ASHA is configured.
 
-State: the rungs (trial id -> signed objective values) pickle with the scheduler, and ``save`` /
-``restore`` write and read them like Ray's ASHA. Ray Tune 2.x calls neither on ``--resume``: the
+State: the rungs (trial id -> signed objective values) pickle with the scheduler; ``save`` /
+``restore`` write and read them as JSON (data only: nothing on storage runs code on restore). Ray Tune 2.x calls neither on ``--resume``: the
 restored tuner holds the scheduler as pickled when the sweep started (``tuner.pkl``), with empty
 rungs (Ray's ASHA stays that way). Tune then adds every restored trial (``on_trial_add``) with its
 last result; for a trial whose last result has reached an epoch, this scheduler reads the reports
@@ -41,8 +41,8 @@ result of the sweep.
 
 from __future__ import annotations
 
+import json
 import math
-import pickle
 import posixpath
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -182,12 +182,19 @@ class MOASHAScheduler(FIFOScheduler):
         return f"Using MO-ASHA: num_stopped={self._num_stopped}; results per rung (epoch: n) {rungs}"
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        """The rungs and the stop count as JSON: restoring reads data, never runs code from a file
+        on shared storage (a pickle would)."""
+        state = {"rungs": [[ms, {t: list(p) for t, p in rec.items()}] for ms, rec in self._rungs],
+                 "num_stopped": self._num_stopped}
+        with open(checkpoint_path, "w") as f:
+            json.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+        with open(checkpoint_path) as f:
+            state = json.load(f)
+        self._rungs = [(float(ms), {str(t): tuple(float(v) for v in p) for t, p in rec.items()})
+                       for ms, rec in state["rungs"]]
+        self._num_stopped = int(state["num_stopped"])
 
 
 def reported_rows(trial: Any) -> List[Dict[str, Any]]:

@@ -27,7 +27,7 @@ def conv_layers(model: nn.Module, ctx: PruneContext) -> List[Tuple[str, nn.Modul
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, CONV) and m is not last]
     if not layers:
         cfg = ctx.cfg
-        usable = [m for m, spec in METHODS.items() if spec.unit != "kernel"]
+        usable = [m for m, spec in METHODS.items() if spec.unit != METHODS[cfg.prune.method].unit]
         raise ConfigError(f"prune.method={cfg.prune.method!r}: model {cfg.model.name} has no conv layer to "
                           f"prune kernels in; expected one of {', '.join(usable)} for it")
     return layers
