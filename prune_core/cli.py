@@ -40,7 +40,7 @@ from .errors import Diverged, ExportMismatch, RebuildMismatch
 from .models import MODELS
 from .plugins import load_plugins
 from .pruning import CRITERIA, METHODS
-from .sections import canonical
+from .sections import canonical, slug
 
 # exit codes (README, "Exit codes"); 2 and 130 are argparse's and the shell's conventions
 EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_REBUILD, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
@@ -73,11 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-root", dest="data.root", metavar="DIR", help="directory holding torchvision datasets")
     g.add_argument("--download", dest="data.download", action="store_const", const=True,
                    help="let torchvision download a missing dataset (needs the internet)")
-    g.add_argument("--model", dest="model.name", type=partial(canonical, "model.name"), choices=sorted(MODELS), metavar="NAME",
-                   help="model: %(choices)s (vgg16 has batch norm; vgg16_bn is read as vgg16)")
+    g.add_argument("--model", dest="model.name", type=_model_name, metavar="NAME",
+                   help=f"model: {', '.join(sorted(MODELS))} (vgg16 has batch norm; vgg16_bn is read as vgg16), "
+                   "or torchvision:<builder>, timm:<name>, <module or file.py>:<callable>")
     g.add_argument("--weights", dest="model.weights", metavar="NAME",
                    help="start base training from torchvision's weights: DEFAULT, IMAGENET1K_V1, ... (resnet18, "
-                   "resnet50, vgg16, mobilenet_v3_large; the file in torch hub's cache, or --download)")
+                   "resnet50, vgg16, mobilenet_v3_large and every torchvision: model; the file in torch hub's cache, "
+                   "or --download), or a timm: model's (DEFAULT from timm's cache, or a file)")
     g.add_argument("--output-dir", dest="runtime.output_dir", metavar="DIR",
                    help="results go to DIR/<dataset>/<model>_<method>_<dataset>_<timestamp>/")
     g.add_argument("--seed", dest="runtime.seed", type=int, metavar="N",
@@ -125,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "pip install -e \".[onnx]\")")
     g.add_argument("--smoke-test", action="store_true", help="a few steps of everything, for CI")
     return p
+
+
+def _model_name(value: str) -> str:
+    """A registry model (its spellings canonical) or a reference, checked when the config is built."""
+    value = canonical("model.name", value)
+    if ":" not in value and value not in MODELS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(map(repr, sorted(MODELS)))}; "
+                                         "or torchvision:<builder>, timm:<name>, <module or file.py>:<callable>)")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -175,8 +186,8 @@ def check_model_file(path: str, rebuilt_ok: bool = True) -> None:
 
 def run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
     """experiments/<dataset>/<model>_<method>_<dataset>_<timestamp>/, or the latest unfinished one."""
-    parent = Path(cfg.runtime.output_dir) / cfg.data.name
-    prefix = f"{cfg.model.name}_{cfg.prune.method}_{cfg.data.name}_"
+    parent = Path(cfg.runtime.output_dir) / slug(cfg.data.name)
+    prefix = f"{slug(cfg.model.name)}_{cfg.prune.method}_{slug(cfg.data.name)}_"
     if resume:
         unfinished = sorted(d for d in parent.glob(prefix + "*") if not (d / "metrics.json").exists())
         if unfinished:
@@ -341,9 +352,9 @@ def _write_outputs(cfg: ExperimentConfig, out: Path, metrics: Dict[str, Any], ba
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     plots.training_curves(out)
     plots.layer_bars(metrics, out)
-    checkpoints.rename(out / "final_model.pt", out / f"{cfg.model.name}_rebuilt.pt")
+    checkpoints.rename(out / "final_model.pt", out / f"{slug(cfg.model.name)}_rebuilt.pt")
     if cfg.runtime.save_model and base.exists():
-        torch.save(checkpoints.load_checked(base)["model"], out / f"{cfg.model.name}_base.pt")
+        torch.save(checkpoints.load_checked(base)["model"], out / f"{slug(cfg.model.name)}_base.pt")
     for name in ("finetune_ckpt.pt", "pre_finetune.json", "pruned_model.pt"):
         checkpoints.remove(out / name)  # resume state; the run is complete
 

@@ -20,7 +20,8 @@ import yaml
 
 from .data import DATASETS, check_dataset
 from .errors import ConfigError
-from .models import MODELS, check_model, resolve_weights
+from . import zoo
+from .models import builder_of, check_model, weights_key
 from .plugins import code_digest, load_plugins
 from .pruning import METHODS, post_prune_training, resolve_prune
 from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig, RuntimeConfig,
@@ -137,14 +138,17 @@ class ExperimentConfig:
             section, name = dotted.split(".", 1)
             if dotted == "model.weights":  # absent when unset: the bases cached before it keep their hash
                 if flat[dotted]:
-                    key["model"]["weights"] = str(resolve_weights(self.model.name, flat[dotted]))  # DEFAULT named
+                    key["model"]["weights"] = weights_key(self.model.name, flat[dotted])  # DEFAULT named
             elif section != "runtime":
                 key[section][name] = flat[dotted]
         # a plug-in's model or dataset: the code that builds it (absent for built-ins: their hashes stay)
-        for section, registry, name in (("model", MODELS, self.model.name), ("data", DATASETS, self.data.name)):
-            code = code_digest(registry[name])
+        for section, obj in (("model", builder_of(self.model.name)), ("data", DATASETS[self.data.name])):
+            code = code_digest(obj)
             if code:
                 key[section]["code"] = code
+        timm = zoo.versions(self.model.name)  # timm's code builds a timm: model
+        if timm:
+            key["versions"]["timm"] = timm.split(".")[0] if not timm.startswith("0.") else ".".join(timm.split(".")[:2])
         return key
 
     def base_hash(self) -> str:

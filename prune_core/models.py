@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from . import zoo
 from ._registry import register
 from .errors import ConfigError
 from .sections import ModelConfig, require, require_choice
@@ -57,35 +58,52 @@ TORCHVISION_WEIGHTS = {"resnet18": "resnet18", "resnet50": "resnet50", "vgg16": 
                        "mobilenet_v3_large": "mobilenet_v3_large"}
 
 
+def builder_of(name: str) -> Builder:
+    """The builder of ``name``: a registry model, or a reference (``prune_core.zoo``)."""
+    if zoo.is_reference(name):
+        return zoo.reference_builder(name)
+    if name not in MODELS:
+        raise ConfigError(f"model.name={name!r}: expected one of {', '.join(sorted(MODELS))}, or "
+                          "torchvision:<builder>, timm:<name> or <module or file.py>:<callable>")
+    return MODELS[name]
+
+
 def check_model(cfg: ModelConfig) -> None:
-    """Raise ConfigError unless ``cfg.name`` is a registered model and ``cfg.weights`` (if set)
-    names torchvision weights of it at full width."""
-    require_choice("model.name", cfg.name, MODELS)
+    """Raise ConfigError unless ``cfg.name`` is a registered model or a reference that resolves,
+    and ``cfg.weights`` (if set) names weights of it at full width."""
+    builder_of(cfg.name)
+    kind = zoo.split(cfg.name)[0] if zoo.is_reference(cfg.name) else ""
+    if kind in (zoo.TORCHVISION, zoo.TIMM):
+        require(cfg.width == 1.0, "model.width", cfg.width, f"1 for {kind}: models (they are built as {kind} "
+                "defines them)")
     if cfg.weights:
-        require(cfg.name in TORCHVISION_WEIGHTS, "model.weights", cfg.weights,
-                f"empty: model.name={cfg.name} has no torchvision weights (models with them: "
-                f"{', '.join(sorted(TORCHVISION_WEIGHTS))})")
+        require(cfg.name in TORCHVISION_WEIGHTS or kind in (zoo.TORCHVISION, zoo.TIMM), "model.weights", cfg.weights,
+                f"empty: model.name={cfg.name} has no torchvision or timm weights (registry models with them: "
+                f"{', '.join(sorted(TORCHVISION_WEIGHTS))}; start from a file with model.pretrained_path)")
         require(cfg.width == 1.0, "model.weights", cfg.weights, f"empty with model.width={cfg.width} (weights "
                 "exist for width 1 only)")
         require(not cfg.pretrained_path, "model.weights", cfg.weights, "empty with model.pretrained_path set")
-        resolve_weights(cfg.name, cfg.weights)
+        if kind != zoo.TIMM:
+            resolve_weights(cfg.name, cfg.weights)
 
 
 def resolve_weights(name: str, weights: str) -> WeightsEnum:
-    """torchvision's weights ``weights`` of the registry model ``name``: ``DEFAULT``, a member
-    name (``IMAGENET1K_V1``) or its full spelling (``ResNet50_Weights.IMAGENET1K_V2``)."""
-    from torchvision import models as tvm
+    """torchvision's weights ``weights`` of the registry model or ``torchvision:`` reference
+    ``name``: ``DEFAULT``, a member name (``IMAGENET1K_V1``) or its full spelling
+    (``ResNet50_Weights.IMAGENET1K_V2``)."""
+    builder = zoo.split(name)[1] if zoo.is_reference(name) else TORCHVISION_WEIGHTS[name]
+    return zoo.torchvision_weights(builder, weights)
 
-    enum = tvm.get_model_weights(TORCHVISION_WEIGHTS[name])
-    member = weights.split(".")[-1]
-    if weights.count(".") > 1 or (weights.count(".") == 1 and weights.split(".")[0] != enum.__name__):
-        member = ""  # another model's weights
-    if member == "DEFAULT":
-        return enum.DEFAULT
-    if member not in enum.__members__:
-        raise ConfigError(f"model.weights={weights!r}: expected DEFAULT or one of "
-                          f"{', '.join(enum.__members__)} (torchvision's {enum.__name__})")
-    return enum[member]
+
+def weights_key(name: str, weights: str) -> str:
+    """What of ``model.weights`` enters the base key: torchvision's enum member (``DEFAULT`` named),
+    or for timm the tag, and a file's name with its SHA-256 prefix."""
+    if zoo.split(name)[0] != zoo.TIMM:
+        return str(resolve_weights(name, weights))
+    from .plugins import file_digest
+
+    digest = file_digest(weights) if weights != "DEFAULT" else ""
+    return f"timm:{weights}" + (f"@{digest}" if digest else "")
 
 
 def weights_file(w: WeightsEnum) -> Path:
@@ -95,31 +113,39 @@ def weights_file(w: WeightsEnum) -> Path:
 
 
 def load_weights(model: nn.Module, name: str, weights: str, download: bool = False) -> List[str]:
-    """Copy torchvision's ``weights`` into ``model`` (a registry model ``name``), every tensor
-    whose shape matches; returns the names of those left as initialised: the classifier when the
-    classes differ, the stem when a small input or other channel count changed it. The file comes
-    from torch.hub's cache; without it, ``download`` fetches it, else ``DatasetMissing`` says
-    where it is expected."""
+    """Copy the pretrained ``weights`` into ``model`` (built by ``name``), every tensor whose shape
+    matches; returns the names of those left as initialised: the classifier when the classes
+    differ, the stem when a small input or other channel count changed it. torchvision's file
+    comes from torch.hub's cache; without it, ``download`` fetches it, else ``DatasetMissing``
+    says where it is expected. timm's come from a file or timm's cache (``zoo.timm_state``)."""
     from .data import DatasetMissing
 
-    w = resolve_weights(name, weights)
-    path = weights_file(w)
-    if not path.is_file() and not download:
-        raise DatasetMissing(f"model.weights={weights}: {path} is missing; place {path.name} there "
-                             f"(from {w.url}) or set data.download: true")
-    state = w.get_state_dict(progress=False, weights_only=True)
+    if zoo.split(name)[0] == zoo.TIMM:
+        state = zoo.timm_state(zoo.split(name)[1], weights)
+    else:
+        w = resolve_weights(name, weights)
+        path = weights_file(w)
+        if not path.is_file() and not download:
+            raise DatasetMissing(f"model.weights={weights}: {path} is missing; place {path.name} there "
+                                 f"(from {w.url}) or set data.download: true")
+        state = w.get_state_dict(progress=False, weights_only=True)
+        if getattr(model, "transform_input", None) is False and model_in_channels(model) == 3:
+            model.transform_input = True  # googlenet, inception_v3: as torchvision's builder sets it with weights
     own = model.state_dict()
     kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(kept, strict=False)
     return sorted(k for k in own if k not in kept and not k.endswith("num_batches_tracked"))
 
 
+def model_in_channels(model: nn.Module) -> int:
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else -1
+
+
 def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
                 width: float = 1.0) -> nn.Module:
-    """Build a registry model by name."""
-    if name not in MODELS:
-        raise KeyError(f"model {name!r}: expected one of {', '.join(sorted(MODELS))}")
-    return MODELS[name](num_classes, in_channels, image_size, width)
+    """Build a registry model, or a reference (``prune_core.zoo``), by name."""
+    return builder_of(name)(num_classes, in_channels, image_size, width)
 
 
 def _ch(c: int, width: float) -> int:

@@ -22,7 +22,7 @@ import inspect
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError
 
@@ -38,6 +38,35 @@ class PluginError(ConfigError):
 
 def is_file(entry: str) -> bool:
     return entry.endswith(".py") or "/" in entry or "\\" in entry
+
+
+def is_reference(name: Any) -> bool:
+    """True when ``name`` is a reference (``kind:rest``: ``torchvision:resnet18``,
+    ``my_nets.py:build``) rather than a registry name."""
+    return isinstance(name, str) and ":" in name
+
+
+def split_reference(name: str) -> Tuple[str, str]:
+    """``("torchvision", "resnet18")``, ``("timm", ...)`` or ``(module or file, callable)``; a
+    Windows drive letter (``C:\\x.py:build``) stays with the file."""
+    head, _, tail = name.rpartition(":")
+    return head, tail
+
+
+def file_reference(value: Any) -> Optional[str]:
+    """The ``.py`` file of a ``<file.py>:<callable>`` reference, else None."""
+    if not is_reference(value):
+        return None
+    head = split_reference(value)[0]
+    return head if is_file(head) else None
+
+
+def absolute_reference(value: Any, relative_to: Path) -> Any:
+    """``value`` with the relative ``.py`` file of its reference made absolute from ``relative_to``."""
+    head = file_reference(value)
+    if head is None:
+        return value
+    return f"{(relative_to / Path(head).expanduser()).resolve()}:{split_reference(value)[1]}"
 
 
 def module_name(entry: str) -> str:

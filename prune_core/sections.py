@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Tuple, Union
 
@@ -51,10 +52,18 @@ ALIASES: Dict[str, Dict[str, str]] = {"model.name": {"vgg16_bn": "vgg16"}}
 def canonical(key: str, value: Any) -> Any:
     """``value`` as its registry spells it when ``key`` holds a registry name (``intra-kernel`` ->
     ``intra_kernel``, ``vgg16_bn`` -> ``vgg16``); anything else unchanged."""
-    if key not in NAME_KEYS or not isinstance(value, str):
-        return value
+    if key not in NAME_KEYS or not isinstance(value, str) or ":" in value:
+        return value  # a reference (torchvision:vgg16_bn, my-net.py:build) is spelled as given
     value = value.replace("-", "_")
     return ALIASES.get(key, {}).get(value, value)
+
+
+def slug(name: str) -> str:
+    """A registry name or reference as a file-name part: ``torchvision:resnet18`` ->
+    ``torchvision-resnet18``, ``/home/me/nets.py:build`` -> ``nets-build``."""
+    head, _, tail = str(name).rpartition(":")
+    head = re.split(r"[\\/]", head)[-1].removesuffix(".py")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{head}-{tail}" if head else tail)
 
 
 @dataclass(frozen=True)

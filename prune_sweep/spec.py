@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from prune_core.errors import ConfigError
-from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, with_plugins
+from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, absolute_reference, with_plugins
 from prune_core.sections import DEFAULTS, SMOKE, canonical, flatten, nest
 from prune_sweep.checks import SweepError, as_mapping, as_number, fail
 from prune_sweep.loggers import DEFAULT_LOGGERS, Logger, parse_loggers
@@ -404,14 +404,16 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
     if not isinstance(base_raw, Mapping):
         raise fail(source, "base", "expected a mapping of config keys (nested or dotted)")
     base = flatten(base_raw)
+    here = Path(source).resolve().parent if Path(source).is_file() else Path.cwd()
+    base, raw_space, code = _code_references(base, raw.get("space"), here)
     try:  # plug-ins first (and --plugin's): a broken one stops here, before Ray starts
-        base = with_plugins(base, raw.get("plugins"), plugins, source)
+        base = with_plugins(base, raw.get("plugins"), [*plugins, *code], source)
     except ConfigError as exc:
         raise fail(source, "plugins", str(exc)) from None
     smoke = bool(raw.get("smoke_test", False)) or smoke_test
     if smoke and not raw.get("smoke_test"):
         base.update(SMOKE)
-    space, order = _parse_space(raw.get("space"), source)
+    space, order = _parse_space(raw_space, source)
     for key, value in (overrides or {}).items():
         _config_key(key, source, "--set")
         if key in space:
@@ -456,6 +458,31 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
         if grids:
             raise fail(source, f"space.{grids[0]}", "grid is not available with search.algorithm optuna; use choice")
     return sweep
+
+
+REFERENCE_KEYS = ("model.name", "data.name")
+
+
+def _code_references(base: Dict[str, Any], space: Any, here: Path) -> Tuple[Dict[str, Any], Any, List[str]]:
+    """``base`` and the raw ``space`` with every ``<file.py>:<callable>`` of ``model.name`` and
+    ``data.name`` made absolute from the sweep file's directory (as ``plugins:`` are), and those
+    files: listed as plug-ins, they are shipped to every node of a cluster."""
+    files: List[str] = []
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, Mapping):
+            return {k: (fix(v) if k != "when" else v) for k, v in value.items()}
+        new = absolute_reference(value, here)
+        if new is not value:
+            files.append(str(new).rpartition(":")[0])
+        return new
+
+    base = {k: fix(v) if k in REFERENCE_KEYS else v for k, v in base.items()}
+    if isinstance(space, Mapping):
+        space = {k: fix(v) if k in REFERENCE_KEYS else v for k, v in space.items()}
+    return base, space, list(dict.fromkeys(files))
 
 
 def _absolute_paths(base: Dict[str, Any]) -> Dict[str, Any]:

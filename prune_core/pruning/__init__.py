@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from . import _tp  # noqa: F401  (first: Torch-Pruning without timm)
+
 import torch
 from torch import nn
 
