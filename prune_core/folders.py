@@ -151,7 +151,7 @@ def read_all(samples: Samples, decode: Decode) -> Tuple[torch.Tensor, torch.Tens
     c, h, w = decode.shape
     x = torch.empty(len(samples), c, h, w, dtype=torch.uint8)
     for i, (path, _) in enumerate(samples):
-        x[i] = torch.from_numpy(np.asarray(decode(path), dtype=np.uint8).reshape(h, w, c)).permute(2, 0, 1)
+        x[i] = torch.from_numpy(np.array(decode(path), dtype=np.uint8).reshape(h, w, c)).permute(2, 0, 1)
     return x, labels(samples)
 
 

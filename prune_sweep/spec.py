@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from prune_core.errors import ConfigError
-from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, with_plugins
-from prune_core.sections import DEFAULTS, SMOKE, canonical, flatten, nest
+from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, is_file, with_plugins
+from prune_core.sections import DEFAULTS, SMOKE, canonical, flatten, is_reference, nest
 from prune_sweep.checks import SweepError, as_mapping, as_number, fail
 from prune_sweep.loggers import DEFAULT_LOGGERS, Logger, parse_loggers
 
@@ -459,11 +459,18 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
 
 
 def _absolute_paths(base: Dict[str, Any]) -> Dict[str, Any]:
-    """Trials run in their own working directories: relative paths are taken from where the sweep
-    is launched (on a cluster, give paths that exist on every node)."""
+    """Trials run in their own working directories: relative paths (``data.root``,
+    ``model.pretrained_path``, the file of a ``data.name: file.py:load``) are taken from where the
+    sweep is launched (on a cluster, give paths that exist on every node, or list the data file under
+    ``plugins:`` too, which ships it)."""
     out = dict(base)
     for key in ("data.root", "model.pretrained_path"):
         value = out.get(key)
         if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
             out[key] = os.path.abspath(value)
+    name = out.get("data.name")
+    if isinstance(name, str) and is_reference(name):  # data.name: path/to/file.py:load
+        module, _, attr = name.rpartition(":")
+        if is_file(module) and not os.path.isabs(module):
+            out["data.name"] = f"{os.path.abspath(module)}:{attr}"
     return out
