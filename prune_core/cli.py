@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
       "its names are then accepted by the flags below")
     g = p.add_argument_group("basic")
     g.add_argument("--dataset", dest="data.name", type=partial(canonical, "data.name"), choices=sorted(DATASETS), metavar="NAME",
-                   help="dataset: %(choices)s")
-    g.add_argument("--data-root", dest="data.root", metavar="DIR", help="directory holding torchvision datasets")
+                   help="dataset: %(choices)s (your own function: --set data.name=MODULE:CALLABLE)")
+    g.add_argument("--data-root", dest="data.root", metavar="DIR",
+                   help="directory holding the dataset (torchvision's files, an imagefolder tree)")
     g.add_argument("--download", dest="data.download", action="store_const", const=True,
                    help="let torchvision download a missing dataset (needs the internet)")
     g.add_argument("--model", dest="model.name", type=partial(canonical, "model.name"), choices=sorted(MODELS), metavar="NAME",
