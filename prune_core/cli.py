@@ -40,7 +40,7 @@ from .errors import Diverged, ExportMismatch, RebuildMismatch
 from .models import MODELS
 from .plugins import load_plugins
 from .pruning import CRITERIA, METHODS
-from .sections import canonical
+from .sections import canonical, dataset_label
 
 # exit codes (README, "Exit codes"); 2 and 130 are argparse's and the shell's conventions
 EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_REBUILD, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
@@ -176,8 +176,9 @@ def check_model_file(path: str, rebuilt_ok: bool = True) -> None:
 
 def run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
     """experiments/<dataset>/<model>_<method>_<dataset>_<timestamp>/, or the latest unfinished one."""
-    parent = Path(cfg.runtime.output_dir) / cfg.data.name
-    prefix = f"{cfg.model.name}_{cfg.prune.method}_{cfg.data.name}_"
+    dataset = dataset_label(cfg.data.name)  # a <module>:<callable> dataset without its path
+    parent = Path(cfg.runtime.output_dir) / dataset
+    prefix = f"{cfg.model.name}_{cfg.prune.method}_{dataset}_"
     if resume:
         unfinished = sorted(d for d in parent.glob(prefix + "*") if not (d / "metrics.json").exists())
         if unfinished:

@@ -55,6 +55,16 @@ def is_reference(name: str) -> bool:
     return ":" in name
 
 
+def dataset_label(name: str) -> str:
+    """``data.name`` as a file name may hold it: a registry name, or ``<module>.<callable>`` for a
+    reference (``path/to/my_data.py:load`` -> ``my_data.load``), where a run directory needs one."""
+    if not is_reference(name):
+        return name
+    module, _, attr = name.rpartition(":")
+    stem = module.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"{stem[:-3] if stem.endswith('.py') else stem}.{attr}"
+
+
 def canonical(key: str, value: Any) -> Any:
     """``value`` as its registry spells it when ``key`` holds a registry name (``intra-kernel`` ->
     ``intra_kernel``, ``vgg16_bn`` -> ``vgg16``); anything else unchanged."""

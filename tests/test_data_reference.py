@@ -374,3 +374,13 @@ def test_the_example_writes_train_and_test_folders(tmp_path):
     assert sorted(p.name for p in (tmp_path / "test").iterdir()) == [str(k) for k in range(10)]
     with Image.open(tmp_path / "train" / "7" / "0004.png") as image:
         assert (image.mode, image.size) == ("L", (28, 28))
+
+
+def test_a_reference_names_its_run_directory_without_its_path(tmp_path):
+    from prune_core.cli import run_dir
+
+    path = _opener_file(tmp_path, "ref-data-dir")
+    cfg = ExperimentConfig.from_dict({"data.name": f"{path}:load", "runtime.output_dir": str(tmp_path / "out")})
+    where = run_dir(cfg, resume=False)
+    assert where.parent == tmp_path / "out" / "ref-data-dir.load"
+    assert ":" not in where.name and where.name.startswith("resnet20_channel_ref-data-dir.load_")
