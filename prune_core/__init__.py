@@ -10,7 +10,8 @@ What a launcher (prune_sweep, launch.py, analyze.py) may use, and nothing else
 - the names of this package, in ``_PUBLIC``: ``run``, ``ensure_base`` (-> ``BaseInfo``),
   ``base_path``, ``LEASE_S`` (the lease on a base being trained), ``SMOKE``,
   ``post_prune_training``, ``BASE_KEYS``, ``NotRetryable`` (the base of errors a retry repeats),
-  the registries, the schema's key lists, and for the quiet latency pass ``time_interleaved``,
+  the registries, ``open_dataset`` (a dataset's images before the split, as ``data.*`` configures
+  them), the schema's key lists, and for the quiet latency pass ``time_interleaved``,
   ``latency_metrics``, ``build_architecture`` and ``architecture_key``;
 - the public (not underscored) names of the modules in ``LAUNCHER_MODULES``: the config and its
   dotted keys (``config``, ``sections``), ``errors``, ``schema``, the command lines' shared
@@ -42,6 +43,7 @@ _PUBLIC = {
     "EPOCH_KEYS": "schema",
     "DETAIL_KEYS": "schema",
     "DATASETS": "data",
+    "open_dataset": "data",
     "MODELS": "models",
     "METHODS": "pruning",
     "CRITERIA": "pruning",

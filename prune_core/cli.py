@@ -40,7 +40,7 @@ from .errors import Diverged, ExportMismatch, RebuildMismatch
 from .models import MODELS
 from .plugins import load_plugins
 from .pruning import CRITERIA, METHODS
-from .sections import canonical, slug
+from .sections import canonical, name_label
 
 # exit codes (README, "Exit codes"); 2 and 130 are argparse's and the shell's conventions
 EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_REBUILD, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
       "its names are then accepted by the flags below")
     g = p.add_argument_group("basic")
     g.add_argument("--dataset", dest="data.name", type=partial(canonical, "data.name"), choices=sorted(DATASETS), metavar="NAME",
-                   help="dataset: %(choices)s")
-    g.add_argument("--data-root", dest="data.root", metavar="DIR", help="directory holding torchvision datasets")
+                   help="dataset: %(choices)s (your own function: --set data.name=MODULE:CALLABLE)")
+    g.add_argument("--data-root", dest="data.root", metavar="DIR",
+                   help="directory holding the dataset (torchvision's files, an imagefolder tree)")
     g.add_argument("--download", dest="data.download", action="store_const", const=True,
                    help="let torchvision download a missing dataset (needs the internet)")
     g.add_argument("--model", dest="model.name", type=_model_name, metavar="NAME",
@@ -186,8 +187,9 @@ def check_model_file(path: str, rebuilt_ok: bool = True) -> None:
 
 def run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
     """experiments/<dataset>/<model>_<method>_<dataset>_<timestamp>/, or the latest unfinished one."""
-    parent = Path(cfg.runtime.output_dir) / slug(cfg.data.name)
-    prefix = f"{slug(cfg.model.name)}_{cfg.prune.method}_{slug(cfg.data.name)}_"
+    dataset = name_label(cfg.data.name)  # a reference without its path
+    parent = Path(cfg.runtime.output_dir) / dataset
+    prefix = f"{name_label(cfg.model.name)}_{cfg.prune.method}_{dataset}_"
     if resume:
         unfinished = sorted(d for d in parent.glob(prefix + "*") if not (d / "metrics.json").exists())
         if unfinished:
@@ -352,9 +354,9 @@ def _write_outputs(cfg: ExperimentConfig, out: Path, metrics: Dict[str, Any], ba
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     plots.training_curves(out)
     plots.layer_bars(metrics, out)
-    checkpoints.rename(out / "final_model.pt", out / f"{slug(cfg.model.name)}_rebuilt.pt")
+    checkpoints.rename(out / "final_model.pt", out / f"{name_label(cfg.model.name)}_rebuilt.pt")
     if cfg.runtime.save_model and base.exists():
-        torch.save(checkpoints.load_checked(base)["model"], out / f"{slug(cfg.model.name)}_base.pt")
+        torch.save(checkpoints.load_checked(base)["model"], out / f"{name_label(cfg.model.name)}_base.pt")
     for name in ("finetune_ckpt.pt", "pre_finetune.json", "pruned_model.pt"):
         checkpoints.remove(out / name)  # resume state; the run is complete
 

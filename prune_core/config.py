@@ -18,15 +18,15 @@ from typing import Any, Dict, Mapping
 
 import yaml
 
-from .data import DATASETS, check_dataset
+from .data import check_dataset, dataset_opener
 from .errors import ConfigError
 from . import zoo
 from .models import builder_of, check_model, weights_key
-from .plugins import code_digest, load_plugins
+from .plugins import code_digest, load_plugins, module_name
 from .pruning import METHODS, post_prune_training, resolve_prune
 from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig, RuntimeConfig,
-                       TrainConfig, coerce, digest, finetune_default, flatten, nest, parse_overrides,
-                       precision_name)
+                       TrainConfig, coerce, digest, finetune_default, flatten, is_reference, nest,
+                       parse_overrides, precision_name)
 
 __all__ = ["ExperimentConfig", "ConfigError", "BASE_KEYS", "SECTIONS", "SMOKE", "DataConfig",
            "ModelConfig", "PruneConfig", "RuntimeConfig", "TrainConfig", "digest", "flatten", "nest",
@@ -104,6 +104,7 @@ class ExperimentConfig:
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
         out = dataclasses.asdict(self)
         out["runtime"]["plugins"] = list(self.runtime.plugins)  # YAML and JSON write lists
+        out["data"]["mean"], out["data"]["std"] = list(self.data.mean), list(self.data.std)
         return out
 
     def to_flat(self) -> Dict[str, Any]:
@@ -127,7 +128,11 @@ class ExperimentConfig:
         ``BASE_KEYS`` values, the device type (``device_type()``), the numeric precision that device
         and ``runtime.amp``/``amp_dtype``/``cpu_bf16`` give, determinism, and the major versions of
         torch and torchvision. The data's contents are checked on load instead (``prune_core.pipeline``): a
-        launcher hashes bases without reading the data."""
+        launcher hashes bases without reading the data. Keys added later (``model.weights``,
+        ``data.resize``, ``data.mean``, ``data.std``) enter only when set, so earlier bases keep
+        their hashes. A dataset read by reference (``imagefolder``, ``<module>:<callable>``) adds the
+        folder it reads (``data.root``, resolved); a ``<module>:<callable>`` is keyed by its module's
+        name and its source's digest, not by where the file lies."""
         flat = self.to_flat()
         device = self.device_type()
         key: Dict[str, Any] = {"data": {}, "model": {}, "train": {}, "seed": flat["runtime.seed"], "device": device,
@@ -139,11 +144,20 @@ class ExperimentConfig:
             if dotted == "model.weights":  # absent when unset: the bases cached before it keep their hash
                 if flat[dotted]:
                     key["model"]["weights"] = weights_key(self.model.name, flat[dotted])  # DEFAULT named
+            elif dotted in LATER_DATA_KEYS:
+                if flat[dotted]:
+                    key["data"][name] = flat[dotted]
             elif section != "runtime":
                 key[section][name] = flat[dotted]
+        if self.data.name == "imagefolder" or is_reference(self.data.name):
+            key["data"]["root"] = str(Path(self.data.root).expanduser().resolve())
+        for section, name in (("data", self.data.name), ("model", self.model.name)):
+            if is_reference(name):  # a file by its module name: a moved checkout keeps its bases
+                module, _, attr = name.rpartition(":")
+                key[section]["name"] = f"{module_name(module)}:{attr}"
         # a plug-in's model or dataset: the code that builds it (absent for built-ins: their hashes stay)
-        for section, obj in (("model", builder_of(self.model.name)), ("data", DATASETS[self.data.name])):
-            code = code_digest(obj)
+        for section, builder in (("model", builder_of(self.model.name)), ("data", dataset_opener(self.data.name))):
+            code = code_digest(builder)
             if code:
                 key[section]["code"] = code
         timm = zoo.versions(self.model.name)  # timm's code builds a timm: model
@@ -156,6 +170,10 @@ class ExperimentConfig:
 
     def run_hash(self) -> str:
         return digest(self.to_dict())
+
+
+# data keys added after bases were cached: in a base's key only when set (0, empty)
+LATER_DATA_KEYS = ("data.resize", "data.mean", "data.std")
 
 
 def major_versions() -> Dict[str, str]:

@@ -28,3 +28,8 @@ class RebuildMismatch(NotRetryable, RuntimeError):
 
 class ExportMismatch(NotRetryable, RuntimeError):
     """ONNX Runtime's logits of the exported model differ from PyTorch's (``prune_core.export``)."""
+
+
+class DatasetMissing(FileNotFoundError):
+    """A dataset's files are not where ``data.root`` says, or not in the layout its reader expects;
+    the message is one line saying where they were looked for and what was expected there."""

@@ -8,6 +8,7 @@ so a resumed run sees the batches it would have seen. ``prune_core.data`` names 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -297,6 +298,9 @@ class FileImages:
     eval_transform: Callable
     shape: Tuple[int, int, int]
     indices: Optional[Sequence[int]] = None  # the subset of ``dataset`` this split holds
+    # > 0: ``pixel_stats`` decodes this many images spread over the split (``data.name: imagefolder``);
+    # 0: the dataset states its statistics (decoding all of ImageNet would outlast the training)
+    stats_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.indices is None:
@@ -310,8 +314,7 @@ class FileImages:
         return self.labels[torch.as_tensor(self.indices, dtype=torch.long)]
 
     def take(self, index: torch.Tensor) -> "FileImages":
-        return FileImages(self.dataset, self.labels, self.train_transform, self.eval_transform, self.shape,
-                          [self.indices[i] for i in index.tolist()])
+        return dataclasses.replace(self, indices=[self.indices[i] for i in index.tolist()])
 
     def sample_bytes(self, index: torch.Tensor) -> bytes:
         """The decoded, unaugmented pixels of the images at ``index``."""
@@ -319,8 +322,14 @@ class FileImages:
                         for i in index.tolist())
 
     def pixel_stats(self) -> Tuple[Stats, Stats]:
-        raise ValueError("datasets read from files state their mean and std; decoding every image to "
-                         "compute them would take longer than the training")
+        """Per-channel mean and std of ``stats_samples`` unaugmented images spread over the split."""
+        if not self.stats_samples:
+            raise ValueError("datasets read from files state their mean and std; decoding every image to "
+                             "compute them would take longer than the training")
+        index = torch.linspace(0, len(self) - 1, min(self.stats_samples, len(self))).round().long().unique()
+        x = torch.stack([torch.as_tensor(self.eval_transform(self.dataset[self.indices[i]][0]))
+                         for i in index.tolist()])
+        return TensorImages(x, torch.zeros(len(x), dtype=torch.int64)).pixel_stats()
 
     def loader(self, batch_size: int, device: torch.device, norm: Normalise, *, seed: int, train: bool,
                augment: bool, num_workers: int) -> Loader:

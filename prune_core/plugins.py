@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError
+from .sections import is_reference
 
 ENTRY_POINT_GROUP = "prune_sweep.plugins"
 CONFIG_KEY = "runtime.plugins"
@@ -38,12 +39,6 @@ class PluginError(ConfigError):
 
 def is_file(entry: str) -> bool:
     return entry.endswith(".py") or "/" in entry or "\\" in entry
-
-
-def is_reference(name: Any) -> bool:
-    """True when ``name`` is a reference (``kind:rest``: ``torchvision:resnet18``,
-    ``my_nets.py:build``) rather than a registry name."""
-    return isinstance(name, str) and ":" in name
 
 
 def split_reference(name: str) -> Tuple[str, str]:

@@ -45,25 +45,36 @@ CHOICES["finetune.optimizer"], CHOICES["finetune.schedule"] = CHOICES["train.opt
 # integer keys that also take a word
 INT_WORDS: Dict[str, Tuple[str, ...]] = {"prune.round_to": ("auto",)}
 
+NUMBER_LISTS = ("data.mean", "data.std")  # list keys of numbers; other list keys hold names
 NAME_KEYS = ("data.name", "model.name", "prune.method", "prune.criterion")
 ALIASES: Dict[str, Dict[str, str]] = {"model.name": {"vgg16_bn": "vgg16"}}
+
+
+def is_reference(name: Any) -> bool:
+    """Whether a ``data.name`` or ``model.name`` is a reference (``<module>:<callable>``,
+    ``torchvision:resnet18``) rather than a registry name (registry names never hold a colon:
+    ``_registry.NAME``)."""
+    return isinstance(name, str) and ":" in name
+
+
+def name_label(name: str) -> str:
+    """``data.name`` or ``model.name`` as a file name may hold it: a registry name, or
+    ``<module>.<callable>`` for a reference (``path/to/my_data.py:load`` -> ``my_data.load``,
+    ``torchvision:resnet18`` -> ``torchvision.resnet18``), where a run directory needs one."""
+    if not is_reference(name):
+        return name
+    module, _, attr = name.rpartition(":")
+    stem = module.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"{stem[:-3] if stem.endswith('.py') else stem}.{attr}"
 
 
 def canonical(key: str, value: Any) -> Any:
     """``value`` as its registry spells it when ``key`` holds a registry name (``intra-kernel`` ->
     ``intra_kernel``, ``vgg16_bn`` -> ``vgg16``); anything else unchanged."""
-    if key not in NAME_KEYS or not isinstance(value, str) or ":" in value:
-        return value  # a reference (torchvision:vgg16_bn, my-net.py:build) is spelled as given
+    if key not in NAME_KEYS or not isinstance(value, str) or is_reference(value):
+        return value  # a reference (torchvision:vgg16_bn, my-data.py:load) is spelled as given
     value = value.replace("-", "_")
     return ALIASES.get(key, {}).get(value, value)
-
-
-def slug(name: str) -> str:
-    """A registry name or reference as a file-name part: ``torchvision:resnet18`` ->
-    ``torchvision-resnet18``, ``/home/me/nets.py:build`` -> ``nets-build``."""
-    head, _, tail = str(name).rpartition(":")
-    head = re.split(r"[\\/]", head)[-1].removesuffix(".py")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{head}-{tail}" if head else tail)
 
 
 @dataclass(frozen=True)
@@ -82,9 +93,33 @@ class DataConfig:
     channels: int = 3
     num_classes: int = 10
     num_samples: int = 2000
+    # resize every image to resize x resize px (0 = native): bilinear with antialias, once at load
+    # for datasets held in memory, in the decoding transforms for datasets read from files; how a
+    # network that needs a larger input (a ViT's patch multiple, inception_v3's 75 px) runs on digits
+    resize: int = 0
+    # normalisation per channel, one value per image channel; empty = the dataset's own statistics,
+    # or those of its training split where it states none
+    mean: Tuple[float, ...] = ()
+    std: Tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        for k in ("mean", "std"):  # as a flat dict, JSON or YAML gives them
+            if isinstance(getattr(self, k), list):
+                object.__setattr__(self, k, tuple(getattr(self, k)))
 
     def validate(self) -> None:
-        require(isinstance(self.name, str) and bool(self.name), "data.name", self.name, "a dataset name")
+        require(isinstance(self.name, str) and bool(self.name), "data.name", self.name,
+                "a dataset name or <module>:<callable>")
+        require(isinstance(self.resize, int) and self.resize >= 0, "data.resize", self.resize,
+                "an integer >= 0 (a side in px; 0 = native size)")
+        for k in ("mean", "std"):
+            v = getattr(self, k)
+            require(isinstance(v, tuple) and all(isinstance(e, (int, float)) and not isinstance(e, bool)
+                                                 for e in v), f"data.{k}", v,
+                    "a list of numbers, one per image channel (empty = computed)")
+        require(all(s > 0 for s in self.std), "data.std", list(self.std), "positive numbers")
+        require(len(self.mean) == len(self.std), "data.std", list(self.std),
+                f"{len(self.mean)} values, as many as data.mean={list(self.mean)} (both empty = computed)")
         require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a number in [0, 1)")
         for k in ("batch_size", "eval_batch_size", "image_size", "channels", "num_samples"):
             v = getattr(self, k)
@@ -394,6 +429,14 @@ def coerce(key: str, value: Any, default: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}={value!r}: expected a number") from None
+    if key in NUMBER_LISTS:  # a list of numbers: a YAML list, or one number
+        items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
+        try:
+            if not isinstance(items, (list, tuple)) or any(isinstance(v, bool) for v in items):
+                raise ValueError(value)
+            return tuple(float(v) for v in items)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r}: expected a list of numbers") from None
     if isinstance(default, (tuple, list)):  # a list of names: one name, or a YAML list of them
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):

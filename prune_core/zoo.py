@@ -31,7 +31,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from torch import nn
 
 from .errors import ConfigError
-from .plugins import is_reference, split_reference as split
+from .plugins import split_reference as split
+from .sections import is_reference
 
 Builder = Callable[[int, int, int, float], nn.Module]
 TORCHVISION, TIMM = "torchvision", "timm"

@@ -79,9 +79,9 @@ def finished_trials(exp: Store) -> List[Finished]:
         shape = final.get("input_shape")
         if not shape:  # recorded since the quiet pass exists; older trials: ask the dataset
             if cfg.data not in shapes:
-                from prune_core import DATASETS
+                from prune_core import open_dataset
 
-                shapes[cfg.data] = tuple(DATASETS[cfg.data.name](cfg.data).train.shape)
+                shapes[cfg.data] = tuple(open_dataset(cfg.data).train.shape)
             shape = shapes[cfg.data]
         out.append(Finished(trial_id=str(final.get("trial_id") or name),
                             model=(cfg.model.name, int(final["num_classes"]), tuple(int(s) for s in shape),

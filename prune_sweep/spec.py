@@ -487,7 +487,8 @@ def _code_references(base: Dict[str, Any], space: Any, here: Path) -> Tuple[Dict
 
 def _absolute_paths(base: Dict[str, Any]) -> Dict[str, Any]:
     """Trials run in their own working directories: relative paths are taken from where the sweep
-    is launched (on a cluster, give paths that exist on every node)."""
+    is launched (on a cluster, give paths that exist on every node). A reference's file is taken
+    from the sweep file's directory instead (``_code_references``)."""
     out = dict(base)
     for key in ("data.root", "model.pretrained_path"):
         value = out.get(key)

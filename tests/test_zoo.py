@@ -12,7 +12,7 @@ from prune_core.config import ExperimentConfig
 from prune_core.data import DatasetMissing
 from prune_core.errors import ConfigError
 from prune_core.models import build_model, load_weights
-from prune_core.sections import slug
+from prune_core.sections import name_label
 
 pytestmark = pytest.mark.usefixtures("isolated_registries")  # tests/conftest.py: user files leave with the module
 
@@ -123,7 +123,7 @@ def test_a_users_builder_file_is_a_model_and_its_content_is_in_the_base_key(tmp_
         ExperimentConfig.from_dict({"model.name": "no_such_module:build"})
     with pytest.raises(ConfigError, match=r"^model.name=':build': expected torchvision:<builder>"):
         ExperimentConfig.from_dict({"model.name": ":build"})
-    assert slug(name) == "my_nets-build" and slug("torchvision:resnet18") == "torchvision-resnet18"
+    assert name_label(name) == "my_nets.build" and name_label("torchvision:resnet18") == "torchvision.resnet18"
 
 
 def test_a_sweep_takes_a_builder_file_relative_to_itself_and_ships_it(tmp_path, monkeypatch):
