@@ -30,6 +30,7 @@ from .sections import is_reference
 ENTRY_POINT_GROUP = "prune_sweep.plugins"
 CONFIG_KEY = "runtime.plugins"
 _LOADED: Dict[str, str] = {}  # entry as given -> module name
+_DIGESTS: Dict[str, str] = {}  # module name -> its file's digest when this process imported it
 _entry_points_loaded = False
 
 
@@ -95,7 +96,9 @@ def _entry_points() -> None:
 
 def _load(entry: str) -> str:
     if entry in _LOADED:
-        return _LOADED[entry]
+        if not _stale(_LOADED[entry]):
+            return _LOADED[entry]
+        _unload(_LOADED.pop(entry))
     name = module_name(entry)
     try:
         if is_file(entry):
@@ -122,7 +125,24 @@ def _load(entry: str) -> str:
             raise
         raise PluginError(f"plugin {entry}: {_reason(exc)}") from None
     _LOADED[entry] = name
+    _DIGESTS[name] = file_digest(getattr(sys.modules.get(name), "__file__", None))
     return name
+
+
+def _stale(name: str) -> bool:
+    """True when the file of the plug-in module ``name`` changed since this process imported it: a
+    long-lived process (a Ray worker that ran an earlier sweep, a notebook) imports it again, so
+    the code that runs is the code the base key was hashed from."""
+    path = getattr(sys.modules.get(name), "__file__", None)
+    return bool(path) and name in _DIGESTS and file_digest(path) != _DIGESTS[name]
+
+
+def _unload(name: str) -> None:
+    from ._registry import forget
+
+    forget(name)  # its models, datasets, methods and criteria register again on import
+    sys.modules.pop(name, None)
+    _DIGESTS.pop(name, None)
 
 
 def _import_file(name: str, path: Path, entry: str) -> None:

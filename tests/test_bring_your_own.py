@@ -93,3 +93,47 @@ def test_a_plugin_file_reaches_a_worker_where_its_path_does_not_exist(local_ray,
     assert calls[0]["runtime_env"] == {"py_modules": [str(local_ray)]}
     driver.init_ray("ray://head:10001", False, False, plugins=["yaml"])
     assert calls[1]["runtime_env"] is None
+
+
+NET = ("from torch import nn\n\ndef build(num_classes, in_channels, image_size, width):\n"
+       "    c = max(1, round(WIDE * width))\n"
+       "    return nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),\n"
+       "                         nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),\n"
+       "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))\n")
+
+
+def _own_sweep(folder: Path, name: str) -> Path:
+    sweep = folder / f"{name}.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": name, "base": {"model": {"name": "nets/own_net.py:build"}, "prune": {"method": "channel"},
+                               "runtime": {"device": "cpu"}},
+        "space": {"prune.ratio": {"grid": [0.5]}}, "search": {"algorithm": "grid"}, "scheduler": "fifo",
+        "resources": {"cpu": 1}}))
+    return sweep
+
+
+def test_a_model_file_named_in_a_sweep_runs_and_editing_it_trains_a_new_base(tmp_path, capsys):
+    """model.name: nets/own_net.py:build (relative to the sweep file): trials build it on the workers;
+    once the file is edited, the next sweep in the same storage trains a new base (an unchanged file
+    keeps its base hash: tests/test_zoo.py), and the Ray workers that imported the old file run the
+    new one."""
+    (tmp_path / "nets").mkdir()
+    net = tmp_path / "nets" / "own_net.py"
+    net.write_text("WIDE = 8\n" + NET)
+    flags = [a for s in TINY for a in ("--set", s)]
+    storage = tmp_path / "store"
+
+    def run(name: str) -> tuple:
+        capsys.readouterr()
+        assert launch([str(_own_sweep(tmp_path, name)), "--storage", str(storage), "--no-quiet-latency", *flags]) == 0
+        out = capsys.readouterr().out
+        (result,) = [json.loads(line) for p in (storage / name).glob("*/result.json")
+                     for line in p.read_text().splitlines() if '"stage": "done"' in line]
+        return [p.name for p in (storage / name / "base_cache").iterdir()], out, result
+
+    first, _, result = run("own_a")
+    assert result["rebuild_max_abs_diff"] <= 1e-4 and result["layer_channels_final"]["0"] == 4  # 8 at 0.5
+    net.write_text("WIDE = 12\n" + NET)  # an edited builder
+    edited, out, result = run("own_b")
+    assert edited != first and "training 1 base model" in out
+    assert result["layer_channels_final"]["0"] == 6

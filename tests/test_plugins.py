@@ -188,6 +188,23 @@ def test_an_edited_model_plugin_trains_a_new_base_and_a_criterion_plugin_does_no
     assert builtin.base_hash() == builtin.replace(**{"runtime.plugins": [str(path)]}).base_hash()
 
 
+
+def test_a_plugin_file_edited_in_a_running_process_is_imported_again_with_its_names(tmp_path):
+    """A long-lived process (a Ray worker of an earlier sweep, a notebook) runs the code its base
+    key was hashed from: the edited file is imported again, its names registered anew."""
+    from prune_core.models import build_model
+
+    path = tmp_path / "live_net.py"
+    code = ("from prune_core import register_model\nfrom torch import nn\n@register_model('live_net')\n"
+            "def live_net(nc, cin, size, width):\n    return nn.Sequential(nn.Flatten(), nn.Linear(cin * size * size, {}))\n")
+    path.write_text(code.format("nc"))
+    ExperimentConfig.from_dict({"model.name": "live_net", "runtime.plugins": [str(path)]})
+    assert build_model("live_net", 10, 1, 4)[1].out_features == 10
+    path.write_text(code.format("nc + 1"))
+    ExperimentConfig.from_dict({"model.name": "live_net", "runtime.plugins": [str(path)]})  # no "already registered"
+    assert build_model("live_net", 10, 1, 4)[1].out_features == 11
+
+
 def sweep_file(tmp_path: Path, **extra) -> Path:
     raw = {"name": "plugged", "base": {"data.name": "mnist5k"}, "space": {"prune.ratio": {"grid": [0.3]}}, **extra}
     path = tmp_path / "plugged.yaml"

@@ -114,6 +114,7 @@ def test_a_users_builder_file_is_a_model_and_its_content_is_in_the_base_key(tmp_
     net = build_model(name, 3, 1, 28, 2.0)
     assert net[0].out_channels == 16 and net(torch.zeros(1, 1, 28, 28)).shape == (1, 3)
     before = cfg.base_hash()
+    assert ExperimentConfig.from_dict({"model.name": name}).base_hash() == before  # unchanged: the same base
     path.write_text(NET.replace("8 * width", "12 * width"))  # an edited builder: a new base
     assert cfg.base_hash() != before
     assert cfg.base_key()["model"]["code"]
