@@ -12,6 +12,8 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from prune_core.sections import name_label
+
 from .configs import REPORT, SELECT, config_ids, configurations, usable
 from .fairness import base_ids, compute_epochs, fairness
 from .pareto import hypervolume_2d, pareto_front
@@ -86,10 +88,14 @@ class Analysis:
 
 
 def criterion_series(table: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
-    """A study of one method that compares its criteria (a plug-in's against the built-ins, say):
-    in such an experiment every criterion is a series of its own, ``method/criterion`` in the
-    ``prune.method`` column, so it gets its own front, hypervolume and fairness row. Experiments
-    of several methods keep one series per method (their criteria stay labels of the points)."""
+    """The series of each experiment, written into its ``prune.method`` column: one per method.
+
+    A study of one method that compares its criteria (a plug-in's against the built-ins, say)
+    makes every criterion a series of its own, ``method/criterion``, so it gets its own front,
+    hypervolume and fairness row; experiments of several methods keep one series per method (their
+    criteria stay labels of the points). A study of several models (``model.name`` swept) makes
+    each model's trials series of their own, ``method @ model``: the cost fractions of two networks
+    are fractions of different dense costs, so one front over both would compare nothing."""
     notes = []
     for exp, sub in table.groupby("experiment", sort=False):
         methods = sub["prune.method"].dropna().astype(str).unique()
@@ -98,12 +104,22 @@ def criterion_series(table: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
             table.loc[sub.index, "prune.method"] = methods[0] + "/" + sub["prune.criterion"].astype(str)
             notes.append(f"{exp}: one method ({methods[0]}) with {len(criteria)} criteria: each criterion is a series "
                          f"of its own ({methods[0]}/<criterion>)")
+        models = sub["model.name"].dropna().astype(str).unique() if "model.name" in sub else []
+        if len(models) > 1:
+            labels = sub["model.name"].astype(str).map(name_label)
+            table.loc[sub.index, "prune.method"] = table.loc[sub.index, "prune.method"].astype(str) + MODEL_SEP + labels
+            notes.append(f"{exp}: {len(models)} models: each model's trials are series of their own (<method>"
+                         f"{MODEL_SEP}<model>)")
     return table, notes
+
+
+MODEL_SEP = " @ "
 
 
 def method_name(series: pd.Series) -> pd.Series:
     """The method of a ``prune.method`` column that ``criterion_series`` may have labelled."""
-    return series.astype("string").str.split("/").str[0].astype(object).where(series.notna(), series)
+    plain = series.astype("string").str.split(MODEL_SEP, regex=False).str[0].str.split("/").str[0]
+    return plain.astype(object).where(series.notna(), series)
 
 
 def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS) -> Analysis:

@@ -6,6 +6,7 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from prune_sweep.pareto import hypervolume_2d, pareto_front
@@ -116,3 +117,18 @@ def test_hypervolume_equals_optunas(seed):
     theirs = compute_hypervolume(np.c_[cost, -acc], np.array([ref[0], -ref[1]]))
     assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-12)
     assert ours > 0 or np.all((cost >= 1.0) | (acc <= 10.0))
+
+
+def test_a_study_of_several_models_gives_each_model_its_own_series():
+    """Cost fractions of two networks are fractions of two dense costs: each model's trials are
+    their own series (method @ model), with their own fronts; the trial's method is still read back."""
+    from prune_sweep.analysis import criterion_series, method_name
+
+    table = pd.DataFrame({"experiment": ["e"] * 4 + ["f"], "prune.method": ["channel"] * 4 + ["imp"],
+                          "prune.criterion": ["l1", "taylor", "l1", "taylor", "l1"],
+                          "model.name": ["torchvision:resnet18"] * 2 + ["/home/me/nets.py:build"] * 2 + ["resnet20"]})
+    out, notes = criterion_series(table)
+    assert list(out["prune.method"]) == ["channel/l1 @ torchvision.resnet18", "channel/taylor @ torchvision.resnet18",
+                                         "channel/l1 @ nets.build", "channel/taylor @ nets.build", "imp"]
+    assert list(method_name(out["prune.method"])) == ["channel"] * 4 + ["imp"]
+    assert len(notes) == 2 and "e: 2 models" in notes[1]
