@@ -137,3 +137,32 @@ def test_a_model_file_named_in_a_sweep_runs_and_editing_it_trains_a_new_base(tmp
     edited, out, result = run("own_b")
     assert edited != first and "training 1 base model" in out
     assert result["layer_channels_final"]["0"] == 6
+
+
+def test_torchvision_models_on_an_image_folder_of_the_digits_sweep_through_ray_to_fronts(tmp_path):
+    """sweeps/torchvision_digits.yaml, one ratio and scope of its grid: torchvision's resnet18 and
+    vit_b_16 as torchvision builds them, on the embedded digits written as an image folder
+    (examples/digits_imagefolder.py) and resized to 32 px, pruned, rebuilt exactly and analysed
+    with a front per model."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("digits_imagefolder", ROOT / "examples" / "digits_imagefolder.py")
+    writer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writer)
+    assert writer.write_digits(tmp_path / "digits", per_class=10) == {"train": 80, "test": 20}
+    raw = yaml.safe_load((ROOT / "sweeps" / "torchvision_digits.yaml").read_text())
+    raw["space"].update({"prune.ratio": {"grid": [0.3]}, "prune.scope": {"grid": ["global"]}})
+    raw["base"]["data"]["root"] = str(tmp_path / "digits")
+    sweep = tmp_path / "torchvision_digits.yaml"
+    sweep.write_text(yaml.safe_dump(raw))
+    flags = [a for s in TINY for a in ("--set", s)]
+    assert launch([str(sweep), "--storage", str(tmp_path / "store"), "--no-quiet-latency", *flags]) == 0
+    exp = tmp_path / "store" / "torchvision_digits"
+    assert analyze([str(exp)]) == 0
+    results = pd.read_csv(exp / "analysis" / "results.csv")
+    assert set(results["status"]) == {"done"} and len(results) == 2
+    assert set(results["model.name"]) == {"torchvision:resnet18", "torchvision:vit_b_16"}
+    assert (results["rebuild_max_abs_diff"] <= 1e-4).all()
+    assert (results["flops_final"] < results["flops_base"]).all()
+    hv = pd.read_csv(exp / "analysis" / "hypervolume.csv").set_index("method")
+    assert {"channel @ torchvision.resnet18", "channel @ torchvision.vit_b_16"} <= set(hv.index)
