@@ -143,6 +143,15 @@ def _tolerant_reshapes() -> Iterator[None]:
         tp_index_mapping.update_reshape_index_mapping = original
 
 
+def _keeps_channels(node, channels: int) -> bool:
+    """A reshape that leaves the channel axis alone: a flatten into a linear layer, or a view of a
+    channels-last tensor that keeps its last axis (a linear layer's tokens in ConvNeXt's MLP)."""
+    if all(isinstance(o.module, nn.Linear) for o in node.outputs):
+        return True
+    sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    return sizes is not None and int(sizes[-1]) == channels and (len(sizes) < 3 or int(sizes[1]) != channels)
+
+
 class Graph:
     """A ``tp.DependencyGraph`` of ``model`` and the classifier it must not prune."""
 
@@ -206,8 +215,7 @@ class Graph:
                 return "attention projection (pruned by heads)"
             if isinstance(module, (tp.ops._UnbindOp, tp.ops._ExpandOp)):
                 return "unbind/expand"
-            if isinstance(module, tp.ops._ReshapeOp) and not all(
-                    isinstance(o.module, nn.Linear) for o in node.outputs):
+            if isinstance(module, tp.ops._ReshapeOp) and not _keeps_channels(node, len(group[0].idxs)):
                 return "reshape that regroups channels"
         return None
 

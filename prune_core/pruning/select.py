@@ -103,7 +103,7 @@ class Ranking:
 
     def select(self, ratio: float) -> List[torch.Tensor]:
         """Sorted indices of the units each layer loses at ``ratio``."""
-        min_keep = self.min_keep if self.scope == "global" else [1] * len(self.sizes)
+        min_keep = self.min_keep if self.scope == "global" and self.sizes else [1] * len(self.sizes)
         out = []
         for order, n, k, lo, multiple in zip(self.order, self.sizes, self.counts(ratio), min_keep, self.round_to):
             keep = round_keep(n, n - k, multiple, lo) if k > 0 else n
