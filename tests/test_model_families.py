@@ -40,7 +40,7 @@ FAMILIES = {
     "resnet": (lambda: resnet.resnet18(num_classes=10), 32),
     "resnext": (lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], num_classes=10, groups=4, width_per_group=4),
                 32),
-    "vgg": (lambda: vgg.VGG(vgg.make_layers([8, "M", 16, "M"], batch_norm=True), num_classes=10), 32),
+    "vgg": (lambda: vgg.VGG(vgg.make_layers([8, "M", 512, "M"], batch_norm=True), num_classes=10), 32),
     "densenet": (lambda: densenet.DenseNet(8, (2, 2), 16, num_classes=10), 32),
     "mobilenet": (lambda: mobilenetv2.MobileNetV2(num_classes=10, width_mult=0.25), 32),
     "efficientnet": (lambda: efficientnet.efficientnet_b0(num_classes=10), 32),
@@ -120,3 +120,16 @@ def test_grouped_conv_keeps_groups_uniform():
             assert m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0
     assert any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.in_channels < 4 * 4 * 1
                for m in result.model.modules())
+
+
+def test_vit_flops_count_its_projections():
+    """A hand count of a tiny ViT: conv stem, per layer q/k/v and output projections and the MLP,
+    and the head; the fused fast path would leave the projections out, and on the CPU the
+    products inside scaled_dot_product_attention are not seen (contract 6)."""
+    model = FAMILIES["vit"][0]().eval()
+    tokens, width, mlp, layers = 17, 64, 128, 2
+    stem = 2 * 16 * 64 * 3 * 8 * 8
+    per_layer = 2 * tokens * (3 * width * width + width * width + 2 * width * mlp)
+    report = count_flops(model, (3, 32, 32))
+    assert report.total == stem + layers * per_layer + 2 * width * 10
+    assert sum(report.per_layer.values()) < report.total
