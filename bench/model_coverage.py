@@ -134,7 +134,7 @@ def model_names(selected: Optional[str]) -> List[str]:
     return names
 
 
-HEADER = ["model", "input px", "prunes", "max |Δlogit| / max |logit|", "FLOPs kept", "params kept",
+HEADER = ["model", "input px", "prunes", "max abs Δlogit / max abs logit", "FLOPs kept", "params kept",
           f"speedup"]
 
 
