@@ -2,7 +2,7 @@
 
 FLOPs convention (ARCHITECTURE.md, contract 6): 2 x multiply-accumulates of convolutions and linear layers for one
 image at the dataset's input size, as ``torch.utils.flop_counter.FlopCounterMode`` counts them
-(batch norm, activations, pooling and bias additions are not counted). MACs are FLOPs / 2; papers
+(batch norm, activations, pooling and bias additions are not counted). Attention: see contract 6. MACs are FLOPs / 2; papers
 often quote MACs under the name "FLOPs" (ResNet-56: 1.25e8 in Li et al. 2017). Effective FLOPs of
 a layer are its dense FLOPs times the fraction of its weights that are non-zero.
 
@@ -63,9 +63,16 @@ def count_flops(model: nn.Module, input_shape: Tuple[int, ...]) -> FlopReport:
     param = next(model.parameters())
     x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
     counter = FlopCounterMode(display=False)
-    with counter:
-        model(x)
-    model.train(was_training)
+    # nn.MultiheadAttention's fused eval fast path is invisible to FlopCounterMode (ARCHITECTURE.md,
+    # contract 6): the unfused path computes the same and is counted
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with counter:
+            model(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+        model.train(was_training)
     counts = counter.get_flop_counts()
     root = type(model).__name__
     per_layer: Dict[str, float] = {}

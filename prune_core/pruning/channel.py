@@ -16,6 +16,7 @@ estimated latency (``devicecost``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -27,10 +28,23 @@ from ..errors import ConfigError
 from ._base import CRITERIA, PruneContext, PruningPlan, accepted_criteria, register_method
 from .devicecost import LatencyTable, channel_multiple
 from .graph import ChannelGroup, Graph, build_graph, copy_model
+from .heads import attention_modules, head_scores, head_width, remove_heads
 from .select import Ranking, lamp_normalize, solve_ratio
 
 LATENCY_TOLERANCE = 0.025  # target: latency stops correcting within 2.5 % of the goal (relative)
 LATENCY_CORRECTIONS = 2
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One layer of the ranking: a dependency group's channels (positions inside a conv group for
+    a grouped conv) or an attention layer's heads."""
+
+    root: str  # the plan's key: the group's root layer, or the attention module
+    scores: torch.Tensor  # one comparable score per unit
+    weight: float  # output channels of conv/linear layers one unit takes away
+    expand: Callable[[List[int]], List[int]]  # chosen units -> the plan's indices (channels, heads)
+    heads: bool = False  # heads are never rounded to round_to
 
 
 def group_scores(model: nn.Module, groups: List[ChannelGroup], criterion, ctx: PruneContext
@@ -68,15 +82,20 @@ def _cpu(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 def remove_channels(model: nn.Module, channels: Dict[str, List[int]], example_input: torch.Tensor,
                     graph: Optional[Graph] = None) -> nn.Module:
-    """Physically remove the planned channels of ``model`` (in place) with Torch-Pruning; ``graph``:
-    one already built on ``model`` as it is now (tracing it again costs forwards)."""
+    """Physically remove the planned channels of ``model`` (in place) with Torch-Pruning, and the
+    planned heads of its attention layers (a root naming one, ``heads.py``); ``graph``: one already
+    built on ``model`` as it is now (tracing it again costs forwards)."""
     channels = {k: v for k, v in channels.items() if v}
-    if not channels:
-        return model
-    graph = graph or build_graph(model, example_input)
+    attention = attention_modules(model)
+    coupled = {k: v for k, v in channels.items() if k not in attention}
+    if coupled:
+        graph = graph or build_graph(model, example_input)
+        for root, idxs in coupled.items():
+            # groups are disjoint, so indices planned on the unpruned model stay valid in any order
+            graph.group_of(root, list(idxs)).prune()
     for root, idxs in channels.items():
-        # groups are disjoint, so indices planned on the unpruned model stay valid in any order
-        graph.group_of(root, list(idxs)).prune()
+        if root in attention:
+            remove_heads(attention[root], list(idxs))
     return model
 
 
@@ -157,21 +176,28 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
         raise ConfigError(f"prune.criterion={p.criterion!r}: model {ctx.cfg.model.name} has no channel it can "
                           f"score; expected one of {', '.join(others)} for it")
     how = ranking_of(p, criterion, ctx.cfg.train.bn_l1)
-    scores = [_comparable(s, how) for _, s in ranked]
-    weights = [g.conv_outputs for g, _ in ranked]
+    heads = attention_modules(work)
+    head_scores_ = [head_scores(m) for m in heads.values()]
+    units: List[Unit] = [Unit(g.root, _comparable(g.unit_scores(s), how), g.conv_outputs * g.period, g.channels)
+                         for g, s in ranked]
+    # a head counts as the 3 x head_dim outputs of the q, k, v projections it takes away
+    units += [Unit(name, _comparable(s, how), 3 * head_width(m), sorted, True)
+              for (name, m), s in zip(heads.items(), head_scores_)]
 
-    stats: Dict[str, object] = {"groups": len(groups), "groups_ranked": len(ranked), "ranking": how}
+    stats: Dict[str, object] = {"groups": len(groups), "groups_ranked": len(ranked), "ranking": how,
+                                "attention_layers": len(heads)}
     extra: Dict[str, float] = {}
     rt = ctx.cfg.runtime
     round_to = p.round_to
     if round_to == "auto":
         round_to = channel_multiple(ctx.example_input.device, rt.latency_batch, rt.threads, ctx.cache)["multiple"]
         extra["prune_round_to"] = round_to
-    ranking = Ranking(scores, p.scope, p.max_layer_ratio, round_to, weights)
+    ranking = Ranking([u.scores for u in units], p.scope, p.max_layer_ratio,
+                      [1 if u.heads else round_to for u in units], [u.weight for u in units])
 
     def plan_at(ratio: float) -> Dict[str, List[int]]:
         chosen = ranking.select(ratio)
-        return {g.root: idx.tolist() for (g, _), idx in zip(ranked, chosen) if len(idx)}
+        return {u.root: u.expand(idx.tolist()) for u, idx in zip(units, chosen) if len(idx)}
 
     ratio = p.ratio
     if p.target == "flops":
@@ -184,7 +210,7 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     if extra:
         stats["metrics"] = extra
     channels = plan_at(ratio)
-    total = sum(g.size * w for (g, _), w in zip(ranked, weights))
-    gone = sum(len(channels.get(g.root, ())) * w for (g, _), w in zip(ranked, weights))
+    total = sum(len(u.scores) * u.weight for u in units)
+    gone = sum(len(idx) * u.weight for u, idx in zip(units, ranking.select(ratio)))
     stats["unit_ratio"] = gone / max(total, 1)  # fraction of prunable conv output channels removed
     return PruningPlan("channel", ratio=ratio, channels=channels, stats=stats)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -62,11 +62,13 @@ class Ranking:
     """
 
     def __init__(self, scores: Sequence[torch.Tensor], scope: str = "local", max_layer_ratio: float = 1.0,
-                 round_to: int = 1, weights: Optional[Sequence[float]] = None):
+                 round_to: Union[int, Sequence[int]] = 1, weights: Optional[Sequence[float]] = None):
         if scope not in ("local", "global"):
             raise ValueError(f"scope={scope!r}: expected local or global")
-        self.scope, self.round_to = scope, round_to
+        self.scope = scope
         self.sizes = [int(s.numel()) for s in scores]
+        # one multiple per layer where layers differ (attention heads are never rounded)
+        self.round_to = [round_to] * len(self.sizes) if isinstance(round_to, int) else list(round_to)
         # each layer's units from lowest to highest score
         self.order = [torch.argsort(s.reshape(-1).double().cpu(), stable=True) for s in scores]
         if scope == "global" and self.sizes:
@@ -101,10 +103,10 @@ class Ranking:
 
     def select(self, ratio: float) -> List[torch.Tensor]:
         """Sorted indices of the units each layer loses at ``ratio``."""
-        min_keep = self.min_keep if self.scope == "global" else [1] * len(self.sizes)
+        min_keep = self.min_keep if self.scope == "global" and self.sizes else [1] * len(self.sizes)
         out = []
-        for order, n, k, lo in zip(self.order, self.sizes, self.counts(ratio), min_keep):
-            keep = round_keep(n, n - k, self.round_to, lo) if k > 0 else n
+        for order, n, k, lo, multiple in zip(self.order, self.sizes, self.counts(ratio), min_keep, self.round_to):
+            keep = round_keep(n, n - k, multiple, lo) if k > 0 else n
             out.append(torch.sort(order[: n - keep]).values)
         return out
 

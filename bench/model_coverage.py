@@ -1,0 +1,182 @@
+"""Which classification models ``channel`` prunes: every torchvision builder, rebuilt against masked.
+
+Each model is built with random weights (3 input channels, 10 classes) at the smallest input its
+family runs at (``INPUT_PX``), pruned with ``channel`` at ratio 0.3 (criterion l1) in local and in
+global scope, and rebuilt; the rebuild is checked against the masked model (``surgery.rebuild``:
+1e-4 times the largest |logit|). Parameters that initialise to a constant near zero (biases,
+ConvNeXt's layer scale of 1e-6, ViT's zero head) are drawn from N(0, 0.02) first, so that the check
+sees every path. Per model and scope the table gives the rebuild's largest |logit difference|
+relative to the largest |logit|, the FLOPs and parameters kept, and the CPU speedup at batch
+``--batch`` (dense and rebuilt timed in turns, ``prune_core.metrics.time_interleaved``, medians).
+If ``timm`` is importable, the families in ``TIMM_MODELS`` are run too.
+
+    python bench/model_coverage.py --out bench/model_coverage.md      # every builder (~1 h on 2 cores)
+    python bench/model_coverage.py --models resnet18,vit_b_32           # some
+    python bench/model_coverage.py --smoke-test                         # seconds: resnet18 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import traceback
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from prune_core.config import ExperimentConfig
+from prune_core.metrics import count_flops, count_params, time_interleaved
+from prune_core.pruning import PruneContext, prune_model, rebuild
+
+# the smallest input (px) each family runs at: five stride-2 stages need 32; AlexNet's stride-4
+# stem and three max pools 64; Inception v3 75 (its documented minimum); MaxViT's 7 x 7 windows
+# need every stage (1/4 ... 1/32 of the input) divisible by 7: 224; vit_h_14's patches 28
+INPUT_PX = {"alexnet": 64, "inception_v3": 75, "maxvit_t": 224, "vit_h_14": 28}
+DEFAULT_PX = 32
+TIMM_MODELS = ("resnet18", "efficientnet_b0", "convnext_atto", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
+               "swin_tiny_patch4_window7_224", "regnetx_002", "mobilevitv2_050")
+MAX_PARAMS = 150e6  # above this (vit_l_*, vit_h_14, convnext_large, regnet_y_128gf) a model is skipped by default
+
+
+def build(name: str, px: int) -> nn.Module:
+    """torchvision's builder ``name`` (or ``timm:<name>``) for 3 x ``px`` x ``px`` images, 10 classes,
+    random weights. The one place models are made: ``prune_core.models.build_model("torchvision:...")``
+    can replace it."""
+    if name.startswith("timm:"):
+        import timm
+        return timm.create_model(name[5:], pretrained=False, num_classes=10, img_size=px)
+    import torchvision
+    kwargs: Dict[str, object] = {}
+    if name.startswith("vit_"):
+        kwargs["image_size"] = px
+    if name == "maxvit_t":
+        kwargs["input_size"] = (px, px)
+    if name == "inception_v3":
+        kwargs["aux_logits"] = False  # eval-mode logits are the same; the aux head only trains
+        kwargs["init_weights"] = True
+    return torchvision.models.get_model(name, num_classes=10, weights=None, **kwargs)
+
+
+@torch.no_grad()
+def draw_constants(model: nn.Module, seed: int = 0) -> None:
+    """Parameters that start as one value near zero get N(0, 0.02) entries (see the module docstring)."""
+    gen = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        if p.numel() > 1 and float(p.abs().max()) < 1e-3 and bool((p == p.reshape(-1)[0]).all()):
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+
+
+def input_px(name: str) -> int:
+    return INPUT_PX.get(name.split(":")[-1], DEFAULT_PX)
+
+
+def measure(name: str, scope: str, args: argparse.Namespace) -> Dict[str, object]:
+    """One model in one scope: the pruned model's figures, or why it does not prune."""
+    px = input_px(name)
+    torch.manual_seed(0)
+    model = build(name, px).eval()
+    draw_constants(model)
+    x = torch.randn(2, 3, px, px)
+    cfg = ExperimentConfig.from_dict({"prune.method": "channel", "prune.ratio": args.ratio, "prune.criterion": "l1",
+                                      "prune.scope": scope})
+    plan = prune_model(model, PruneContext(cfg, example_input=x))
+    result = rebuild(model, plan, x)
+    with torch.no_grad():
+        scale = float(model(x).abs().max())
+    shape = (3, px, px)
+    flops = count_flops(result.model, shape).total / count_flops(model, shape).total
+    params = count_params(result.model)[0] / count_params(model)[0]
+    base, small = time_interleaved([model, result.model], shape, args.batch, repeats=args.repeats, warmup=1,
+                                   threads=args.threads)
+    return {"diff": result.max_abs_diff / max(scale, 1e-12), "flops": flops, "params": params,
+            "speedup": base.ms_batch / small.ms_batch}
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line: its type and message, and where it was raised."""
+    frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    where = f" ({frame.filename.split('/')[-1]}:{frame.lineno})" if frame else ""
+    text = " ".join(str(err).split())[:160]
+    return f"{type(err).__name__}: {text}{where}".replace("|", "/")
+
+
+def row(name: str, args: argparse.Namespace) -> List[str]:
+    px = input_px(name)
+    n_params = sum(p.numel() for p in build(name, px).parameters())
+    if n_params > args.max_params:
+        return [name, str(px), f"skipped: {n_params / 1e6:.0f} M params > --max-params", "", "", "", ""]
+    cells: Dict[str, List[str]] = {k: [] for k in ("diff", "flops", "params", "speedup")}
+    for scope in ("local", "global"):
+        try:
+            got = measure(name, scope, args)
+        except Exception as err:  # a model that does not prune is a row of the table, not the end of it
+            return [name, str(px), f"no: {scope}: {one_line(err)}", "", "", "", ""]
+        for k in cells:
+            cells[k].append(f"{got[k]:.1e}" if k == "diff" else f"{got[k]:.2f}")
+    return [name, str(px), "yes", *(" / ".join(cells[k]) for k in ("diff", "flops", "params", "speedup"))]
+
+
+def model_names(selected: Optional[str]) -> List[str]:
+    import torchvision
+    names = torchvision.models.list_models(module=torchvision.models)
+    try:
+        import timm  # noqa: F401
+        names += [f"timm:{n}" for n in TIMM_MODELS]
+    except ImportError:
+        print("timm is not installed: torchvision builders only")
+    if selected:
+        wanted = selected.split(",")
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise SystemExit(f"--models: unknown {', '.join(unknown)}; expected torchvision builder names")
+        names = wanted
+    return names
+
+
+HEADER = ["model", "input px", "prunes", "max abs Δlogit / max abs logit", "FLOPs kept", "params kept",
+          f"speedup"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="", help="comma-separated builder names (default: all)")
+    p.add_argument("--out", default="", help="also write the Markdown table to this file")
+    p.add_argument("--ratio", type=float, default=0.3)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-params", type=float, default=MAX_PARAMS)
+    p.add_argument("--smoke-test", action="store_true", help="resnet18 only, 2 repeats")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.smoke_test:
+        args.models, args.repeats = "resnet18", 2
+    names = model_names(args.models)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    rows = []
+    for name in names:
+        t0 = time.time()
+        rows.append(row(name, args))
+        print(" | ".join(rows[-1]), f"({time.time() - t0:.0f} s)", flush=True)
+    header = HEADER[:6] + [f"speedup (CPU, batch {args.batch}, {args.threads} threads)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    pruned = sum(r[2] == "yes" for r in rows)
+    tried = sum(not r[2].startswith("skipped") for r in rows)
+    summary = (f"`channel` at ratio {args.ratio} (l1), cells local / global: {pruned} of {tried} models prune with "
+               f"rebuilt = masked ({len(rows) - tried} skipped), {time.time() - start:.0f} s.")
+    text = "\n".join([summary, "", *lines]) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0 if pruned == tried else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
