@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from .timing import median_iqr, turns
@@ -53,6 +54,23 @@ class FlopReport:
 def weight_density(module: nn.Module) -> float:
     w = module.weight  # masked by torch.nn.utils.prune where the layer is pruned
     return float((w != 0).sum()) / w.numel()
+
+
+def _count_cpu_attention() -> None:
+    """Count ``scaled_dot_product_attention``'s two products on the CPU as on CUDA: torch 2.14's
+    ``FlopCounterMode`` has formulas for the flash, efficient and cuDNN kernels but none for the
+    CPU's ``_scaled_dot_product_flash_attention_for_cpu``, so a ViT's q·kᵀ and attention·v counted
+    nothing there while Swin's (plain matmuls) counted (ARCHITECTURE.md, contract 6)."""
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None and op not in flop_counter.flop_registry and op.default not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(op)(_sdpa_flops)
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_count_cpu_attention()
 
 
 @torch.no_grad()
