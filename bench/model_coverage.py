@@ -1,7 +1,7 @@
 """Which classification models ``channel`` prunes: every torchvision builder, rebuilt against masked.
 
 Each model is built with random weights (3 input channels, 10 classes) at the smallest input its
-family runs at (``INPUT_PX``), pruned with ``channel`` at ratio 0.3 (criterion l1) in local and in
+family runs at (``input_px``), pruned with ``channel`` at ratio 0.3 (criterion l1) in local and in
 global scope, and rebuilt; the rebuild is checked against the masked model (``surgery.rebuild``:
 1e-4 times the largest |logit|). Parameters that initialise to a constant near zero (biases,
 ConvNeXt's layer scale of 1e-6, ViT's zero head) are drawn from N(0, 0.02) first, so that the check
@@ -29,33 +29,18 @@ from prune_core.config import ExperimentConfig
 from prune_core.metrics import count_flops, count_params, time_interleaved
 from prune_core.pruning import PruneContext, prune_model, rebuild
 
-# the smallest input (px) each family runs at: five stride-2 stages need 32; AlexNet's stride-4
-# stem and three max pools 64; Inception v3 75 (its documented minimum); MaxViT's 7 x 7 windows
-# need every stage (1/4 ... 1/32 of the input) divisible by 7: 224; vit_h_14's patches 28
-INPUT_PX = {"alexnet": 64, "inception_v3": 75, "maxvit_t": 224, "vit_h_14": 28}
-DEFAULT_PX = 32
+DEFAULT_PX = 32  # the smallest input of every family whose minimum is below it (prune_core.zoo.MIN_SIZE)
 TIMM_MODELS = ("resnet18", "efficientnet_b0", "convnext_atto", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
                "swin_tiny_patch4_window7_224", "regnetx_002", "mobilevitv2_050")
 MAX_PARAMS = 150e6  # above this (vit_l_*, vit_h_14, convnext_large, regnet_y_128gf) a model is skipped by default
 
 
 def build(name: str, px: int) -> nn.Module:
-    """torchvision's builder ``name`` (or ``timm:<name>``) for 3 x ``px`` x ``px`` images, 10 classes,
-    random weights. The one place models are made: ``prune_core.models.build_model("torchvision:...")``
-    can replace it."""
-    if name.startswith("timm:"):
-        import timm
-        return timm.create_model(name[5:], pretrained=False, num_classes=10, img_size=px)
-    import torchvision
-    kwargs: Dict[str, object] = {}
-    if name.startswith("vit_"):
-        kwargs["image_size"] = px
-    if name == "maxvit_t":
-        kwargs["input_size"] = (px, px)
-    if name == "inception_v3":
-        kwargs["aux_logits"] = False  # eval-mode logits are the same; the aux head only trains
-        kwargs["init_weights"] = True
-    return torchvision.models.get_model(name, num_classes=10, weights=None, **kwargs)
+    """``name`` as ``model.name: torchvision:<name>`` (or ``timm:<name>``) builds it for 3 x ``px`` x ``px``
+    images, 10 classes, random weights."""
+    from prune_core.models import build_model
+
+    return build_model(name if name.startswith("timm:") else f"torchvision:{name}", 10, 3, px)
 
 
 @torch.no_grad()
@@ -68,7 +53,20 @@ def draw_constants(model: nn.Module, seed: int = 0) -> None:
 
 
 def input_px(name: str) -> int:
-    return INPUT_PX.get(name.split(":")[-1], DEFAULT_PX)
+    """32 px, or the smallest size the family runs at (``prune_core.zoo.check_size``: vit_h_14 28,
+    alexnet 64, inception_v3 75, maxvit_t 224)."""
+    from prune_core.errors import ConfigError
+    from prune_core.zoo import check_size
+
+    if name.startswith("timm:"):
+        return DEFAULT_PX
+    for px in (DEFAULT_PX, 28, *range(DEFAULT_PX + 1, 449)):
+        try:
+            check_size(f"torchvision:{name}", px)
+            return px
+        except ConfigError:
+            continue
+    raise ValueError(f"{name}: no input size up to 448 px")
 
 
 def measure(name: str, scope: str, args: argparse.Namespace) -> Dict[str, object]:

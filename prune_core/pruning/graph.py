@@ -188,6 +188,8 @@ class Graph:
             if (not isinstance(module, kinds) or module is self.classifier or module in visited
                     or module in self.in_attention or (isinstance(module, nn.Linear) and not linear_ok(module))):
                 continue
+            if self._feeds_norm(module):  # ``mixing`` would refuse its group; Swin v2's ran out of memory
+                continue
             try:
                 group = self.group_of(self.names[module], list(range(self.DG.get_out_channels(module))))
             except (IndexError, ZeroDivisionError):  # an index mapping Torch-Pruning 1.6 cannot infer
@@ -197,6 +199,26 @@ class Graph:
                            if self.DG.is_out_channel_pruning_fn(item.dep.handler))
             out.append(group)
         return out
+
+    def _feeds_norm(self, module: nn.Module) -> bool:
+        """True when ``module``'s outputs reach a LayerNorm (a GroupNorm over several channels)
+        through element-wise operations only (an add, an activation): that norm is then in the
+        module's group, which ``mixing`` refuses, so the group is not made. Making it can cost
+        more than the machine has: in swin_v2_t (post-norm blocks) Torch-Pruning's index mapping
+        for the residual stream grew past 24 GB."""
+        seen: Set[int] = set()
+        todo = list(self.DG.module2node[module].outputs)
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            m = node.module
+            if isinstance(m, nn.LayerNorm) or (isinstance(m, nn.GroupNorm) and m.num_groups != m.num_channels):
+                return True
+            if isinstance(m, tp.ops._ElementWiseOp):
+                todo.extend(node.outputs)
+        return False
 
     def mixing(self, group: tp.dependency.Group) -> Optional[str]:
         """Why the group's channels cannot be removed with the masked model as reference, or None.
