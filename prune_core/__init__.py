@@ -51,6 +51,7 @@ _PUBLIC = {
     "latency_metrics": "metrics",
     "build_architecture": "pruning",
     "architecture_key": "pruning",
+    "ArchitectureMismatch": "pruning",
     # plug-ins (prune_core.plugins) register through the doors the built-ins use
     "accepted_criteria": "pruning",
     "register_method": "pruning",

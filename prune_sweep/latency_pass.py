@@ -96,7 +96,8 @@ def time_trials(exp_location: str, threads: int, gpu: bool) -> Dict[str, Any]:
     holds, "trials": n, "models": architectures timed, "device": str, "seconds": float}``."""
     import torch
 
-    from prune_core import architecture_key, build_architecture, latency_metrics, time_interleaved
+    from prune_core import (ArchitectureMismatch, architecture_key, build_architecture, latency_metrics,
+                            time_interleaved)
 
     t0 = time.perf_counter()
     device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
@@ -110,6 +111,7 @@ def time_trials(exp_location: str, threads: int, gpu: bool) -> Dict[str, Any]:
         group.setdefault(kf, t.final)
         keys.append((kb, kf))
     timed: Dict[Tuple[Key, int, int], Dict[Key, Any]] = {}
+    skipped: List[str] = []
     where = str(device)
     old_threads = torch.get_num_threads()
     # building traces each model on the CPU: with the trials' threads, not the node's (tiny forwards
@@ -117,7 +119,11 @@ def time_trials(exp_location: str, threads: int, gpu: bool) -> Dict[str, Any]:
     torch.set_num_threads(threads or old_threads)
     try:
         for (kb, repeats, batch), archs in groups.items():
-            models = [build_architecture(*k[:4], widths).to(device) for k, widths in archs.items()]
+            try:
+                models = [build_architecture(*k[:4], widths).to(device) for k, widths in archs.items()]
+            except ArchitectureMismatch as exc:  # e.g. a head-pruned transformer: its trials keep their latency
+                skipped.append(str(exc))
+                continue
             lats = time_interleaved(models, kb[2], batch, repeats, threads=threads)
             timed[(kb, repeats, batch)] = dict(zip(archs, lats))
             where = lats[0].device
@@ -126,10 +132,11 @@ def time_trials(exp_location: str, threads: int, gpu: bool) -> Dict[str, Any]:
         torch.set_num_threads(old_threads)
     latency = {}
     for t, (kb, kf) in zip(trials, keys):
-        lat = timed[(kb, t.repeats, t.batch)]
-        latency[t.trial_id] = latency_metrics(lat[kb], lat[kf], "quiet")
-    return {"latency": latency, "trials": len(trials), "models": sum(len(a) for a in groups.values()),
-            "device": where, "seconds": time.perf_counter() - t0}
+        lat = timed.get((kb, t.repeats, t.batch))
+        if lat is not None:
+            latency[t.trial_id] = latency_metrics(lat[kb], lat[kf], "quiet")
+    return {"latency": latency, "trials": len(latency), "models": sum(len(timed[k]) for k in timed),
+            "device": where, "seconds": time.perf_counter() - t0, "skipped": sorted(set(skipped))}
 
 
 def node_cpus(gpu: bool) -> int:
@@ -150,6 +157,8 @@ def run_quiet_pass(exp: Store, gpu: bool, threads: int, log: Callable[[str], Non
         return None
     task = ray.remote(time_trials).options(num_cpus=cpus, num_gpus=1 if gpu else 0)
     result = ray.get(task.remote(exp.location, threads, gpu))
+    for reason in result.get("skipped", ()):
+        log(f"latency: not timed alone: {reason}")
     if not result["trials"]:
         log("latency: no finished trial to time alone")
         return None

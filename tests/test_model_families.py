@@ -146,3 +146,12 @@ def test_vit_flops_count_its_projections_and_attention_products():
     report = count_flops(model, (3, 32, 32))
     assert report.total == stem + layers * per_layer + 2 * width * 10
     assert sum(report.per_layer.values()) < report.total
+
+
+def test_a_transformer_is_not_rebuilt_from_layer_widths_alone():
+    """Pruned heads are not among a trial's recorded layer widths: the quiet latency pass leaves such
+    a trial's own latency instead of timing a network with every head (prune_sweep.latency_pass)."""
+    from prune_core.pruning import ArchitectureMismatch, build_architecture
+
+    with pytest.raises(ArchitectureMismatch, match=r"^torchvision:swin_t: a model with attention heads is not rebuilt"):
+        build_architecture("torchvision:swin_t", 10, (3, 32, 32), 1.0, {})

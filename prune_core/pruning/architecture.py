@@ -21,6 +21,7 @@ from ..metrics import layer_channels
 from ..models import build_model
 from .channel import remove_channels
 from .graph import WEIGHTED, build_graph
+from .heads import attention_modules
 
 
 class ArchitectureMismatch(ValueError):
@@ -37,11 +38,15 @@ def build_architecture(name: str, num_classes: int, input_shape: Tuple[int, ...]
     """Registry model ``name`` (``width``, ``num_classes``, images of ``input_shape`` (C, H, W)) with
     every conv/linear layer at the output width ``channels`` gives it, in eval mode, weights random.
 
-    Raises ``ArchitectureMismatch`` when ``channels`` names a layer the model lacks, leaves one out,
+    Raises ``ArchitectureMismatch`` for a model with attention heads, and when ``channels`` names a
+    layer the model lacks, leaves one out,
     asks a layer to grow, or gives coupled layers different cuts.
     """
     c, h = input_shape[0], input_shape[1]
     model = build_model(name, num_classes, c, h, width).eval()
+    if attention_modules(model):  # the head counts are not among the recorded widths
+        raise ArchitectureMismatch(f"{name}: a model with attention heads is not rebuilt from its layer widths "
+                                   "(pruned heads are not recorded there); its trial's own latency stands")
     widths = layer_channels(model)
     unknown = sorted(set(channels) - set(widths))
     missing = sorted(set(widths) - set(channels))
