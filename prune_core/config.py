@@ -22,7 +22,7 @@ from .data import check_dataset, dataset_opener
 from .errors import ConfigError
 from . import zoo
 from .models import builder_of, check_model, weights_key
-from .plugins import code_digest, load_plugins, module_name
+from .plugins import code_digest, load_plugins, module_name, split_reference
 from .pruning import METHODS, post_prune_training, resolve_prune
 from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig, RuntimeConfig,
                        TrainConfig, coerce, digest, finetune_default, flatten, is_reference, nest,
@@ -153,7 +153,7 @@ class ExperimentConfig:
             key["data"]["root"] = str(Path(self.data.root).expanduser().resolve())
         for section, name in (("data", self.data.name), ("model", self.model.name)):
             if is_reference(name):  # a file by its module name: a moved checkout keeps its bases
-                module, _, attr = name.rpartition(":")
+                module, attr = split_reference(name)
                 key[section]["name"] = f"{module_name(module)}:{attr}"
         # a plug-in's model or dataset: the code that builds it (absent for built-ins: their hashes stay)
         for section, builder in (("model", builder_of(self.model.name)), ("data", dataset_opener(self.data.name))):

@@ -33,7 +33,6 @@ import functools
 import hashlib
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -44,7 +43,7 @@ from . import folders
 from ._registry import register
 from .errors import ConfigError, DatasetMissing
 from .loaders import FileImages, Loader, Normalise, Stats, TensorImages, generator, stratified_order
-from .plugins import PluginError, load_plugins
+from .plugins import reference_target
 from .sections import DataConfig, is_reference, require
 
 __all__ = ["DATASETS", "DataSplits", "DatasetMissing", "RawDataset", "check_dataset", "dataset_opener",
@@ -121,14 +120,8 @@ def dataset_opener(name: str) -> Callable[[DataConfig], Any]:
     module, _, attr = name.rpartition(":")
     accepted = "<module>:<callable>, a module name or .py file and a function of it taking the DataConfig"
     require(bool(module) and bool(attr), "data.name", name, accepted)
-    try:
-        (imported,) = load_plugins([module])
-    except PluginError as exc:  # "plugin <module>: why"
-        raise ConfigError(f"data.name={name!r}: {str(exc).split(': ', 1)[-1]}") from None
-    obj: Any = sys.modules[imported]
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-    require(callable(obj), "data.name", name, f"{accepted} ({imported} has no callable {attr!r})")
+    imported, obj = reference_target("data.name", name)
+    require(callable(obj), "data.name", name, f"{accepted} ({imported.__name__} has no callable {attr!r})")
     return obj
 
 

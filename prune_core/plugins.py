@@ -65,6 +65,22 @@ def absolute_reference(value: Any, relative_to: Path) -> Any:
     return f"{(relative_to / Path(head).expanduser()).resolve()}:{split_reference(value)[1]}"
 
 
+def reference_target(key: str, name: str) -> Tuple[Any, Any]:
+    """(module, attribute) of the reference ``<module or file.py>:<attribute>`` given as config key
+    ``key``: the module imported as a plug-in (a file as the module named by its stem), the
+    attribute found by its dotted name, or None. A module that does not import is ``ConfigError``
+    in one line naming ``key``; what the attribute must be is the caller's to say."""
+    head, tail = split_reference(name)
+    try:
+        module = sys.modules[load_plugins([head])[0]]
+    except PluginError as exc:
+        raise ConfigError(f"{key}={name!r}: {str(exc).removeprefix(f'plugin {head}: ')}") from None
+    obj: Any = module
+    for part in tail.split("."):
+        obj = getattr(obj, part, None)
+    return module, obj
+
+
 def module_name(entry: str) -> str:
     """The name a plug-in is imported under: a file's stem, or the module name itself."""
     return Path(entry).stem if is_file(entry) else entry

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -66,14 +65,10 @@ def reference_builder(name: str) -> Builder:
 
 def user_callable(key: str, name: str) -> Callable:
     """The callable ``<module or file.py>:<attribute>`` names, its module imported as a plug-in."""
-    from .plugins import PluginError, load_plugins
+    from .plugins import reference_target
 
     head, tail = split(name)
-    try:
-        module = sys.modules[load_plugins([head])[0]]
-    except PluginError as exc:
-        raise ConfigError(f"{key}={name!r}: {str(exc).removeprefix(f'plugin {head}: ')}") from None
-    obj = getattr(module, tail, None)
+    module, obj = reference_target(key, name)
     if not callable(obj):
         public = [a for a in dir(module) if not a.startswith("_") and callable(getattr(module, a))]
         raise ConfigError(f"{key}={name!r}: {head} has no callable {tail!r}; closest: {closest(tail, public)}")

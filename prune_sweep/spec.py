@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from prune_core.errors import ConfigError
-from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, absolute_reference, with_plugins
+from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, absolute_reference, file_reference, with_plugins
 from prune_core.sections import DEFAULTS, SMOKE, canonical, flatten, nest
 from prune_sweep.checks import SweepError, as_mapping, as_number, fail
 from prune_sweep.loggers import DEFAULT_LOGGERS, Logger, parse_loggers
@@ -476,7 +476,7 @@ def _code_references(base: Dict[str, Any], space: Any, here: Path) -> Tuple[Dict
             return {k: (fix(v) if k != "when" else v) for k, v in value.items()}
         new = absolute_reference(value, here)
         if new is not value:
-            files.append(str(new).rpartition(":")[0])
+            files.append(file_reference(new))
         return new
 
     base = {k: fix(v) if k in REFERENCE_KEYS else v for k, v in base.items()}
