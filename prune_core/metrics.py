@@ -136,9 +136,13 @@ def sparsity(model: nn.Module) -> float:
 
 
 def layer_channels(model: nn.Module) -> Dict[str, int]:
-    """Output channels (features) of every conv and linear layer."""
-    return {n: (m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)
-            for n, m in model.named_modules() if isinstance(m, WEIGHTED)}
+    """Output channels (features) of every conv and linear layer, and of every attention layer the
+    width its heads span (heads x head dimension, ``pruning.heads.head_widths``), in module order."""
+    from .pruning.heads import head_widths  # here: prune_core.pruning imports this module
+
+    heads = head_widths(model)
+    return {n: heads[n] if n in heads else (m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)
+            for n, m in model.named_modules() if n in heads or isinstance(m, WEIGHTED)}
 
 
 def layer_params(model: nn.Module) -> Dict[str, int]:

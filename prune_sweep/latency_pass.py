@@ -121,7 +121,7 @@ def time_trials(exp_location: str, threads: int, gpu: bool) -> Dict[str, Any]:
         for (kb, repeats, batch), archs in groups.items():
             try:
                 models = [build_architecture(*k[:4], widths).to(device) for k, widths in archs.items()]
-            except ArchitectureMismatch as exc:  # e.g. a head-pruned transformer: its trials keep their latency
+            except ArchitectureMismatch as exc:  # e.g. widths recorded before heads were: its trials keep their latency
                 skipped.append(str(exc))
                 continue
             lats = time_interleaved(models, kb[2], batch, repeats, threads=threads)

@@ -148,10 +148,64 @@ def test_vit_flops_count_its_projections_and_attention_products():
     assert sum(report.per_layer.values()) < report.total
 
 
-def test_a_transformer_is_not_rebuilt_from_layer_widths_alone():
-    """Pruned heads are not among a trial's recorded layer widths: the quiet latency pass leaves such
-    a trial's own latency instead of timing a network with every head (prune_sweep.latency_pass)."""
+def tiny_vit(num_classes, in_channels, image_size, width):
+    """FAMILIES' ViT as a ``model.name`` builder (``<file.py>:tiny_vit``)."""
+    return FAMILIES["vit"][0]()
+
+
+def tiny_maxvit(num_classes, in_channels, image_size, width):
+    return FAMILIES["maxvit"][0]()
+
+
+NAMED = {"vit": f"{__file__}:tiny_vit", "swin": "torchvision:swin_t", "maxvit": f"{__file__}:tiny_maxvit"}
+
+
+@pytest.mark.parametrize("family", sorted(NAMED))
+def test_head_pruned_transformer_saves_loads_and_rebuilds_from_recorded_widths(family, tmp_path):
+    """The head counts travel with a pruned model: ``save_pruned``/``load_pruned`` give back the same
+    logits, and the recorded widths (``layer_channels``, an attention layer's entry = heads x head
+    dimension) rebuild its architecture for the quiet latency pass (``build_architecture``)."""
+    from prune_core.metrics import layer_channels
+    from prune_core.models import build_model
+    from prune_core.pruning import build_architecture, load_pruned, save_pruned
+
+    model, x, plan, result = _pruned(family, "local")
+    small = result.model.eval()
+    widths = layer_channels(small)
+    attention = attention_modules(small)
+    assert all(widths[n] == head_count(m) * head_width(m) for n, m in attention.items())
+    assert widths != layer_channels(model)
+    save_pruned(small, tmp_path / "pruned.pt")
+    again = load_pruned(tmp_path / "pruned.pt", build_model(NAMED[family], 10, 3, 32)).eval()
+    assert {n: head_count(m) for n, m in attention_modules(again).items()} == {n: head_count(m) for n, m in attention.items()}
+    with torch.no_grad():
+        assert torch.allclose(again(x), small(x), atol=1e-5)
+    net = build_architecture(NAMED[family], 10, (3, 32, 32), 1.0, widths)
+    assert layer_channels(net) == widths
+    assert count_flops(net, (3, 32, 32)).total == count_flops(small, (3, 32, 32)).total
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in small.parameters())
+
+
+def test_recorded_attention_width_that_is_not_whole_heads_is_refused_in_one_line():
+    from prune_core.metrics import layer_channels
+    from prune_core.models import build_model
     from prune_core.pruning import ArchitectureMismatch, build_architecture
 
-    with pytest.raises(ArchitectureMismatch, match=r"^torchvision:swin_t: a model with attention heads is not rebuilt"):
-        build_architecture("torchvision:swin_t", 10, (3, 32, 32), 1.0, {})
+    widths = layer_channels(build_model(NAMED["vit"], 10, 3, 32))
+    layer = next(iter(attention_modules(build_model(NAMED["vit"], 10, 3, 32))))
+    with pytest.raises(ArchitectureMismatch, match=rf"attention layer {layer} width 40; expected a multiple of its "
+                                                   r"head dimension 16 \(whole heads\)$"):
+        build_architecture(NAMED["vit"], 10, (3, 32, 32), 1.0, dict(widths, **{layer: 40}))
+
+
+@pytest.mark.parametrize("family", ["vit", "maxvit"])
+def test_channel_counts_read_for_a_head_plan_are_what_rebuild_leaves(family):
+    """The latency search's table reads a plan's layer widths from the graph: removed heads narrow
+    the q, k, v projection (MaxViT's is a linear layer) and the output projection's inputs there too."""
+    from prune_core.pruning import devicecost
+    from prune_core.pruning.graph import build_graph
+
+    model, x, plan, result = _pruned(family, "local")
+    assert any(name in attention_modules(model) for name in plan.channels)
+    read = build_graph(copy_model(model), x).pruned_channels(plan.channels)
+    assert read == devicecost.channels(result.model) != devicecost.channels(model)

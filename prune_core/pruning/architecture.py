@@ -21,7 +21,7 @@ from ..metrics import layer_channels
 from ..models import build_model
 from .channel import remove_channels
 from .graph import WEIGHTED, build_graph
-from .heads import attention_modules
+from .heads import attention_modules, head_count, head_width
 
 
 class ArchitectureMismatch(ValueError):
@@ -38,15 +38,13 @@ def build_architecture(name: str, num_classes: int, input_shape: Tuple[int, ...]
     """Registry model ``name`` (``width``, ``num_classes``, images of ``input_shape`` (C, H, W)) with
     every conv/linear layer at the output width ``channels`` gives it, in eval mode, weights random.
 
-    Raises ``ArchitectureMismatch`` for a model with attention heads, and when ``channels`` names a
-    layer the model lacks, leaves one out,
-    asks a layer to grow, or gives coupled layers different cuts.
+    An attention layer's entry is the width its heads span (``heads.head_widths``): it keeps its
+    first heads, as many as that width holds. Raises ``ArchitectureMismatch`` when ``channels``
+    names a layer the model lacks, leaves one out, asks a layer to grow, gives coupled layers
+    different cuts, or gives an attention layer a width that is not whole heads.
     """
     c, h = input_shape[0], input_shape[1]
     model = build_model(name, num_classes, c, h, width).eval()
-    if attention_modules(model):  # the head counts are not among the recorded widths
-        raise ArchitectureMismatch(f"{name}: a model with attention heads is not rebuilt from its layer widths "
-                                   "(pruned heads are not recorded there); its trial's own latency stands")
     widths = layer_channels(model)
     unknown = sorted(set(channels) - set(widths))
     missing = sorted(set(widths) - set(channels))
@@ -74,6 +72,14 @@ def build_architecture(name: str, num_classes: int, input_shape: Tuple[int, ...]
         k = next(iter(cuts.values()), 0)
         if k:
             plan[group.root] = list(range(k))
+    for layer, module in attention_modules(model).items():
+        d = head_width(module)
+        if channels[layer] % d:
+            raise ArchitectureMismatch(f"{name}: attention layer {layer} width {channels[layer]}; expected a "
+                                       f"multiple of its head dimension {d} (whole heads)")
+        k = head_count(module) - channels[layer] // d
+        if k:
+            plan[layer] = list(range(k))
     remove_channels(model, plan, x, graph)  # the graph of the unpruned model: one trace, not two
     got = layer_channels(model)
     wrong = [k for k in channels if got[k] != channels[k]]

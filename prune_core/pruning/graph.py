@@ -20,7 +20,7 @@ from torch import nn
 from torch_pruning.dependency import index_mapping as tp_index_mapping
 
 from ..metrics import WEIGHTED
-from .heads import attention_modules
+from .heads import attention_modules, projection_channels
 
 CONV = nn.modules.conv._ConvNd
 
@@ -285,7 +285,12 @@ class Graph:
         gone_in: Dict[str, Set[int]] = defaultdict(set)
         gone_out: Dict[str, Set[int]] = defaultdict(set)
         for root, idxs in channels.items():
-            if not idxs or root in self.attention:  # heads: the conv/linear widths of their projections only
+            if idxs and root in self.attention:  # heads: the widths of their projections
+                for module, axis, gone in projection_channels(self.attention[root], list(idxs)):
+                    if module in self.names:
+                        (gone_in if axis else gone_out)[self.names[module]].update(gone)
+                continue
+            if not idxs:
                 continue
             for item in self.group_of(root, list(idxs)).items:
                 module = item.dep.target.module

@@ -184,6 +184,29 @@ def head_width(module: nn.Module) -> int:
     return int(_kind(module).head_dim(module))
 
 
+def head_widths(model: nn.Module) -> Dict[str, int]:
+    """{name: heads x head dimension} of every attention layer: the width its heads span, recorded
+    beside the conv/linear widths (``metrics.layer_channels``) because torch's packed
+    ``MultiheadAttention`` has no linear layer whose width would say how many heads it kept."""
+    return {n: head_count(m) * head_width(m) for n, m in attention_modules(model).items()}
+
+
+def set_heads(module: nn.Module, heads: int, head_dim: int) -> None:
+    """Give an unpruned attention layer the head count of a pruned one (its tensors are reshaped
+    by whoever loads the weights: ``serialize.load_pruned``)."""
+    kind = _kind(module)
+    if int(head_dim) != head_width(module):
+        raise ValueError(f"{type(module).__name__}: head dimension {head_dim}; expected {head_width(module)} "
+                         "(whole heads are pruned, never a dimension inside one)")
+    if int(heads) == head_count(module):
+        return
+    if not 1 <= int(heads) < head_count(module):
+        raise ValueError(f"{type(module).__name__}: {heads} heads; expected 1..{head_count(module) - 1}")
+    setattr(module, kind.count, int(heads))
+    module.head_dim = int(head_dim)
+    module.__class__ = _KINDS[type(module)][1]
+
+
 def _rows(kind: HeadKind, m: nn.Module, heads: List[int]) -> torch.Tensor:
     """Indices of the q, k and v rows of ``heads``."""
     n, d = head_count(m), kind.head_dim(m)
@@ -205,6 +228,15 @@ def _tensors(kind: HeadKind, m: nn.Module, heads: List[int]):
     yield kind.out(m), "weight", 1, _cols(kind, m, heads)
     for get, attr, axis in kind.per_head:
         yield get(m), attr, axis, torch.tensor(heads, dtype=torch.long)
+
+
+def projection_channels(module: nn.Module, heads: List[int]) -> List[Tuple[nn.Module, int, List[int]]]:
+    """(linear layer, axis: 0 outputs / 1 inputs, indices) that removing ``heads`` takes from the
+    attention layer's projections: its q, k, v rows where they are a linear layer of their own (Swin,
+    MaxViT; torch's packed ``MultiheadAttention`` holds them in itself) and its output projection's
+    columns."""
+    return [(owner, axis, idx.tolist()) for owner, attr, axis, idx in _tensors(_kind(module), module, heads)
+            if isinstance(owner, nn.Linear) and attr == "weight"]
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """Saving a pruned model so that a fresh registry model can take its shape again.
 
 The file holds the state dict (masks folded into their weights) and, per layer, the attributes
-that a pruned layer changes (channel counts, groups, features). Loading reshapes a fresh model of
+that a pruned layer changes (channel counts, groups, features; an attention layer's head count and
+head dimension). Loading reshapes a fresh model of
 the same registry name to those shapes and loads the weights with ``weights_only=True``: nothing
 but tensors, numbers and strings is unpickled. (``tp.state_dict`` pickles whole module
 ``__dict__``s, which ``weights_only`` refuses.)
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_checked, save_atomic
+from .heads import attention_modules, head_count, head_width, set_heads
 
 FORMAT = 1
 SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features")
@@ -44,7 +46,8 @@ def save_pruned(model: nn.Module, path: Union[str, Path]) -> None:
     shapes = {name: {a: int(getattr(m, a)) for a in SHAPE_ATTRS if isinstance(getattr(m, a, None), int)}
               for name, m in model.named_modules()}
     shapes = {k: v for k, v in shapes.items() if v}
-    save_atomic({"format": FORMAT, "state_dict": _dense_state(model), "shapes": shapes}, Path(path))
+    heads = {name: [head_count(m), head_width(m)] for name, m in attention_modules(model).items()}
+    save_atomic({"format": FORMAT, "state_dict": _dense_state(model), "shapes": shapes, "heads": heads}, Path(path))
 
 
 def load_pruned(path: Union[str, Path], base_model: nn.Module) -> nn.Module:
@@ -63,6 +66,11 @@ def load_pruned(path: Union[str, Path], base_model: nn.Module) -> nn.Module:
             raise ValueError(f"{path}: layer {name!r} is not in the model it is loaded into") from None
         for attr, value in attrs.items():
             setattr(module, attr, value)
+    attention = attention_modules(base_model)
+    for name, (heads, head_dim) in blob.get("heads", {}).items():  # files written before heads were saved lack it
+        if name not in attention:
+            raise ValueError(f"{path}: attention layer {name!r} is not in the model it is loaded into")
+        set_heads(attention[name], heads, head_dim)
     for key, value in state.items():
         owner, _, leaf = key.rpartition(".")
         module = base_model.get_submodule(owner)
