@@ -226,22 +226,34 @@ def _hypervolume_table(table: pd.DataFrame, configs: pd.DataFrame, notes: List[s
     return pd.DataFrame(rows)
 
 
+def model_groups(sub: pd.DataFrame) -> List[Tuple[str, pd.DataFrame]]:
+    """``[("", sub)]``, or one (model label, its rows) per model where ``sub`` holds several: a budget is
+    a fraction of each model's own dense cost, so winners are chosen per model (``criterion_series``)."""
+    names = sub["model.name"].dropna().astype(str) if "model.name" in sub else pd.Series(dtype=str)
+    if names.nunique() < 2:
+        return [("", sub)]
+    return [(name_label(m), sub[sub["model.name"].astype(str) == m]) for m in names.unique()]
+
+
 def _budget_table(table: pd.DataFrame, configs: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame:
     rows = []
     keys = [k for k in GROUP_KEYS if k != "runtime.seed"]
     for exp in table["experiment"].unique():
+        trials = table[table["experiment"] == exp]
         fin = configs[configs["experiment"] == exp]
-        for key in ("flops", "flops_nz"):
-            for b in budgets:
-                ok = fin[fin[f"{key}_frac"] <= b + 1e-12]
-                row = {"experiment": exp, "axis": key, "budget": b}
-                if not ok.empty:
-                    best = ok.sort_values([SELECT, f"{key}_frac", "trial_id"], ascending=[False, True, True]).iloc[0]
-                    row.update(best[["trial_id", "trials", "seeds", *keys, SELECT, f"{SELECT}_std", REPORT,
-                                     f"{REPORT}_std", "acc_base", f"{key}_frac", "compute_epochs", "flops_final",
-                                     "params_nz_final", "latency_ms_final", "command"]].to_dict())
-                    row["cost_frac"] = row.pop(f"{key}_frac")
-                rows.append(row)
+        for model, _ in model_groups(trials):
+            mine = fin if not model else fin[fin["model.name"].astype(str).map(name_label) == model]
+            for key in ("flops", "flops_nz"):
+                for b in budgets:
+                    ok = mine[mine[f"{key}_frac"] <= b + 1e-12]
+                    row = {"experiment": exp, "model": model, "axis": key, "budget": b}
+                    if not ok.empty:
+                        best = ok.sort_values([SELECT, f"{key}_frac", "trial_id"], ascending=[False, True, True]).iloc[0]
+                        row.update(best[["trial_id", "trials", "seeds", *keys, SELECT, f"{SELECT}_std", REPORT,
+                                         f"{REPORT}_std", "acc_base", f"{key}_frac", "compute_epochs", "flops_final",
+                                         "params_nz_final", "latency_ms_final", "command"]].to_dict())
+                        row["cost_frac"] = row.pop(f"{key}_frac")
+                    rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -121,7 +121,9 @@ def _budget_frame(a: Analysis, multi: bool) -> pd.DataFrame:
     rows = []
     for _, r in b.iterrows():
         kind = AXIS[r["axis"]].label
-        row = {**({"experiment": r["experiment"]} if multi else {}), "budget": f"≤{100 * r['budget']:g}% {kind}"}
+        row = {**({"experiment": r["experiment"]} if multi else {}),
+               **({"model": r["model"]} if (b.get("model", pd.Series(dtype=str)) != "").any() else {}),
+               "budget": f"≤{100 * r['budget']:g}% {kind}"}
         if isinstance(r.get("trial_id"), str):
             row.update({"method": r["prune.method"], "criterion": r["prune.criterion"], "scope": r["prune.scope"],
                         "ratio": _fmt(r["prune.ratio"], "g"), "cost": f"{100 * r['cost_frac']:.1f}%",
@@ -378,7 +380,8 @@ def summary_text(a: Analysis) -> str:
     """The short table printed in the terminal."""
     lines = [_summary_frame(a).to_string(index=False)]
     for _, r in a.budgets[a.budgets["axis"] == "flops"].iterrows():
-        head = f"  {r['experiment']}: best at ≤{100 * r['budget']:g}% dense FLOPs: "
+        model = f" of {r['model']}" if r.get("model") else ""
+        head = f"  {r['experiment']}: best at ≤{100 * r['budget']:g}% dense FLOPs{model}: "
         if isinstance(r.get("trial_id"), str):
             lines.append(head + f"{r['prune.method']} ratio={r['prune.ratio']:g} {r['prune.scope']} "
                          f"val {r[SELECT]:.2f}%, test {r[REPORT]:.2f}% ({100 * r['cost_frac']:.1f}% FLOPs, "

@@ -480,3 +480,35 @@ def test_latency_timed_alone_replaces_what_the_trial_timed(tmp_path):
     (expdir / "latency.json").write_text("[1, 2]")
     with pytest.raises(results_module.AnalyzeError, match=r"latency.json: expected a JSON object of trial ids"):
         load_experiments([expdir])
+
+
+def test_budget_winners_of_a_study_of_two_models_are_chosen_per_model(tmp_path):
+    """A budget is a fraction of each model's own dense FLOPs: a study that sweeps ``model.name``
+    names a winner per model and budget, each the best on validation among that model's trials."""
+    from prune_sweep.analysis import analyze_results
+    from prune_sweep.report import summary_text
+
+    expdir = make_experiment(tmp_path / "two", n_trials=24, seed=3, errors=0, stopped=0, pending=0)
+    sweep = (expdir / "sweep.yaml").read_text()
+    (expdir / "sweep.yaml").write_text(sweep.replace("space:\n", "space:\n  model.name: {choice: [resnet20, "
+                                                                 "torchvision:resnet18]}\n"))
+    for i, params_file in enumerate(sorted(expdir.glob("*/params.json"))):
+        params = json.loads(params_file.read_text())
+        params["model.name"] = "torchvision:resnet18" if i % 2 else "resnet20"
+        params_file.write_text(json.dumps(params))
+        if i % 2:  # a bigger network: every FLOPs figure 30 times resnet20's
+            rows = [json.loads(line) for line in (params_file.parent / "result.json").read_text().splitlines()]
+            for r in rows:
+                r.update({k: v * 30 for k, v in r.items() if k.startswith("flops")})
+            (params_file.parent / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a = analyze_results(load_experiments([expdir]), budgets=(0.3, 0.6))
+    b = a.budgets[a.budgets["axis"] == "flops"]
+    assert sorted(b["model"]) == ["resnet20", "resnet20", "torchvision.resnet18", "torchvision.resnet18"]
+    configs = a.configs
+    for _, row in b.iterrows():
+        mine = configs[(configs["model.name"].str.replace(":", ".") == row["model"])
+                       & (configs["flops_frac"] <= row["budget"] + 1e-12)]
+        assert row["trial_id"] == mine.sort_values("val_acc_final", ascending=False)["trial_id"].iloc[0]
+        assert row["prune.method"].endswith(f" @ {row['model']}")
+    text = summary_text(a)
+    assert "best at ≤30% dense FLOPs of torchvision.resnet18: " in text and "of resnet20: " in text
