@@ -161,6 +161,15 @@ def _comparable(scores: torch.Tensor, ranking: str) -> torch.Tensor:
     return scores
 
 
+def head_saliency(criterion, name: str) -> Tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """(per-weight saliency that ranks attention heads, what it is): the criterion's own where it scores
+    single weights without a gradient (l1: |w|, l2: w², random), else w² (l2) for a criterion that
+    cannot (bn_scale: attention has no batch norm; taylor: heads get no calibration gradient)."""
+    if "weight" in getattr(criterion, "units", ()) and not getattr(criterion, "needs_grad", False):
+        return (lambda w: criterion.weight_saliency(w, None)), name
+    return (lambda w: w.pow(2)), "l2"
+
+
 @register_method("channel", unit="channel", lamp=True, targets=("unit", "flops", "latency"))
 def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Filter pruning: choose whole channels per dependency group; ``rebuild`` removes them."""
@@ -177,7 +186,8 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
                           f"score; expected one of {', '.join(others)} for it")
     how = ranking_of(p, criterion, ctx.cfg.train.bn_l1)
     heads = attention_modules(work)
-    head_scores_ = [head_scores(m) for m in heads.values()]
+    saliency, heads_by = head_saliency(criterion, p.criterion)
+    head_scores_ = [head_scores(m, saliency) for m in heads.values()]
     units: List[Unit] = [Unit(g.root, _comparable(g.unit_scores(s), how), g.conv_outputs * g.period, g.channels)
                          for g, s in ranked]
     # a head counts as the 3 x head_dim outputs of the q, k, v projections it takes away
@@ -185,7 +195,7 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
               for (name, m), s in zip(heads.items(), head_scores_)]
 
     stats: Dict[str, object] = {"groups": len(groups), "groups_ranked": len(ranked), "ranking": how,
-                                "attention_layers": len(heads)}
+                                "attention_layers": len(heads), **({"heads_ranked_by": heads_by} if heads else {})}
     extra: Dict[str, float] = {}
     rt = ctx.cfg.runtime
     round_to = p.round_to

@@ -11,7 +11,8 @@ stream) is not pruned: every block's LayerNorm normalises over it (``graph.Graph
 
 Each attention type has one record, ``HeadKind``, looked up by the module's type: torch's
 ``nn.MultiheadAttention`` (torchvision's ViT), torchvision's Swin (v1, v2) window attention and
-MaxViT's relative-position attention. A head-pruned module becomes a subclass whose forward reads
+MaxViT's relative-position attention, and timm's ``Attention`` (whose forward already reads its
+``attn_dim``). A head-pruned torch or torchvision module becomes a subclass whose forward reads
 ``head_dim`` instead of deriving it from the embedding width.
 
 >>> kinds = attention_modules(model)  # doctest: +SKIP
@@ -41,6 +42,8 @@ class HeadKind:
     out: Callable[[nn.Module], nn.Linear]  # output projection: reads ``heads * head_dim`` columns
     head_dim: Callable[[nn.Module], int]
     per_head: Tuple[Slot, ...] = ()  # other tensors with one slice per head (position bias tables)
+    width: str = ""  # attribute holding heads x head_dim, where the module keeps one (timm's attn_dim)
+    accepts: Callable[[nn.Module], bool] = lambda m: True  # this instance's heads can go (no norm over them)
 
 
 class _HeadPrunedMHA(nn.MultiheadAttention):
@@ -163,11 +166,32 @@ def _torchvision_kinds() -> None:
         _KINDS[base] = _KINDS[pruned] = (kind, pruned)
 
 
+def _timm_kinds() -> None:
+    """timm's ``Attention`` (its ViT, DeiT and relatives): heads x head_dim is ``attn_dim``, which
+    its forward reads, so a head-pruned one keeps its class. One with a norm over the heads'
+    output (``scale_norm``) or a gate is left alone: zeroing a head would change the others."""
+    try:
+        from timm.layers import Attention
+    except ImportError:  # a timm without it: its models keep their attention unpruned
+        return
+
+    def plain(m: nn.Module) -> bool:
+        return hasattr(m, "attn_dim") and isinstance(getattr(m, "norm", nn.Identity()), nn.Identity) \
+            and getattr(m, "gate", None) is None
+
+    kind = HeadKind("num_heads", lambda m: (m.qkv, "weight", "bias"), lambda m: m.proj, lambda m: m.head_dim,
+                    width="attn_dim", accepts=plain)
+    _KINDS[Attention] = (kind, Attention)
+
+
+_LOADERS = {"torchvision": _torchvision_kinds, "timm": _timm_kinds}
+
+
 def _kind(module: nn.Module) -> Optional[HeadKind]:
-    if "torchvision" in sys.modules and len(_KINDS) == 2:
-        _torchvision_kinds()
+    for lib in [lib for lib in _LOADERS if lib in sys.modules]:  # a library's models exist once it is imported
+        _LOADERS.pop(lib)()
     entry = _KINDS.get(type(module))
-    return entry[0] if entry else None
+    return entry[0] if entry and entry[0].accepts(module) else None
 
 
 def attention_modules(model: nn.Module) -> Dict[str, nn.Module]:
@@ -204,6 +228,8 @@ def set_heads(module: nn.Module, heads: int, head_dim: int) -> None:
         raise ValueError(f"{type(module).__name__}: {heads} heads; expected 1..{head_count(module) - 1}")
     setattr(module, kind.count, int(heads))
     module.head_dim = int(head_dim)
+    if kind.width:
+        setattr(module, kind.width, int(heads) * int(head_dim))
     module.__class__ = _KINDS[type(module)][1]
 
 
@@ -239,17 +265,24 @@ def projection_channels(module: nn.Module, heads: List[int]) -> List[Tuple[nn.Mo
             if isinstance(owner, nn.Linear) and attr == "weight"]
 
 
+def _square(w: torch.Tensor) -> torch.Tensor:
+    return w.pow(2)
+
+
 @torch.no_grad()
-def head_scores(module: nn.Module) -> torch.Tensor:
-    """L2 norm of each head's weights: its q, k, v rows and output-projection columns (the
-    magnitude Torch-Pruning's head pruning sums over a head's channels)."""
+def head_scores(module: nn.Module, saliency: Callable[[torch.Tensor], torch.Tensor] = _square) -> torch.Tensor:
+    """Each head's score: ``saliency`` of its weights (its q, k and v rows and its output-projection
+    columns) summed, divided by 2 x head_dim. With ``|w|`` or ``w**2`` this is Torch-Pruning's head
+    importance (``MetaPruner(prune_num_heads=True)`` with ``MagnitudeImportance(p=1 or 2)``: the
+    group's per-channel importance, the mean over its two layers, then averaged over the head's
+    channels; ``tests/test_heads_reference.py`` pins it)."""
     kind = _kind(module)
     owner, w, _ = kind.qkv(module)
     qkv, out = getattr(owner, w).detach().float(), kind.out(module).weight.detach().float()
     n, d = head_count(module), kind.head_dim(module)
-    rows = (qkv.reshape(3, n, d, -1) ** 2).sum((0, 2, 3))
-    cols = (out.reshape(out.shape[0], n, d) ** 2).sum((0, 2))
-    return (rows + cols).sqrt().cpu()
+    rows = saliency(qkv).reshape(3, n, d, -1).sum((0, 2, 3))
+    cols = saliency(out).reshape(out.shape[0], n, d).sum((0, 2))
+    return ((rows + cols) / (2 * d)).cpu()
 
 
 @torch.no_grad()
@@ -282,4 +315,6 @@ def remove_heads(module: nn.Module, heads: List[int]) -> None:
     kind.out(module).in_features = (n - len(heads)) * d
     setattr(module, kind.count, n - len(heads))
     module.head_dim = d
+    if kind.width:
+        setattr(module, kind.width, (n - len(heads)) * d)
     module.__class__ = _KINDS[type(module)][1]
