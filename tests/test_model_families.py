@@ -15,7 +15,7 @@ from torch import nn
 torchvision = pytest.importorskip("torchvision")
 from torchvision.models import (MaxVit, VisionTransformer, convnext,  # noqa: E402
                                 densenet, efficientnet, mobilenetv2, regnet, resnet, shufflenetv2,
-                                squeezenet, vgg)
+                                squeezenet, swin_transformer, vgg)
 
 from prune_core.config import ExperimentConfig  # noqa: E402
 from prune_core.metrics import count_flops  # noqa: E402
@@ -60,9 +60,11 @@ FAMILIES = {
     "googlenet": (lambda: torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=True), 32),
     "vit": (lambda: VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
                                       mlp_dim=128, num_classes=10), 32),
-    # a two-stage Swin (embed 24, windows 4 or 7) exhausted 23 GB while pruned (not yet found where);
-    # swin_t at 32 px runs in seconds. Swin v2 (swin_v2_t) is covered by bench/model_coverage.py
-    "swin": (lambda: torchvision.models.swin_t(num_classes=10), 32),
+    # two stages, embedding 24, windows of 4: v1 and v2 (post-norm blocks, continuous position bias)
+    "swin": (lambda: swin_transformer.SwinTransformer([4, 4], 24, [2, 2], [2, 4], [4, 4], num_classes=10), 32),
+    "swin_v2": (lambda: swin_transformer.SwinTransformer([4, 4], 24, [2, 2], [2, 4], [4, 4], num_classes=10,
+                                                         block=swin_transformer.SwinTransformerBlockV2,
+                                                         downsample_layer=swin_transformer.PatchMergingV2), 32),
     "maxvit": (lambda: MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16, 32],
                               block_layers=[1, 1], head_dim=4, stochastic_depth_prob=0.0, num_classes=10), 32),
 }
@@ -90,8 +92,7 @@ def _pruned(family: str, scope: str):
     return model, x, plan, rebuild(model, plan, x)
 
 
-# swin_t is the one full-size builder here (15 s a prune on 2 cores): its local ranking only
-CASES = [(f, s) for f in sorted(FAMILIES) for s in ("local", "global") if (f, s) != ("swin", "global")]
+CASES = [(f, s) for f in sorted(FAMILIES) for s in ("local", "global")]
 
 
 @pytest.mark.parametrize("family, scope", CASES)
@@ -110,7 +111,7 @@ def test_family_prunes_and_rebuilds_like_masked(family, scope):
         assert (model(x) - want).abs().max() > 1e-6
 
 
-@pytest.mark.parametrize("family", ["vit", "swin", "maxvit"])
+@pytest.mark.parametrize("family", ["vit", "swin", "swin_v2", "maxvit"])
 def test_transformer_loses_whole_heads_with_counts_updated(family):
     model, x, plan, result = _pruned(family, "local")
     before, after = attention_modules(model), attention_modules(result.model)
@@ -157,7 +158,11 @@ def tiny_maxvit(num_classes, in_channels, image_size, width):
     return FAMILIES["maxvit"][0]()
 
 
-NAMED = {"vit": f"{__file__}:tiny_vit", "swin": "torchvision:swin_t", "maxvit": f"{__file__}:tiny_maxvit"}
+def tiny_swin_v2(num_classes, in_channels, image_size, width):
+    return FAMILIES["swin_v2"][0]()
+
+
+NAMED = {"vit": f"{__file__}:tiny_vit", "swin_v2": f"{__file__}:tiny_swin_v2", "maxvit": f"{__file__}:tiny_maxvit"}
 
 
 @pytest.mark.parametrize("family", sorted(NAMED))
