@@ -13,11 +13,21 @@ If ``timm`` is importable, the families in ``TIMM_MODELS`` are run too.
     python bench/model_coverage.py --out bench/model_coverage.md      # every builder (~1 h on 2 cores)
     python bench/model_coverage.py --models resnet18,vit_b_32           # some
     python bench/model_coverage.py --smoke-test                         # seconds: resnet18 only
+
+Each model runs in a child process of its own (``--memory-gb`` caps its address space, ``--timeout``
+its time), so that a model that runs out of memory or crashes is a row of the table with its reason
+and the run goes on; ``--out`` is rewritten after every row, so an interrupted run keeps what it
+measured, and ``--resume`` skips the models already in it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 import traceback
 from typing import Dict, List, Optional, Tuple
@@ -146,34 +156,92 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-params", type=float, default=MAX_PARAMS)
     p.add_argument("--smoke-test", action="store_true", help="resnet18 only, 2 repeats")
+    p.add_argument("--memory-gb", type=float, default=16.0, help="address-space cap of each model's process")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds one model may take")
+    p.add_argument("--no-isolate", dest="isolate", action="store_false",
+                   help="measure in this process (no memory cap, a crash ends the run)")
+    p.add_argument("--resume", action="store_true", help="keep the rows already in --out (not the skipped ones), measure the rest")
+    p.add_argument("--row", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.smoke_test:
-        args.models, args.repeats = "resnet18", 2
-    names = model_names(args.models)
-    torch.set_num_threads(args.threads)
-    start = time.time()
-    rows = []
-    for name in names:
-        t0 = time.time()
-        rows.append(row(name, args))
-        print(" | ".join(rows[-1]), f"({time.time() - t0:.0f} s)", flush=True)
-    header = HEADER[:6] + [f"speedup (CPU, batch {args.batch}, {args.threads} threads)"]
+def child_row(name: str, args: argparse.Namespace) -> List[str]:
+    """``row(name)`` in a child process under ``--memory-gb`` and ``--timeout``; a crash is the row's reason."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--row", name, "--ratio", str(args.ratio), "--batch",
+           str(args.batch), "--repeats", str(args.repeats), "--threads", str(args.threads), "--max-params",
+           str(args.max_params)]
+    cap = int(args.memory_gb * 2**30)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    px = str(input_px(name))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        return [name, px, f"no: not done in --timeout {args.timeout:.0f} s", "", "", "", ""]
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("ROW "):
+            return json.loads(line[4:])
+    tail = " ".join((done.stderr.strip().splitlines() or ["(no output)"])[-1].split())[:160]
+    if done.returncode < 0 or "MemoryError" in done.stderr or "can't allocate memory" in done.stderr:
+        tail = f"out of memory under --memory-gb {args.memory_gb:g} ({tail})"
+    return [name, px, f"no: child exited {done.returncode}: {tail}".replace("|", "/"), "", "", "", ""]
+
+
+def write_table(rows: List[List[str]], args: argparse.Namespace, seconds: float, total: int) -> str:
+    header = HEADER[:6] + [f"speedup (CPU, batch {args.batch}, {args.threads} thread{'s' * (args.threads > 1)})"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     pruned = sum(r[2] == "yes" for r in rows)
     tried = sum(not r[2].startswith("skipped") for r in rows)
+    partial = "" if len(rows) == total else f" (partial: {len(rows)} of {total} models measured)"
     summary = (f"`channel` at ratio {args.ratio} (l1), cells local / global: {pruned} of {tried} models prune with "
-               f"rebuilt = masked ({len(rows) - tried} skipped), {time.time() - start:.0f} s.")
+               f"rebuilt = masked ({len(rows) - tried} skipped), {seconds:.0f} s{partial}.")
     text = "\n".join([summary, "", *lines]) + "\n"
-    print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
-    return 0 if pruned == tried else 1
+    return text
+
+
+def read_rows(path: str) -> List[List[str]]:
+    """The rows of an earlier ``--out`` table (for ``--resume``)."""
+    if not path or not os.path.exists(path):
+        return []
+    rows = []
+    for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == len(HEADER) and cells[0] != "model":
+            rows.append(cells)
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.row:
+        print("ROW " + json.dumps(row(args.row, args)), flush=True)
+        return 0
+    if args.smoke_test:
+        args.models, args.repeats = "resnet18", 2
+    names = model_names(args.models)
+    start = time.time()
+    rows = [r for r in read_rows(args.out) if r[0] in names and not r[2].startswith("skipped")] if args.resume else []
+    done = {r[0] for r in rows}
+    for name in names:
+        if name in done:
+            continue
+        t0 = time.time()
+        rows.append(child_row(name, args) if args.isolate else row(name, args))
+        print(" | ".join(rows[-1]), f"({time.time() - t0:.0f} s)", flush=True)
+        write_table(rows, args, time.time() - start, len(names))
+    order = {n: i for i, n in enumerate(names)}
+    rows.sort(key=lambda r: order[r[0]])
+    text = write_table(rows, args, time.time() - start, len(names))
+    print(text)
+    pruned = sum(r[2] == "yes" for r in rows)
+    return 0 if pruned == sum(not r[2].startswith("skipped") for r in rows) else 1
 
 
 if __name__ == "__main__":

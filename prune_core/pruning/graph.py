@@ -163,6 +163,17 @@ class Graph:
         try:
             with torch.enable_grad(), _tolerant_reshapes():  # the graph is traced through autograd
                 self.DG = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+        except TypeError as err:
+            if "NoneType" not in str(err):
+                raise
+            from torch_pruning.dependency.constants import MAX_RECURSION_DEPTH
+
+            # swin_s and swin_b: raising the limit lets the graph build, but their groups then took
+            # minutes each (bench/model_coverage.md)
+            raise ValueError(f"Torch-Pruning {tp.__version__} cannot build the dependency graph of "
+                             f"{type(model).__name__}: it found no width for an input of a concatenation (its "
+                             f"shape inference stops after {MAX_RECURSION_DEPTH} steps), so it cannot be pruned"
+                             ) from None
         finally:
             model.train(was_training)  # tracing leaves the model in eval mode
         self.names = {m: n for n, m in model.named_modules()}
