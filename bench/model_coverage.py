@@ -10,7 +10,8 @@ relative to the largest |logit|, the FLOPs and parameters kept, and the CPU spee
 ``--batch`` (dense and rebuilt timed in turns, ``prune_core.metrics.time_interleaved``, medians).
 If ``timm`` is importable, the families in ``TIMM_MODELS`` are run too.
 
-    python bench/model_coverage.py --out bench/model_coverage.md      # every builder (~1 h on 2 cores)
+    python bench/model_coverage.py --out bench/model_coverage.md      # all but 5 builders over 150 M params (~25 min)
+    python bench/model_coverage.py --max-params 1e12 --memory-gb 18 --out bench/model_coverage.md  # all (~29 min)
     python bench/model_coverage.py --models resnet18,vit_b_32           # some
     python bench/model_coverage.py --smoke-test                         # seconds: resnet18 only
 
