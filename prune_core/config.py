@@ -22,10 +22,10 @@ from .data import check_dataset, dataset_opener
 from .errors import ConfigError
 from . import zoo
 from .models import builder_of, check_model, weights_key
-from .plugins import code_digest, load_plugins, module_name, split_reference
+from .plugins import code_digest, load_plugins, module_name
 from .pruning import METHODS, post_prune_training, resolve_prune
 from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig, RuntimeConfig,
-                       TrainConfig, coerce, digest, finetune_default, flatten, is_reference, nest,
+                       TrainConfig, coerce, digest, finetune_default, flatten, is_reference, nest, split_reference,
                        parse_overrides, precision_name)
 
 __all__ = ["ExperimentConfig", "ConfigError", "BASE_KEYS", "SECTIONS", "SMOKE", "DataConfig",

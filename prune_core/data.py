@@ -44,7 +44,7 @@ from ._registry import register
 from .errors import ConfigError, DatasetMissing
 from .loaders import FileImages, Loader, Normalise, Stats, TensorImages, generator, stratified_order
 from .plugins import reference_target
-from .sections import DataConfig, is_reference, require
+from .sections import DataConfig, is_reference, require, split_reference
 
 __all__ = ["DATASETS", "DataSplits", "DatasetMissing", "RawDataset", "check_dataset", "dataset_opener",
            "load_data", "open_dataset"]
@@ -117,7 +117,7 @@ def dataset_opener(name: str) -> Callable[[DataConfig], Any]:
         require(name in DATASETS, "data.name", name,
                 "one of " + ", ".join(sorted(DATASETS)) + ", or <module>:<callable>")
         return DATASETS[name]
-    module, _, attr = name.rpartition(":")
+    module, attr = split_reference(name)
     accepted = "<module>:<callable>, a module name or .py file and a function of it taking the DataConfig"
     require(bool(module) and bool(attr), "data.name", name, accepted)
     imported, obj = reference_target("data.name", name)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError
-from .sections import is_reference
+from .sections import is_reference, split_reference
 
 ENTRY_POINT_GROUP = "prune_sweep.plugins"
 CONFIG_KEY = "runtime.plugins"
@@ -40,13 +40,6 @@ class PluginError(ConfigError):
 
 def is_file(entry: str) -> bool:
     return entry.endswith(".py") or "/" in entry or "\\" in entry
-
-
-def split_reference(name: str) -> Tuple[str, str]:
-    """``("torchvision", "resnet18")``, ``("timm", ...)`` or ``(module or file, callable)``; a
-    Windows drive letter (``C:\\x.py:build``) stays with the file."""
-    head, _, tail = name.rpartition(":")
-    return head, tail
 
 
 def file_reference(value: Any) -> Optional[str]:

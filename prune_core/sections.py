@@ -57,13 +57,20 @@ def is_reference(name: Any) -> bool:
     return isinstance(name, str) and ":" in name
 
 
+def split_reference(name: str) -> Tuple[str, str]:
+    """``("torchvision", "resnet18")``, ``("timm", ...)`` or ``(module or file, callable)``; a
+    Windows drive letter (``C:\\x.py:build``) stays with the file."""
+    head, _, tail = name.rpartition(":")
+    return head, tail
+
+
 def name_label(name: str) -> str:
     """``data.name`` or ``model.name`` as a file name may hold it: a registry name, or
     ``<module>.<callable>`` for a reference (``path/to/my_data.py:load`` -> ``my_data.load``,
     ``torchvision:resnet18`` -> ``torchvision.resnet18``), where a run directory needs one."""
     if not is_reference(name):
         return name
-    module, _, attr = name.rpartition(":")
+    module, attr = split_reference(name)
     stem = module.replace("\\", "/").rsplit("/", 1)[-1]
     return f"{stem[:-3] if stem.endswith('.py') else stem}.{attr}"
 

@@ -30,8 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from torch import nn
 
 from .errors import ConfigError
-from .plugins import split_reference as split
-from .sections import is_reference
+from .sections import is_reference, split_reference as split
 
 Builder = Callable[[int, int, int, float], nn.Module]
 TORCHVISION, TIMM = "torchvision", "timm"

@@ -104,8 +104,8 @@ def criterion_series(table: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
             table.loc[sub.index, "prune.method"] = methods[0] + "/" + sub["prune.criterion"].astype(str)
             notes.append(f"{exp}: one method ({methods[0]}) with {len(criteria)} criteria: each criterion is a series "
                          f"of its own ({methods[0]}/<criterion>)")
-        models = sub["model.name"].dropna().astype(str).unique() if "model.name" in sub else []
-        if len(models) > 1:
+        models = study_models(sub)
+        if models:
             labels = sub["model.name"].astype(str).map(name_label)
             table.loc[sub.index, "prune.method"] = table.loc[sub.index, "prune.method"].astype(str) + MODEL_SEP + labels
             notes.append(f"{exp}: {len(models)} models: each model's trials are series of their own (<method>"
@@ -226,13 +226,16 @@ def _hypervolume_table(table: pd.DataFrame, configs: pd.DataFrame, notes: List[s
     return pd.DataFrame(rows)
 
 
-def model_groups(sub: pd.DataFrame) -> List[Tuple[str, pd.DataFrame]]:
-    """``[("", sub)]``, or one (model label, its rows) per model where ``sub`` holds several: a budget is
-    a fraction of each model's own dense cost, so winners are chosen per model (``criterion_series``)."""
-    names = sub["model.name"].dropna().astype(str) if "model.name" in sub else pd.Series(dtype=str)
-    if names.nunique() < 2:
-        return [("", sub)]
-    return [(name_label(m), sub[sub["model.name"].astype(str) == m]) for m in names.unique()]
+def study_models(sub: pd.DataFrame) -> List[str]:
+    """The ``model.name`` values of ``sub`` where it holds several (a study that sweeps the model), else
+    []: each model's costs are fractions of its own dense costs (``criterion_series``)."""
+    names = sub["model.name"].dropna().astype(str).unique() if "model.name" in sub else []
+    return list(names) if len(names) > 1 else []
+
+
+def of_model(sub: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of model ``name`` ("": all of them)."""
+    return sub[sub["model.name"].astype(str) == name] if name else sub
 
 
 def _budget_table(table: pd.DataFrame, configs: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame:
@@ -241,12 +244,12 @@ def _budget_table(table: pd.DataFrame, configs: pd.DataFrame, budgets: Sequence[
     for exp in table["experiment"].unique():
         trials = table[table["experiment"] == exp]
         fin = configs[configs["experiment"] == exp]
-        for model, _ in model_groups(trials):
-            mine = fin if not model else fin[fin["model.name"].astype(str).map(name_label) == model]
+        for name in study_models(trials) or [""]:  # a budget is a fraction of each model's own dense FLOPs
+            mine = of_model(fin, name)
             for key in ("flops", "flops_nz"):
                 for b in budgets:
                     ok = mine[mine[f"{key}_frac"] <= b + 1e-12]
-                    row = {"experiment": exp, "model": model, "axis": key, "budget": b}
+                    row = {"experiment": exp, "model": name_label(name) if name else "", "axis": key, "budget": b}
                     if not ok.empty:
                         best = ok.sort_values([SELECT, f"{key}_frac", "trial_id"], ascending=[False, True, True]).iloc[0]
                         row.update(best[["trial_id", "trials", "seeds", *keys, SELECT, f"{SELECT}_std", REPORT,

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from .analysis import AXIS, Analysis, cost_column, model_groups
+from .analysis import AXIS, Analysis, cost_column, of_model, study_models
 from .configs import REPORT, SELECT
 from .results import Experiment, Results
 
@@ -222,7 +222,8 @@ def _layer_choices(a: Analysis, results: Results) -> List[Tuple[float, pd.Series
     has = [key in results.layers for key in zip(t["experiment"], t["trial_id"])]
     cand = t[np.asarray(has, bool) & (t["status"] == "done").to_numpy()]
     if not cand.empty:  # one network's layers: the first experiment's, its first model's
-        cand = model_groups(cand[cand["experiment"] == cand["experiment"].iloc[0]])[0][1]
+        cand = cand[cand["experiment"] == cand["experiment"].iloc[0]]
+        cand = of_model(cand, (study_models(cand) or [""])[0])
     out = []
     for b in a.budget_levels:
         ok = cand[cand["flops_frac"] <= b + 1e-12]

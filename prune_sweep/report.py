@@ -118,11 +118,11 @@ def _shown_statuses(t: pd.DataFrame) -> List[str]:
 
 def _budget_frame(a: Analysis, multi: bool) -> pd.DataFrame:
     b = a.budgets
+    models = "model" in b and bool((b["model"] != "").any())  # a study that swept model.name
     rows = []
     for _, r in b.iterrows():
         kind = AXIS[r["axis"]].label
-        row = {**({"experiment": r["experiment"]} if multi else {}),
-               **({"model": r["model"]} if (b.get("model", pd.Series(dtype=str)) != "").any() else {}),
+        row = {**({"experiment": r["experiment"]} if multi else {}), **({"model": r["model"]} if models else {}),
                "budget": f"≤{100 * r['budget']:g}% {kind}"}
         if isinstance(r.get("trial_id"), str):
             row.update({"method": r["prune.method"], "criterion": r["prune.criterion"], "scope": r["prune.scope"],

@@ -165,7 +165,7 @@ def head_saliency(criterion, name: str) -> Tuple[Callable[[torch.Tensor], torch.
     """(per-weight saliency that ranks attention heads, what it is): the criterion's own where it scores
     single weights without a gradient (l1: |w|, l2: w², random), else w² (l2) for a criterion that
     cannot (bn_scale: attention has no batch norm; taylor: heads get no calibration gradient)."""
-    if "weight" in getattr(criterion, "units", ()) and not getattr(criterion, "needs_grad", False):
+    if "weight" in criterion.units and not criterion.needs_grad:
         return (lambda w: criterion.weight_saliency(w, None)), name
     return (lambda w: w.pow(2)), "l2"
 

@@ -296,12 +296,12 @@ class Graph:
         gone_in: Dict[str, Set[int]] = defaultdict(set)
         gone_out: Dict[str, Set[int]] = defaultdict(set)
         for root, idxs in channels.items():
-            if idxs and root in self.attention:  # heads: the widths of their projections
+            if not idxs:
+                continue
+            if root in self.attention:  # heads: the widths of their projections
                 for module, axis, gone in projection_channels(self.attention[root], list(idxs)):
                     if module in self.names:
                         (gone_in if axis else gone_out)[self.names[module]].update(gone)
-                continue
-            if not idxs:
                 continue
             for item in self.group_of(root, list(idxs)).items:
                 module = item.dep.target.module

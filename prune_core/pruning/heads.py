@@ -226,10 +226,16 @@ def set_heads(module: nn.Module, heads: int, head_dim: int) -> None:
         return
     if not 1 <= int(heads) < head_count(module):
         raise ValueError(f"{type(module).__name__}: {heads} heads; expected 1..{head_count(module) - 1}")
-    setattr(module, kind.count, int(heads))
-    module.head_dim = int(head_dim)
+    _set_count(module, kind, int(heads), int(head_dim))
+
+
+def _set_count(module: nn.Module, kind: HeadKind, heads: int, head_dim: int) -> None:
+    """The attributes a head-pruned layer's forward reads: its head count, head dimension and (where
+    it keeps one) their product; its class becomes the head-pruned one."""
+    setattr(module, kind.count, heads)
+    module.head_dim = head_dim
     if kind.width:
-        setattr(module, kind.width, int(heads) * int(head_dim))
+        setattr(module, kind.width, heads * head_dim)
     module.__class__ = _KINDS[type(module)][1]
 
 
@@ -313,8 +319,4 @@ def remove_heads(module: nn.Module, heads: List[int]) -> None:
     if isinstance(owner, nn.Linear):
         owner.out_features = 3 * (n - len(heads)) * d
     kind.out(module).in_features = (n - len(heads)) * d
-    setattr(module, kind.count, n - len(heads))
-    module.head_dim = d
-    if kind.width:
-        setattr(module, kind.width, (n - len(heads)) * d)
-    module.__class__ = _KINDS[type(module)][1]
+    _set_count(module, kind, n - len(heads), d)
