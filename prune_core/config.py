@@ -24,12 +24,12 @@ from . import zoo
 from .models import builder_of, check_model, weights_key
 from .plugins import code_digest, load_plugins, module_name
 from .pruning import METHODS, post_prune_training, resolve_prune
-from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, ModelConfig, PruneConfig, RuntimeConfig,
+from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, FinetuneConfig, ModelConfig, PruneConfig, RuntimeConfig,
                        TrainConfig, coerce, digest, finetune_default, flatten, is_reference, nest, split_reference,
                        parse_overrides, precision_name)
 
 __all__ = ["ExperimentConfig", "ConfigError", "BASE_KEYS", "SECTIONS", "SMOKE", "DataConfig",
-           "ModelConfig", "PruneConfig", "RuntimeConfig", "TrainConfig", "digest", "flatten", "nest",
+           "FinetuneConfig", "ModelConfig", "PruneConfig", "RuntimeConfig", "TrainConfig", "digest", "flatten", "nest",
            "parse_overrides"]
 
 
@@ -41,7 +41,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # base training
     prune: PruneConfig = field(default_factory=lambda: resolve_prune(PruneConfig()))
-    finetune: TrainConfig = field(default_factory=finetune_default)
+    finetune: FinetuneConfig = field(default_factory=finetune_default)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:

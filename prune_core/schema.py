@@ -62,6 +62,7 @@ METRICS: Dict[str, str] = {
     "epochs_base": "epochs the base model this trial prunes was trained (0 for a given model and for methods that prune at initialisation); shared by every trial of that base",
     "epochs_prune": "epochs trained inside the pruning step (IMP: the retraining of every level but the last)",
     "epochs_trial": "epochs this trial trained after the base: epochs_prune + finetune_epochs",
+    "epochs_teacher": "fine-tune epochs in which the dense base ran forward as a distillation teacher (finetune.kd_alpha > 0; else 0); training compute counts each as a third of an epoch",
     "time_base_s": "seconds spent training (or loading) the base model",
     "time_prune_s": "seconds spent scoring and pruning (IMP: its rounds of retraining included)",
     "time_rebuild_s": "seconds spent physically rebuilding the smaller model and checking it",

@@ -4,7 +4,8 @@ SGD (momentum, Nesterov) or AdamW; cosine (with linear warm-up), step or constan
 stepped per batch; no weight decay on norm and bias parameters; label smoothing; AMP on CUDA
 (bf16 where supported, else fp16 with a gradient scaler; ``runtime.amp_dtype`` picks one) and
 fp32 on the CPU; channels_last;
-early stopping on validation accuracy; Network Slimming's L1 penalty on BN scales; a checkpoint
+early stopping on validation accuracy; Network Slimming's L1 penalty on BN scales; distillation
+from a teacher's logits (Hinton et al. 2015; ``finetune.kd_alpha``); a checkpoint
 each epoch from which a killed run resumes at the next epoch and ends where an uninterrupted run
 would.
 
@@ -116,6 +117,28 @@ def _bn_l1_grad(model: nn.Module, strength: float) -> None:
             m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=strength)
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. 2015's soft-target term, ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``
+    averaged over the batch: the T^2 keeps its gradients on the scale of the hard-label loss as T
+    changes. RepDistiller's ``DistillKL`` (HobbitLong/RepDistiller ``distiller_zoo/KD.py``) computes
+    the same, as ``kl_div(..., reduction="sum") * T**2 / batch``; computed in fp32 under autocast."""
+    t, wide = float(temperature), torch.promote_types(student.dtype, torch.float32)  # fp16/bf16 -> fp32
+    log_p_student = torch.log_softmax(student.to(wide) / t, dim=1)
+    log_p_teacher = torch.log_softmax(teacher.to(wide) / t, dim=1)
+    return nn.functional.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * t * t
+
+
+def training_loss(logits: torch.Tensor, y: torch.Tensor, hard: nn.Module, teacher_logits: Optional[torch.Tensor],
+                  alpha: float, temperature: float) -> torch.Tensor:
+    """The loss a step minimises: ``hard(logits, y)`` (cross-entropy, with the stage's label
+    smoothing), or with a teacher ``(1 - alpha) * hard + alpha * distillation_loss`` (RepDistiller's
+    ``gamma * loss_cls + alpha * loss_div`` with gamma = 1 - alpha)."""
+    loss = hard(logits, y)
+    if teacher_logits is None:
+        return loss
+    return (1.0 - alpha) * loss + alpha * distillation_loss(logits, teacher_logits, temperature)
+
+
 def _progress(enabled: str):
     if enabled == "on" or (enabled == "auto" and sys.stderr.isatty()):
         from tqdm.auto import tqdm
@@ -146,7 +169,8 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
 
 def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: bool = True,
         cpu_bf16: bool = False, amp_choice: str = "auto", stage: str = "train", checkpoint: Optional[Path] = None,
-        resume: bool = False, on_epoch: Optional[EpochCallback] = None, progress: str = "off", log=None, start_epoch: int = 0) -> History:
+        resume: bool = False, on_epoch: Optional[EpochCallback] = None, progress: str = "off", log=None, start_epoch: int = 0,
+        teacher: Optional[nn.Module] = None) -> History:
     """Train ``model`` in place for ``cfg.epochs`` on ``data.train``, validating on ``data.val``.
 
     ``start_epoch``: train epochs ``start_epoch..cfg.epochs-1`` only, with a fresh optimizer, the
@@ -160,6 +184,9 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     ``amp``, ``cpu_bf16``, ``amp_choice``: ``runtime.amp``, ``runtime.cpu_bf16`` and
     ``runtime.amp_dtype`` (resolved by ``amp_dtype``); fp16 trains with a ``torch.amp.GradScaler``,
     whose state the checkpoint keeps.
+    ``teacher``: with ``cfg.kd_alpha`` > 0 (``FinetuneConfig``), the model distilled from
+    (``training_loss``); it runs forward in eval mode on each batch the model trains on, without
+    gradient, and is neither trained nor saved.
     Raises ``Diverged`` when the loss is not finite.
     """
     model.to(device)
@@ -173,6 +200,13 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     offset = start_epoch * steps_per_epoch  # the schedule fast-forwarded to start_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + offset, steps_per_epoch, cfg))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    alpha, temperature = float(getattr(cfg, "kd_alpha", 0.0)), float(getattr(cfg, "kd_temperature", 1.0))
+    if alpha > 0 and teacher is None:
+        raise ValueError(f"{stage}: kd_alpha={alpha} needs a teacher model")
+    if alpha == 0:
+        teacher = None
+    if teacher is not None:
+        teacher.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
     history = History()
     best_state: Optional[Dict[str, torch.Tensor]] = None
     first_epoch, stale = start_epoch, 0
@@ -212,8 +246,10 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
                 break
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                with torch.no_grad():
+                    soft = teacher(x) if teacher is not None else None
                 logits = model(x)
-                loss = criterion(logits, y)
+                loss = training_loss(logits, y, criterion, soft, alpha, temperature)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.bn_l1:

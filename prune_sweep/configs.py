@@ -22,7 +22,7 @@ REPORT = "acc_final"  # shown for the chosen points, never used to choose
 # trial columns averaged over a configuration's seeds (those present in the table)
 MEANS = ("val_acc_final", "acc_final", "acc_base", "num_classes", "flops_final", "flops_nz_final", "params_nz_final",
          "latency_ms_final", "flops_base", "flops_nz_base", "params_nz_base", "params_base", "latency_ms_base",
-         "epochs_base", "epochs_prune", "epochs_trial", "finetune_epochs", "compute_epochs", "latency_ms_final_ort",
+         "epochs_base", "epochs_prune", "epochs_trial", "epochs_teacher", "finetune_epochs", "compute_epochs", "latency_ms_final_ort",
          "latency_ms_base_ort")
 
 

@@ -1,8 +1,10 @@
 """What a comparison held equal: each trial's training compute and, per method, base, epochs, data, seeds.
 
-A trial's training compute is ``compute_epochs = epochs_trial + epochs_base / n``: the epochs it
-trained after the base plus its share of the base, which the ``n`` trials of the experiment with
-the same values of ``BASE_KEYS`` that prune it trained share (prune_core trains a base once;
+A trial's training compute is ``compute_epochs = epochs_trial + epochs_teacher / 3 + epochs_base / n``:
+the epochs it trained after the base, a third of an epoch for each epoch a distillation teacher
+ran forward (``TEACHER_SHARE``: a forward pass is about a third of a training step's forward and
+backward), plus its share of the base, which the ``n`` trials of the experiment with the same
+values of ``BASE_KEYS`` that prune it trained share (prune_core trains a base once;
 ARCHITECTURE.md, contract 7; SNIP, which prunes at initialisation, records ``epochs_base`` 0).
 A method that trains more (IMP's levels, SNIP's training from scratch) buys accuracy with compute;
 the report warns when methods on one front differ in it by more than ``COMPUTE_RATIO``.
@@ -22,8 +24,12 @@ from prune_core.sections import BASE_KEYS, DEFAULTS
 from .results import Experiment
 
 COMPUTE_RATIO = 2.0  # methods on one front whose median training compute differs more are flagged
-# config keys compared across methods; prune.budget_epochs: the equal-budget mode (0 = off)
-HELD = ("data.name", "data.limit_train", "finetune.epochs", "prune.budget_epochs")
+# an epoch of a teacher's forward passes, in training epochs: forward + backward cost about 3 forwards
+# (backward computes gradients of both activations and weights), the convention of Kaplan et al. 2020
+TEACHER_SHARE = 1.0 / 3.0
+# config keys compared across methods; prune.budget_epochs: the equal-budget mode (0 = off);
+# finetune.kd_alpha: distillation from the dense base (0 = off)
+HELD = ("data.name", "data.limit_train", "finetune.epochs", "prune.budget_epochs", "finetune.kd_alpha")
 
 
 def config_values(table: pd.DataFrame, exp: Experiment, key: str, defaults: Dict[str, Any]) -> pd.Series:
@@ -57,13 +63,16 @@ def base_ids(table: pd.DataFrame, exps: Sequence[Experiment]) -> pd.Series:
 
 
 def compute_epochs(table: pd.DataFrame, bases: pd.Series) -> pd.Series:
-    """``epochs_trial + epochs_base / n`` per trial; NaN where a trial lacks the epoch keys. ``n``
-    counts the trials of that base that use it trained (``epochs_base > 0``, or unknown for a trial
-    that never reported): a method that prunes at initialisation (SNIP) records 0 and takes no share."""
+    """``epochs_trial + TEACHER_SHARE * epochs_teacher + epochs_base / n`` per trial; NaN where a
+    trial lacks the epoch keys. ``n`` counts the trials of that base that use it trained
+    (``epochs_base > 0``, or unknown for a trial that never reported): a method that prunes at
+    initialisation (SNIP) records 0 and takes no share. Results from before ``epochs_teacher`` was
+    recorded had no distillation: 0."""
     uses = table["epochs_base"].fillna(1) > 0  # a trial without a final report used its base too
     n = uses.groupby([table["experiment"], bases], sort=False).transform("sum")
     share = (table["epochs_base"] / n.where(n > 0)).where(uses, 0.0)
-    return (table["epochs_trial"] + share).where(table["epochs_base"].notna())
+    teacher = table["epochs_teacher"].fillna(0.0) if "epochs_teacher" in table else 0.0
+    return (table["epochs_trial"] + TEACHER_SHARE * teacher + share).where(table["epochs_base"].notna())
 
 
 def _values(series: pd.Series) -> str:
@@ -99,6 +108,7 @@ def fairness(table: pd.DataFrame, configs: pd.DataFrame, exps: Sequence[Experime
                         "epochs_base": _values(g["epochs_base"]),
                         "finetune.epochs": _values(held["finetune.epochs"][g.index]),
                         "budget (epochs)": _values(held["prune.budget_epochs"][g.index]),
+                        "distillation (kd_alpha)": _values(held["finetune.kd_alpha"][g.index]),
                         "compute on its front (median epochs)": float(front.median()) if len(front) else np.nan,
                         "data.name": _values(held["data.name"][g.index]),
                         "data.limit_train": _values(held["data.limit_train"][g.index]),
@@ -122,6 +132,7 @@ def _held_line(exp: str, per: List[Dict[str, Any]]) -> str:
     trained = {str(p["epochs_base"]) for p in per if str(p["epochs_base"]) != "0"}
     checks = {"base (one base for all methods)": same("_bases") and len(trained) <= 1,
               "fine-tune epochs": same("finetune.epochs"), "budget": same("budget (epochs)"),
+              "distillation": same("distillation (kd_alpha)"),
               "data": same("data.name") and same("data.limit_train"),
               "seeds": same("seeds")}
     medians = [p["compute on its front (median epochs)"] for p in per]

@@ -82,8 +82,8 @@ def _registry():
 
 
 def epoch_keys(method: str, finetune: int, base_epochs: int) -> Dict[str, int]:
-    """``epochs_base``, ``epochs_prune``, ``finetune_epochs`` and ``epochs_trial`` as prune_core
-    records them, by what the method's record says trains after it: a rewinding method (IMP)
+    """``epochs_base``, ``epochs_prune``, ``finetune_epochs``, ``epochs_trial`` and
+    ``epochs_teacher`` (no distillation) as prune_core records them, by what the method's record says trains after it: a rewinding method (IMP)
     retrains T - k per level, one at initialisation trains T from scratch."""
     retrain = _registry()[0][method].retrain
     if retrain == "rewind":
@@ -93,7 +93,7 @@ def epoch_keys(method: str, finetune: int, base_epochs: int) -> Dict[str, int]:
     else:
         prune = 0
     return {"finetune_epochs": finetune, "epochs_base": base_epochs, "epochs_prune": prune,
-            "epochs_trial": prune + finetune}
+            "epochs_trial": prune + finetune, "epochs_teacher": 0}
 
 
 def trial_rows(method: str, ratio: float, scope: str, lr: float, seed: int, trial_id: str,

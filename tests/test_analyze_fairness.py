@@ -146,6 +146,23 @@ def test_fairness_section_warns_for_the_dense_flops_front():
     assert "budget" in budgeted.fairness_lines[0].split("differs")[1]  # one method under a budget, one not
 
 
+def test_a_distilled_method_is_named_in_fairness_and_pays_a_third_of_an_epoch_per_teacher_epoch():
+    rows = [trial("c1", frac=0.3, val=88.0, epochs_trial=2, epochs_teacher=2, **{"finetune.kd_alpha": 0.5}),
+            trial("k1", method="kernel", ratio=0.3, frac=0.6, val=90.0, epochs_trial=2, epochs_teacher=0,
+                  **{"finetune.kd_alpha": 0.0})]
+    a = analyse(rows)
+    compute = a.table.set_index("trial_id")["compute_epochs"]
+    # 2 epochs + 2 teacher epochs / 3 + the base's 10 epochs shared by 2 trials; the other pays no teacher
+    assert compute["c1"] == pytest.approx(2 + 2 / 3 + 5) and compute["k1"] == pytest.approx(2 + 5)
+    fair = a.fairness.set_index("method")
+    assert fair.loc["channel", "distillation (kd_alpha)"] == "0.5" and fair.loc["kernel", "distillation (kd_alpha)"] == "0"
+    assert "distillation" in a.fairness_lines[0].split("differs")[1]
+    # results written before epochs_teacher was recorded had no teacher: their compute is unchanged
+    old = analyse([{k: v for k, v in r.items() if k not in ("epochs_teacher", "finetune.kd_alpha")} for r in rows])
+    assert old.table["compute_epochs"].tolist() == [7.0, 7.0]
+    assert "distillation" in old.fairness_lines[0].split("differs")[0]  # held equal: both without
+
+
 def test_group_keys_are_configuration_keys_but_the_seed():
     assert "runtime.seed" in GROUP_KEYS  # the seed groups rows of the table, never configurations
 

@@ -149,13 +149,17 @@ def test_a_diverging_trial_errors_with_its_reason_and_the_sweep_goes_on(tmp_path
 
 
 def test_quiet_latency_pass_times_each_distinct_architecture_once(tmp_path, storage, capsys):
-    # two trials differing only in the fine-tune's learning rate: one base, one pruned architecture
-    path = write_sweep(tmp_path, "quiet", {"finetune.lr": {"grid": [0.01, 0.02]}},
+    # two trials differing only in distillation from the base (swept as any key is): one base, one
+    # pruned architecture
+    path = write_sweep(tmp_path, "quiet", {"finetune.kd_alpha": {"grid": [0.0, 0.5]}},
                        base={"prune": {"method": "channel", "ratio": 0.5}})
     assert main([str(path), "--storage", str(storage)]) == 0
     assert "latency: 2 distinct models timed alone on cpu x1 threads" in capsys.readouterr().out
     exp = storage / "quiet"
     ids = sorted(done_row(rows)["trial_id"] for rows in trials(exp).values())
+    teacher = {p["finetune.kd_alpha"]: done_row(rows)["epochs_teacher"]
+               for p, rows in zip(params(exp), trials(exp).values())}
+    assert teacher == {0.0: 0, 0.5: TINY["finetune"]["epochs"]}  # the distilled trial ran its teacher each epoch
     quiet = json.loads((exp / "latency.json").read_text())
     assert sorted(quiet) == ids and len(ids) == 2
     for q in quiet.values():

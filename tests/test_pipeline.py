@@ -53,6 +53,7 @@ def test_every_method_reports_every_key(cache, method, tmp_path):
     assert metrics["epochs_base"] == (0 if method in ("snip", "random_init") else cfg.train.epochs)
     assert metrics["epochs_trial"] == metrics["epochs_prune"] + metrics["finetune_epochs"]
     assert (metrics["epochs_prune"] > 0) == (method == "imp")
+    assert metrics["epochs_teacher"] == 0  # no distillation unless finetune.kd_alpha > 0
     if method != "none":
         assert metrics["flops_nz_final"] < metrics["flops_base"]
         assert metrics["params_nz_final"] < metrics["params_base"]

@@ -100,6 +100,8 @@ Method = Callable[[nn.Module, PruneContext], PruningPlan]
 UNITS = ("channel", "kernel", "weight")  # what a method removes, and so which criteria can score it
 BASES = ("trained", "init")
 RETRAINS = ("finetune", "train", "rewind")
+RETRAIN_WORDS = {"train": "trains from scratch after pruning (train settings)",
+                 "rewind": "rewinds and retrains with the base's train settings"}
 TARGETS = ("unit", "flops", "latency")
 
 
@@ -211,6 +213,10 @@ def post_prune_training(cfg: "ExperimentConfig") -> Tuple["TrainConfig", int]:
     """
     how, p, base = METHODS[cfg.prune.method].retrain, cfg.prune, cfg.train.epochs
     budget = p.budget_epochs
+    if how != "finetune" and cfg.finetune.kd_alpha:
+        raise ConfigError(f"finetune.kd_alpha={cfg.finetune.kd_alpha}: expected 0 for {cfg.prune.method}, which "
+                          f"{RETRAIN_WORDS[how]} instead of fine-tuning; distillation from the dense base applies "
+                          "to the methods that fine-tune")
     if how == "finetune":
         if not budget:
             return cfg.finetune, 0
