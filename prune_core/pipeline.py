@@ -24,12 +24,13 @@ from torch import nn
 
 from .checkpoints import CorruptFile, load_or_discard, move_aside, remove, warn
 from .config import ConfigError, ExperimentConfig
+from .controls import control_training
 from .data import DataSplits, load_data
 from .export import export_metrics, require_onnx
 from .metrics import (WEIGHTED, count_flops, count_params, evaluate, latency_metrics, layer_channels, layer_params,
                       measure_latency, sparsity, time_interleaved)
 from .models import build_model, load_weights
-from .pruning import (METHODS, PruneContext, load_pruned, post_prune_training, prune_model, rebuild,
+from .pruning import (METHODS, PruneContext, control_network, load_pruned, post_prune_training, prune_model, rebuild,
                       save_pruned)
 from .schema import DETAIL_KEYS, EPOCH_COSTS, METRIC_KEYS, flops_kept
 from .sections import precision_name
@@ -427,6 +428,11 @@ def _prepare(cfg: ExperimentConfig, data: DataSplits, device: torch.device, wd: 
         recalibrate_bn(judged, calibration_batches(data, cfg.prune.bn_recalib_batches)(), device)
     metrics["acc_pruned"] = evaluate(judged, data.test, data.num_classes, dtype).top1
     metrics["prune_ranking"] = plan.stats.get("ranking", "")
+    if cfg.prune.control:  # a control trains this architecture, or a dense one as costly, from scratch instead
+        model, extra = control_network(cfg, model, data.input_shape, data.num_classes,
+                                       lambda m: count_flops(m, data.input_shape).total)
+        model = model.to(device)
+        metrics.update(extra)
     flops = count_flops(model, data.input_shape)  # known now: epoch reports carry it for schedulers' early stops
     metrics.update(flops_final=flops.total, flops_nz_final=flops.effective, macs_final=flops.macs,
                    params_nz_final=count_params(model)[1])
@@ -454,6 +460,8 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
     _mask_zeros(model)
     # fine-tune; SNIP trains from scratch with the base budget; IMP retrains with it from its rewind epoch
     tcfg, start = post_prune_training(cfg)
+    if cfg.prune.control:  # Scratch-B's epochs follow from the FLOPs the pruned network kept
+        tcfg = control_training(cfg, metrics["flops_final"] / metrics["flops_base"])
 
     costs = {k: metrics[k] for k in EPOCH_COSTS}
 

@@ -93,6 +93,7 @@ DETAIL_KEYS: Dict[str, str] = {
     "latency_kept_measured": "prune.target latency: that fraction as timed while pruning (median, latency batch)",
     "imp_levels": "IMP: pruning levels run (each removes prune.imp_fraction of the remaining weights)",
     "imp_epochs": "IMP: epochs trained across all levels, T + L x (T - k)",
+    "control_width": "prune.control narrow: the multiple of model.width trained, whose dense FLOPs came closest to the pruned network's",
 }
 
 # one report per fine-tune (or retraining) epoch; the cost keys repeat the ones known since pruning,

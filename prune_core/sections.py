@@ -36,7 +36,8 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "prune.scope": ("local", "global"), "prune.target": ("unit", "flops", "latency"),
     "prune.snip_init": ("vs", "vs_redraw", "model"), "prune.pattern": ("library", "fixed", "magnitude"),
     "prune.rewind": ("weights", "lr"), "runtime.device": ("auto", "cpu", "cuda"),
-    "runtime.progress": ("auto", "on", "off"), "runtime.amp_dtype": ("auto", "bf16", "fp16")}
+    "runtime.progress": ("auto", "on", "off"), "runtime.amp_dtype": ("auto", "bf16", "fp16"),
+    "prune.control": ("", "scratch_e", "scratch_b", "narrow")}
 CHOICES["finetune.optimizer"], CHOICES["finetune.schedule"] = CHOICES["train.optimizer"], CHOICES["train.schedule"]
 
 # the keys whose values are registry names, and the other spellings they accept: a hyphen reads as an
@@ -253,6 +254,10 @@ class PruneConfig:
     # prunes. Fine-tuning gets budget - train.epochs; SNIP and random_init train budget epochs from
     # scratch; IMP retrains (budget - train.epochs) // levels epochs per level from its rewind epoch
     budget_epochs: int = 0
+    # "" = prune and fine-tune; a control trains a network as costly from scratch instead (prune_core.controls):
+    # scratch_e / scratch_b: the pruned architecture re-initialised (Liu et al. 2019); narrow: the dense
+    # model at the model.width whose FLOPs match the pruned network's
+    control: str = ""
 
     def validate(self) -> None:
         require(isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0, "prune.ratio", self.ratio,
@@ -276,6 +281,8 @@ class PruneConfig:
         require(isinstance(self.rounds, int) and self.rounds >= 0, "prune.rounds", self.rounds,
                "an integer >= 0 (0 = derived from prune.imp_fraction)")
         require_choice("prune.rewind", self.rewind, CHOICES["prune.rewind"])
+        require(self.control in CHOICES["prune.control"], "prune.control", self.control,
+                "one of scratch_e, scratch_b, narrow, or an empty string (no control)")
         require(isinstance(self.rewind_epoch, int) and self.rewind_epoch >= 0, "prune.rewind_epoch",
                self.rewind_epoch, "an integer >= 0")
         require(not (self.lamp and self.scope != "global"), "prune.lamp", self.lamp,

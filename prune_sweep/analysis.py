@@ -15,7 +15,7 @@ import pandas as pd
 from prune_core.sections import name_label
 
 from .configs import REPORT, SELECT, config_ids, configurations, usable
-from .fairness import base_ids, compute_epochs, fairness
+from .fairness import base_ids, compute_epochs, control_column, fairness
 from .pareto import hypervolume_2d, pareto_front
 from .results import GROUP_KEYS, Experiment, Results, resume_command
 
@@ -95,13 +95,18 @@ def criterion_series(table: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
     hypervolume and fairness row; experiments of several methods keep one series per method (their
     criteria stay labels of the points). A study of several models (``model.name`` swept) makes
     each model's trials series of their own, ``method @ model``: the cost fractions of two networks
-    are fractions of different dense costs, so one front over both would compare nothing."""
+    are fractions of different dense costs, so one front over both would compare nothing. The
+    trials of a control (``prune.control``: scratch_e, scratch_b, narrow) are series of their own,
+    named after it."""
     notes = []
+    control = control_column(table)
+    table.loc[control != "", "prune.method"] = control[control != ""]  # a control is a series of its own
     for exp, sub in table.groupby("experiment", sort=False):
-        methods = sub["prune.method"].dropna().astype(str).unique()
-        criteria = sub["prune.criterion"].dropna().astype(str).unique()
+        pruned = sub[control[sub.index] == ""]
+        methods = pruned["prune.method"].dropna().astype(str).unique()
+        criteria = pruned["prune.criterion"].dropna().astype(str).unique()
         if len(methods) == 1 and len(criteria) > 1:
-            table.loc[sub.index, "prune.method"] = methods[0] + "/" + sub["prune.criterion"].astype(str)
+            table.loc[pruned.index, "prune.method"] = methods[0] + "/" + pruned["prune.criterion"].astype(str)
             notes.append(f"{exp}: one method ({methods[0]}) with {len(criteria)} criteria: each criterion is a series "
                          f"of its own ({methods[0]}/<criterion>)")
         models = study_models(sub)
@@ -114,6 +119,7 @@ def criterion_series(table: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
 
 
 MODEL_SEP = " @ "
+
 
 
 def method_name(series: pd.Series) -> pd.Series:

@@ -53,6 +53,7 @@ def trial_configs(sweep: Sweep) -> List[Dict[str, Any]]:
         raise ValueError("an optuna search draws its trials while it runs")
     configs = [sweep.complete(p) for p in picks]
     configs = _smoke_subset(configs) if sweep.smoke_test else configs
+    configs = with_controls(sweep, configs) if sweep.controls else configs
     if sweep.seeds > 1:  # every configuration once per seed, the seeds of one configuration side by side
         configs = [{**c, "runtime.seed": s} for c in configs for s in sweep.seed_values]
     return configs
@@ -66,6 +67,28 @@ def _smoke_subset(configs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     for c in configs:
         seen.setdefault(c["prune.method"], c)
     return list(seen.values())
+
+
+def with_controls(sweep: Sweep, configs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``configs`` and, after them, each one's control twins (``sweep.controls``): the same config
+    with ``prune.control`` set and every ``finetune.*`` key at its base value (a control trains from
+    scratch with ``train``, so configs that differ only in the fine-tune share their twins). Only
+    trials of a method that removes channels from a trained base and fine-tunes get twins."""
+    from prune_core import METHODS
+
+    twins: Dict[tuple, Dict[str, Any]] = {}
+    for c in configs:
+        spec = METHODS[c.get("prune.method", sweep.base_flat["prune.method"])]
+        if (spec.unit, spec.retrain, spec.base) != ("channel", "finetune", "trained"):
+            continue
+        for arm in sweep.controls:
+            twin = {k: sweep.base_flat[k] if k.startswith("finetune.") else v for k, v in c.items()}
+            twin = sweep.complete({**twin, "prune.control": arm})
+            twins.setdefault(tuple(sorted((k, str(v)) for k, v in twin.items())), twin)
+    if not twins:
+        raise fail(sweep.source, "controls", "no trial removes channels from a trained base and fine-tunes (the "
+                   "channel method): there is no pruned architecture for a control to train")
+    return [*configs, *twins.values()]
 
 
 def corner_configs(sweep: Sweep) -> List[Dict[str, Any]]:

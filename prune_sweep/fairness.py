@@ -21,6 +21,7 @@ import pandas as pd
 
 from prune_core.sections import BASE_KEYS, DEFAULTS
 
+from .configs import REPORT, SELECT
 from .results import Experiment
 
 COMPUTE_RATIO = 2.0  # methods on one front whose median training compute differs more are flagged
@@ -75,6 +76,54 @@ def compute_epochs(table: pd.DataFrame, bases: pd.Series) -> pd.Series:
     return (table["epochs_trial"] + TEACHER_SHARE * teacher + share).where(table["epochs_base"].notna())
 
 
+def control_column(table: pd.DataFrame) -> pd.Series:
+    """Each trial's ``prune.control`` ("" for a pruned trial, and where the sweep had no controls)."""
+    if "prune.control" not in table:
+        return pd.Series("", index=table.index, dtype=object)
+    return table["prune.control"].astype(object).where(table["prune.control"].notna(), "").astype(str)
+
+
+MATCH = 0.02  # a control whose dense FLOPs exceed a point's by at most 2 % (relative) is at the same cost
+
+
+def dominance_lines(exp: str, conf: pd.DataFrame, controls: Sequence[str]) -> List[str]:
+    """Per method and control of one experiment's configurations: where on the method's own
+    dense-FLOPs front a control reads a higher validation accuracy at the same or lower FLOPs
+    (within ``MATCH``), and by how much; test accuracy beside it, mean ± std over seeds."""
+    lines = []
+    done = conf[np.isfinite(conf[SELECT].astype(float)) & np.isfinite(conf["flops_frac"].astype(float))]
+    for method in sorted(set(done["prune.method"].astype(str)) - set(controls)):
+        front = done[(done["prune.method"] == method) & done["front_flops_method"]].sort_values("flops_frac")
+        for control in sorted(set(controls) & set(done["prune.method"].astype(str))):
+            ctl = done[done["prune.method"] == control]
+            hits = []
+            for _, p in front.iterrows():
+                rivals = ctl[(ctl["flops_frac"] <= p["flops_frac"] * (1 + MATCH)) & (ctl[SELECT] > p[SELECT])]
+                if len(rivals):
+                    q = rivals.loc[rivals[SELECT].idxmax()]
+                    hits.append((p, q))
+            if not hits:
+                lines.append(f"{exp}: {method} is not dominated by {control} on its dense-FLOPs front "
+                             f"({len(front)} points).")
+                continue
+            p, q = max(hits, key=lambda h: h[1][SELECT] - h[0][SELECT])
+            lo, hi = min(h[0]["flops_frac"] for h in hits), max(h[0]["flops_frac"] for h in hits)
+            lines.append(f"{exp}: {method} is dominated by {control} at {len(hits)} of its {len(front)} front points "
+                         f"(dense FLOPs {_span(lo, hi)} of the base); most at {p['flops_frac']:.2f}: {control} at "
+                         f"{q['flops_frac']:.2f} reads {_pm(q, SELECT)} % validation (test {_pm(q, REPORT)}) against "
+                         f"{_pm(p, SELECT)} % (test {_pm(p, REPORT)}), +{q[SELECT] - p[SELECT]:.2f} points.")
+    return lines
+
+
+def _pm(row: pd.Series, col: str) -> str:
+    std = row.get(f"{col}_std", np.nan)
+    return f"{row[col]:.2f}" + (f" ± {std:.2f}" if isinstance(std, float) and np.isfinite(std) else "")
+
+
+def _span(lo: float, hi: float) -> str:
+    return f"{lo:.2f}" if np.isclose(lo, hi) else f"{lo:.2f}–{hi:.2f}"
+
+
 def _values(series: pd.Series) -> str:
     vals = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in series.dropna()})
     if not vals:
@@ -87,8 +136,9 @@ def fairness(table: pd.DataFrame, configs: pd.DataFrame, exps: Sequence[Experime
     """Per experiment and method, what the comparison held equal; the lines that summarise it.
 
     ``table`` holds the trials (``base_id``, ``compute_epochs``), ``configs`` the configurations
-    with their front columns. Lines: what was equal or not per experiment, and a warning where the
-    methods on the all-methods dense-FLOPs front differ in median training compute by > 2x.
+    with their front columns. Lines: what was equal or not per experiment among the pruning
+    methods, a warning where those on the all-methods dense-FLOPs front differ in median training
+    compute by > 2x, and where a control (``prune.control``) dominates a method's front.
     """
     defaults = DEFAULTS
     rows: List[Dict[str, Any]] = []
@@ -99,26 +149,32 @@ def fairness(table: pd.DataFrame, configs: pd.DataFrame, exps: Sequence[Experime
         if trials.empty:
             continue
         held = {k: config_values(trials, exp, k, defaults) for k in HELD}
+        ctl = control_column(trials)
+        controls = sorted(set(trials.loc[ctl != "", "prune.method"].astype(str)))
         per = []
         for method, g in trials.groupby("prune.method", sort=True):
+            fine = "–" if method in controls else None  # a control trains from scratch with train, no fine-tune
             front = conf[(conf["prune.method"] == method) & conf["front_flops_method"]]["compute_epochs"]
             bases = sorted(set(g["base_id"]))
             per.append({"experiment": exp.name, "method": method,
                         "base": ", ".join(bases) if len(bases) <= 3 else f"{len(bases)} bases",
                         "epochs_base": _values(g["epochs_base"]),
-                        "finetune.epochs": _values(held["finetune.epochs"][g.index]),
+                        "finetune.epochs": fine or _values(held["finetune.epochs"][g.index]),
                         "budget (epochs)": _values(held["prune.budget_epochs"][g.index]),
-                        "distillation (kd_alpha)": _values(held["finetune.kd_alpha"][g.index]),
+                        "distillation (kd_alpha)": fine or _values(held["finetune.kd_alpha"][g.index]),
                         "compute on its front (median epochs)": float(front.median()) if len(front) else np.nan,
                         "data.name": _values(held["data.name"][g.index]),
                         "data.limit_train": _values(held["data.limit_train"][g.index]),
                         "seeds": _values(g["runtime.seed"]),
                         "_bases": frozenset(bases)})
         rows += per
-        lines.append(_held_line(exp.name, per))
-        warning = compute_warning(conf[conf["front_flops"]])
+        pruned = [p for p in per if p["method"] not in controls]  # controls differ on purpose: their lines follow
+        if pruned:
+            lines.append(_held_line(exp.name, pruned))
+        warning = compute_warning(conf[conf["front_flops"] & ~conf["prune.method"].isin(controls)])
         if warning:
             lines.append(f"{exp.name}: {warning}")
+        lines += dominance_lines(exp.name, conf, controls)
     frame = pd.DataFrame(rows)
     return (frame.drop(columns="_bases") if not frame.empty else frame), lines
 

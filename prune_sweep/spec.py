@@ -54,8 +54,11 @@ OBJECTIVES = ("val_acc", "flops_kept_dense", "flops_kept_effective", "flops_fina
 DEFAULT_OBJECTIVES = {"val_acc": "max", "flops_kept_dense": "min"}
 # keys the launcher sets for every trial itself
 RESERVED = ("runtime.workdir", "runtime.resume", "runtime.cache_dir", "runtime.progress")
-TOP_LEVEL = ("name", "description", "plugins", "base", "space", "search", "scheduler", "resources", "storage",
-             "max_failures", "seeds", "budget", "loggers", "smoke_test")
+TOP_LEVEL = ("name", "description", "plugins", "base", "space", "controls", "search", "scheduler", "resources",
+             "storage", "max_failures", "seeds", "budget", "loggers", "smoke_test")
+# controls: what a sweep file's controls: names, as prune.control values (prune_core.controls)
+CONTROL_ARMS = {"scratch": ("scratch_e", "scratch_b"), "scratch_e": ("scratch_e",), "scratch_b": ("scratch_b",),
+                "narrow": ("narrow",)}
 
 
 @dataclass(frozen=True)
@@ -167,12 +170,14 @@ class Sweep:
     seeds: int = 1  # every configuration runs with this many seeds: runtime.seed, runtime.seed + 1, ...
     loggers: Tuple[Logger, ...] = tuple(Logger(n) for n in DEFAULT_LOGGERS)  # trackers of the results
     smoke_test: bool = False
+    controls: Tuple[str, ...] = ()  # prune.control arms added beside every channel trial (expand.with_controls)
     source: str = ""  # the file it came from, for messages
     base_flat: Dict[str, Any] = field(default_factory=dict, repr=False)  # every config key, resolved
 
     @property
     def keys(self) -> Tuple[str, ...]:
-        return tuple(self.space) + (("runtime.seed",) if self.seeds > 1 else ())
+        return (tuple(self.space) + (("runtime.seed",) if self.seeds > 1 else ())
+                + (("prune.control",) if self.controls else ()))
 
     @property
     def seed_values(self) -> Tuple[int, ...]:
@@ -225,6 +230,8 @@ class Sweep:
         out["loggers"] = [lg.to_yaml() for lg in self.loggers]
         if self.smoke_test:
             out["smoke_test"] = True
+        if self.controls:
+            out["controls"] = list(self.controls)
         return out
 
 
@@ -449,15 +456,31 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
                   resources=_parse_resources(raw.get("resources"), source), storage=storage,
                   max_failures=max_failures, description=str(raw.get("description") or ""), seeds=seeds,
                   loggers=parse_loggers(raw["loggers"], source) if "loggers" in raw else Sweep.loggers,
-                  smoke_test=smoke, source=source, base_flat=base_flat)
+                  smoke_test=smoke, source=source, base_flat=base_flat,
+                  controls=_parse_controls(raw.get("controls"), source, space, base))
     if sweep.search.algorithm == "optuna" and seeds > 1:
         raise fail(source, where, f"{seeds}: repeating configurations over seeds needs search.algorithm grid or "
                    "random (an optuna study would treat each seed as a new point)")
+    if sweep.controls and (sweep.search.algorithm == "optuna" or sweep.scheduler.name != "fifo"):
+        raise fail(source, "controls", "expected search.algorithm grid or random and scheduler fifo: a control is "
+                   "the twin of a planned trial, and trains more epochs than a fine-tune, which a scheduler would cut")
     if sweep.search.algorithm == "optuna":
         grids = [k for k, es in space.items() for e in es if e.dist.kind == "grid"]
         if grids:
             raise fail(source, f"space.{grids[0]}", "grid is not available with search.algorithm optuna; use choice")
     return sweep
+
+
+def _parse_controls(raw: Any, source: str, space: Mapping[str, Any], base: Mapping[str, Any]) -> Tuple[str, ...]:
+    if raw is None:
+        return ()
+    names = [raw] if isinstance(raw, str) else raw
+    bad = [n for n in names if n not in CONTROL_ARMS] if isinstance(names, list) else [raw]
+    if bad:
+        raise fail(source, "controls", f"{bad[0]!r}: expected a list of {', '.join(CONTROL_ARMS)}")
+    if "prune.control" in space or "prune.control" in base:
+        raise fail(source, "controls", "prune.control is set too; use one or the other")
+    return tuple(dict.fromkeys(arm for n in names for arm in CONTROL_ARMS[n]))
 
 
 REFERENCE_KEYS = ("model.name", "data.name")

@@ -163,6 +163,32 @@ def test_a_distilled_method_is_named_in_fairness_and_pays_a_third_of_an_epoch_pe
     assert "distillation" in old.fairness_lines[0].split("differs")[0]  # held equal: both without
 
 
+def test_a_control_that_beats_a_method_at_equal_flops_is_named_with_its_margin():
+    ctl = {"prune.control": "narrow"}
+    rows = [trial("c1", ratio=0.7, frac=0.3, val=88.0, test=87.5, **{"prune.control": ""}),
+            trial("c2", ratio=0.4, frac=0.6, val=92.0, test=91.0, **{"prune.control": ""}),
+            trial("n1", ratio=0.7, frac=0.302, val=90.0, test=89.0, **ctl),  # within 2 % of c1's FLOPs
+            trial("n2", ratio=0.4, frac=0.7, val=95.0, test=94.0, **ctl),  # better, but costs more than c2
+            trial("s1", ratio=0.7, frac=0.3, val=85.0, test=84.0, **{"prune.control": "scratch_e"}),
+            trial("s2", ratio=0.4, frac=0.6, val=91.0, test=90.0, **{"prune.control": "scratch_e"})]
+    a = analyse(rows)
+    assert sorted(a.table["prune.method"].unique()) == ["channel", "narrow", "scratch_e"]  # controls: own series
+    assert ("e: channel is dominated by narrow at 1 of its 2 front points (dense FLOPs 0.30 of the base); most at "
+            "0.30: narrow at 0.30 reads 90.00 % validation (test 89.00) against 88.00 % (test 87.50), +2.00 points."
+            ) in a.fairness_lines
+    assert "e: channel is not dominated by scratch_e on its dense-FLOPs front (2 points)." in a.fairness_lines
+    fair = a.fairness.set_index("method")
+    assert fair.loc["narrow", "finetune.epochs"] == "–" and fair.loc["channel", "finetune.epochs"] == "3"
+    # the controls' own compute does not raise the methods' warning, and they are no method to hold equal
+    assert not any("Warning" in line for line in a.fairness_lines)
+    assert a.fairness_lines[0] == "e: one method (channel), nothing to compare."
+    # with seeds, the line gives mean ± std of both accuracies; a worse control at no lower cost says nothing
+    seeds = analyse([*rows, *(dict(r, trial_id=r["trial_id"] + "b", **{"runtime.seed": 1,
+                                                                        "val_acc_final": r["val_acc_final"] + 1})
+                              for r in rows)])
+    assert any("reads 90.50 ± 0.71 % validation" in line for line in seeds.fairness_lines)
+
+
 def test_group_keys_are_configuration_keys_but_the_seed():
     assert "runtime.seed" in GROUP_KEYS  # the seed groups rows of the table, never configurations
 

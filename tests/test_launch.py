@@ -22,6 +22,7 @@ from ray import cloudpickle
 
 from prune_core import provenance
 from prune_sweep import bases, driver
+from prune_sweep.analyze_cli import run as analyze_run
 from prune_sweep.launch_cli import main
 from prune_sweep.storage import node_cache
 
@@ -184,6 +185,28 @@ def test_quiet_latency_pass_times_each_distinct_architecture_once(tmp_path, stor
     nodes = {done_row(rows)["node_id"] for rows in trials(exp).values()}
     assert nodes <= set(launches[0]["nodes"]) and ray.is_initialized()  # the test's Ray: still running
     assert all(n["versions"] == provenance.versions() for x in launches for n in [x["driver"], *x["nodes"].values()])
+
+
+def test_controls_beside_distilled_trials_run_through_ray_and_the_report_names_them(tmp_path, storage, capsys):
+    path = write_sweep(tmp_path, "controls", {"finetune.kd_alpha": {"grid": [0.0, 0.5]}},
+                       base={"prune": {"method": "channel", "ratio": 0.5, "scope": "global"}},
+                       controls=["scratch", "narrow"])
+    assert main([str(path), "--storage", str(storage)]) == 0
+    assert "latency: 3 distinct models timed alone" in capsys.readouterr().out  # base, pruned, narrow
+    exp = storage / "controls"
+    done = {(p["prune.control"], p["finetune.kd_alpha"]): done_row(rows)
+            for p, rows in zip(params(exp), trials(exp).values())}
+    # two pruned trials (with and without distillation) and one twin per control arm
+    assert sorted(done) == [("", 0.0), ("", 0.5), ("narrow", 0.0), ("scratch_b", 0.0), ("scratch_e", 0.0)]
+    pruned = done[("", 0.0)]
+    assert done[("scratch_e", 0.0)]["layer_channels_final"] == pruned["layer_channels_final"]
+    assert done[("scratch_e", 0.0)]["finetune_epochs"] == TINY["train"]["epochs"] + TINY["finetune"]["epochs"]
+    assert done[("", 0.5)]["epochs_teacher"] == TINY["finetune"]["epochs"] and done[("narrow", 0.0)]["control_width"] < 1
+    out, analysis = analyze_run([exp], tmp_path / "analysis")
+    assert {"channel", "scratch_e", "scratch_b", "narrow"} <= set(analysis.table["prune.method"])
+    report = (out / "report.md").read_text()
+    for arm in ("scratch_e", "scratch_b", "narrow"):  # each control is a series with a fairness line
+        assert re.search(rf"controls: channel is (not )?dominated by {arm} ", report), arm
 
 
 class FullDisk:

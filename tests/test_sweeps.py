@@ -236,6 +236,31 @@ def test_an_equal_budget_sets_every_trials_total_epochs(tmp_path):
         load_sweep(write(tmp_path, {**raw, "budget": {"epochs": 3}}))
 
 
+def test_controls_add_a_twin_of_each_channel_trial_once_per_architecture(tmp_path):
+    raw = with_(controls=["scratch", "narrow"], space__finetune_kd_alpha=[{"grid": [0.0, 0.5],
+                                                                           "when": {"prune.method": ["channel"]}}])
+    sweep = load_sweep(write(tmp_path, raw))
+    assert sweep.controls == ("scratch_e", "scratch_b", "narrow")
+    configs = trial_configs(sweep)
+    pruned = [c for c in configs if not c["prune.control"]]
+    twins = [c for c in configs if c["prune.control"]]
+    assert len(pruned) == 2 * 2 * 2 + 2  # channel x 2 criteria x 2 ratios x 2 kd_alpha, imp x 2 ratios
+    # one twin per arm and channel architecture: kd_alpha (a fine-tune key) is not part of it
+    assert len(twins) == 3 * 2 * 2 and all(c["prune.method"] == "channel" for c in twins)
+    assert {c["finetune.kd_alpha"] for c in twins} == {0.0}
+    assert configs[:len(pruned)] == pruned  # the planned trials first, their controls after
+    assert len(base_configs(sweep, configs)) == 1  # controls prune the same base
+    assert parse_sweep(sweep.to_yaml(), "stored").controls == sweep.controls  # a resume keeps them
+    with pytest.raises(SweepError, match=r"controls: 'thin': expected a list of scratch, scratch_e, scratch_b, narrow"):
+        load_sweep(write(tmp_path, with_(controls=["thin"])))
+    with pytest.raises(SweepError, match=r"controls: .*scheduler fifo"):
+        load_sweep(write(tmp_path, with_(controls=["narrow"], scheduler={"name": "asha"})))
+    with pytest.raises(SweepError, match=r"controls: prune.control is set too"):
+        load_sweep(write(tmp_path, with_(controls=["narrow"], space__prune_control={"grid": ["narrow"]})))
+    with pytest.raises(SweepError, match=r"controls: no trial removes channels"):
+        load_sweep(write(tmp_path, with_(controls=["narrow"], space__prune_method={"grid": ["imp"]})))
+
+
 def test_a_search_must_name_which_flops_it_minimises(tmp_path):
     raw = with_(search={"algorithm": "optuna", "num_samples": 2, "objectives": {"val_acc": "max", "flops_kept": "min"}},
                 space={"prune.ratio": {"uniform": [0.1, 0.5]}})

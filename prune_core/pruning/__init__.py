@@ -50,13 +50,13 @@ from ._base import (CRITERIA, METHODS, UNITS, Method, MethodSpec, PruneContext, 
 from .criteria import Criterion, FilterImportance, register_criterion
 from . import baseline, channel, imp, kernel, snip  # noqa: F401  (fill METHODS)
 from .surgery import rebuild
-from .architecture import ArchitectureMismatch, architecture_key, build_architecture
+from .architecture import ArchitectureMismatch, architecture_key, build_architecture, control_network
 from .serialize import load_pruned, save_pruned
 
 __all__ = ["METHODS", "CRITERIA", "UNITS", "MethodSpec", "Criterion", "FilterImportance", "register_method",
            "register_criterion", "accepted_criteria", "post_prune_training", "resolve_prune", "Method",
            "PruneContext", "PruningPlan", "RebuildResult", "RebuildMismatch", "prune_model", "rebuild", "save_pruned",
-           "load_pruned", "build_architecture", "architecture_key", "ArchitectureMismatch"]
+           "load_pruned", "build_architecture", "architecture_key", "ArchitectureMismatch", "control_network"]
 
 
 def resolve_prune(cfg: PruneConfig) -> PruneConfig:

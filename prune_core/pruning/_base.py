@@ -208,11 +208,24 @@ def post_prune_training(cfg: "ExperimentConfig") -> Tuple["TrainConfig", int]:
     and each of IMP's L levels retrains (B - T) // L epochs from the rewind epoch k, on the schedule
     of a run of k + (B - T) // L epochs.
 
+    A control (``prune.control``) trains ``cfg.train`` from 0 for its own epochs
+    (``prune_core.controls.control_training``; Scratch-B's as if it kept every FLOP: the pipeline
+    sets them once the pruned network's FLOPs are known).
+
     >>> post_prune_training(ExperimentConfig.from_dict({"prune.method": "imp"}))[1]  # doctest: +SKIP
     1
     """
-    how, p, base = METHODS[cfg.prune.method].retrain, cfg.prune, cfg.train.epochs
+    spec = METHODS[cfg.prune.method]
+    how, p, base = spec.retrain, cfg.prune, cfg.train.epochs
     budget = p.budget_epochs
+    if p.control:  # a control trains from scratch with train (prune_core.controls); Scratch-B's FLOPs are known later
+        from ..controls import check_control, control_training
+
+        check_control(cfg, spec.unit, spec.retrain, spec.base)
+        if budget and budget <= base:
+            raise ConfigError(f"prune.budget_epochs={budget}: expected more than the base's {base} epochs "
+                              f"(train.epochs), which the pruned arm of prune.control={p.control} trains first")
+        return control_training(cfg), 0
     if how != "finetune" and cfg.finetune.kd_alpha:
         raise ConfigError(f"finetune.kd_alpha={cfg.finetune.kd_alpha}: expected 0 for {cfg.prune.method}, which "
                           f"{RETRAIN_WORDS[how]} instead of fine-tuning; distillation from the dense base applies "

@@ -12,16 +12,21 @@ pruned one (mask methods included: their rebuilt architecture is dense too).
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Tuple
 
 import torch
 from torch import nn
 
+from ..controls import RESEED, narrow_width
 from ..metrics import layer_channels
 from ..models import build_model
 from .channel import remove_channels
 from .graph import WEIGHTED, build_graph
 from .heads import attention_modules, head_count, head_width
+
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
 
 
 class ArchitectureMismatch(ValueError):
@@ -94,3 +99,20 @@ def architecture_key(name: str, num_classes: int, input_shape: Tuple[int, ...], 
                      channels: Mapping[str, int]) -> Tuple:
     """Equal for two recorded models exactly when ``build_architecture`` builds the same network."""
     return (name, int(num_classes), tuple(input_shape), float(width), tuple(sorted(channels.items())))
+
+
+def control_network(cfg: "ExperimentConfig", pruned: nn.Module, input_shape: Tuple[int, ...], num_classes: int,
+                    flops: Callable[[nn.Module], float]) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The network a control (``prune.control``, ``prune_core.controls``) trains in place of
+    ``pruned``, on the CPU, in training mode, with what it records: scratch_e and scratch_b get
+    ``pruned``'s widths on a fresh draw (seed ``runtime.seed + RESEED``); narrow gets the dense
+    model at the ``model.width`` multiple whose FLOPs (``flops(model)``) come closest to
+    ``pruned``'s, and records it as ``control_width``."""
+    name, width, (c, h) = cfg.model.name, cfg.model.width, input_shape[:2]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.runtime.seed + RESEED)
+        if cfg.prune.control != "narrow":
+            return build_architecture(name, num_classes, input_shape, width, layer_channels(pruned.cpu())).train(), {}
+        w = narrow_width(lambda m: flops(build_model(name, num_classes, c, h, m * width)), flops(pruned.cpu()), name)
+        torch.manual_seed(cfg.runtime.seed + RESEED)
+        return build_model(name, num_classes, c, h, w * width).train(), {"control_width": w}
