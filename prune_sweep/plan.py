@@ -38,7 +38,9 @@ def print_plan(sweep: Sweep, exp: Store) -> None:
     for r in [header] + rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
     print(_bases_line(sweep, configs))
-    print(f"{len(configs)} trials")
+    twins = sum(1 for c in configs if c.get("prune.control"))
+    print(f"{len(configs)} trials" + (f", {twins} of them controls ({', '.join(sweep.controls)}) trained from "
+                                      "scratch beside the channel trials" if twins else ""))
 
 
 def _bases_line(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> str:
