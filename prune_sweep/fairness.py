@@ -121,7 +121,7 @@ def _pm(row: pd.Series, col: str) -> str:
 
 
 def _span(lo: float, hi: float) -> str:
-    return f"{lo:.2f}" if np.isclose(lo, hi) else f"{lo:.2f}–{hi:.2f}"
+    return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}"
 
 
 def _values(series: pd.Series) -> str:

@@ -39,8 +39,9 @@ def print_plan(sweep: Sweep, exp: Store) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
     print(_bases_line(sweep, configs))
     twins = sum(1 for c in configs if c.get("prune.control"))
-    print(f"{len(configs)} trials" + (f", {twins} of them controls ({', '.join(sweep.controls)}) trained from "
-                                      "scratch beside the channel trials" if twins else ""))
+    if twins:
+        print(f"{twins} control trials ({', '.join(sweep.controls)}) train from scratch beside the channel trials")
+    print(f"{len(configs)} trials")
 
 
 def _bases_line(sweep: Sweep, configs: Sequence[Mapping[str, Any]]) -> str:
