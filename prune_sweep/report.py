@@ -388,7 +388,8 @@ def summary_text(a: Analysis) -> str:
                          f"trial {r['trial_id']})")
         else:
             lines.append(head + "none")
-    lines += [f"  {line}" for line in a.fairness_lines if "Warning" in line]
+    # the compute warning, and every control that beats a method (the report has the rest)
+    lines += [f"  {line}" for line in a.fairness_lines if "Warning" in line or " is dominated by " in line]
     lines += [f"  {line}" for line in a.unfinished]
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ import pytest
 from prune_core.schema import METRIC_KEYS
 from prune_sweep.analysis import analyze_results
 from prune_sweep.fairness import compute_warning
-from prune_sweep.report import COMPUTE_COL, TEST_COL, VAL_COL, _budget_frame, _trial_frame
+from prune_sweep.report import COMPUTE_COL, TEST_COL, VAL_COL, _budget_frame, _trial_frame, summary_text
 from prune_sweep.results import GROUP_KEYS, Experiment, Results
 
 FLOPS = 100e6
@@ -177,6 +177,8 @@ def test_a_control_that_beats_a_method_at_equal_flops_is_named_with_its_margin()
             "0.30: narrow at 0.30 reads 90.00 % validation (test 89.00) against 88.00 % (test 87.50), +2.00 points."
             ) in a.fairness_lines
     assert "e: channel is not dominated by scratch_e on its dense-FLOPs front (2 points)." in a.fairness_lines
+    summary = summary_text(a)  # the terminal shows where a control wins, not where none does
+    assert "channel is dominated by narrow" in summary and "not dominated" not in summary
     fair = a.fairness.set_index("method")
     assert fair.loc["narrow", "finetune.epochs"] == "–" and fair.loc["channel", "finetune.epochs"] == "3"
     # the controls' own compute does not raise the methods' warning, and they are no method to hold equal
