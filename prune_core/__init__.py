@@ -9,7 +9,8 @@ What a launcher (prune_sweep, launch.py, analyze.py) may use, and nothing else
 
 - the names of this package, in ``_PUBLIC``: ``run``, ``ensure_base`` (-> ``BaseInfo``),
   ``base_path``, ``LEASE_S`` (the lease on a base being trained), ``SMOKE``,
-  ``post_prune_training``, ``BASE_KEYS``, ``NotRetryable`` (the base of errors a retry repeats),
+  ``post_prune_training``, ``controllable`` (a method whose trials get control twins),
+  ``BASE_KEYS``, ``NotRetryable`` (the base of errors a retry repeats),
   the registries, ``open_dataset`` (a dataset's images before the split, as ``data.*`` configures
   them), the schema's key lists, and for the quiet latency pass ``time_interleaved``,
   ``latency_metrics``, ``build_architecture`` and ``architecture_key``;
@@ -38,6 +39,7 @@ _PUBLIC = {
     "BASE_KEYS": "config",
     "SMOKE": "config",
     "post_prune_training": "pruning",
+    "controllable": "controls",
     "METRICS": "schema",
     "METRIC_KEYS": "schema",
     "EPOCH_KEYS": "schema",

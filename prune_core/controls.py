@@ -38,14 +38,20 @@ RESEED = 1_000_003  # a control's initial weights are a draw of their own, apart
 WIDTH_STEPS = 14  # bisection steps of the narrow width: 2^-14 of the base width, below one channel of any layer up to 16,384 wide
 
 
-def check_control(cfg: "ExperimentConfig", unit: str, retrain: str, base: str) -> None:
+def controllable(spec) -> bool:
+    """Whether a method (its ``MethodSpec``) yields an architecture a control can train: it removes
+    channels from the trained base and fine-tunes what is left."""
+    return (spec.unit, spec.retrain, spec.base) == ("channel", "finetune", "trained")
+
+
+def check_control(cfg: "ExperimentConfig", spec) -> None:
     """``prune.control`` needs a method that removes channels from a trained base and fine-tunes
     (the architecture a control trains), no distillation, and for ``narrow`` a model that takes
     ``model.width``. Raises ``ConfigError`` in one line."""
     control, method = cfg.prune.control, cfg.prune.method
     if not control:
         return
-    if unit != "channel" or retrain != "finetune" or base != "trained":
+    if not controllable(spec):
         raise ConfigError(f"prune.control={control}: expected a method that removes channels from the trained "
                           f"base and fine-tunes (channel), not {method}, whose network keeps its layer widths")
     if cfg.finetune.kd_alpha:

@@ -74,12 +74,11 @@ def with_controls(sweep: Sweep, configs: List[Dict[str, Any]]) -> List[Dict[str,
     with ``prune.control`` set and every ``finetune.*`` key at its base value (a control trains from
     scratch with ``train``, so configs that differ only in the fine-tune share their twins). Only
     trials of a method that removes channels from a trained base and fine-tunes get twins."""
-    from prune_core import METHODS
+    from prune_core import METHODS, controllable
 
     twins: Dict[tuple, Dict[str, Any]] = {}
     for c in configs:
-        spec = METHODS[c.get("prune.method", sweep.base_flat["prune.method"])]
-        if (spec.unit, spec.retrain, spec.base) != ("channel", "finetune", "trained"):
+        if not controllable(METHODS[c.get("prune.method", sweep.base_flat["prune.method"])]):
             continue
         for arm in sweep.controls:
             twin = {k: sweep.base_flat[k] if k.startswith("finetune.") else v for k, v in c.items()}

@@ -221,7 +221,7 @@ def post_prune_training(cfg: "ExperimentConfig") -> Tuple["TrainConfig", int]:
     if p.control:  # a control trains from scratch with train (prune_core.controls); Scratch-B's FLOPs are known later
         from ..controls import check_control, control_training
 
-        check_control(cfg, spec.unit, spec.retrain, spec.base)
+        check_control(cfg, spec)
         if budget and budget <= base:
             raise ConfigError(f"prune.budget_epochs={budget}: expected more than the base's {base} epochs "
                               f"(train.epochs), which the pruned arm of prune.control={p.control} trains first")
