@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "--model-path, as <file>.onnx), check ONNX Runtime against PyTorch and time it on the CPU (needs "
                    "pip install -e \".[onnx]\")")
     g.add_argument("--smoke-test", action="store_true", help="a few steps of everything, for CI")
+    g.add_argument("--list-groups", action="store_true",
+                   help="list the model's dependency groups and stages (prune.stage_ratios names them) with their "
+                   "FLOPs share, and stop")
     return p
 
 
@@ -216,6 +219,22 @@ def _load_plugins(argv: Optional[List[str]]) -> None:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def _groups_text(cfg: ExperimentConfig) -> str:
+    """``--list-groups``: the table of ``pruning.channel.group_table`` for the model ``cfg`` builds."""
+    from .data import load_data
+    from .pipeline import fresh_model
+    from .pruning.channel import group_table
+
+    data = load_data(cfg.data, torch.device("cpu"), cfg.runtime.seed)
+    x, _ = next(iter(data.test))
+    rows = group_table(fresh_model(cfg, data), x[:2], data.input_shape)
+    lines = [f"{'stage':<10} {'stage FLOPs':>11}  {'group root':<28} {'channels':>8} {'layers':>6} {'FLOPs':>6}"]
+    lines += [f"{r['stage']:<10} {r['stage_flops_share']:>11.1%}  {r['root']:<28} {r['channels']:>8} {r['layers']:>6} "
+              f"{r['flops_share']:>6.1%}" for r in rows]
+    lines.append(f"{len(rows)} groups; sweep a stage's ratio as prune.stage_ratios.<stage> (channel, local scope)")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line ``argv``; return the exit code (module docstring, README "Exit codes")."""
     _load_plugins(argv)
@@ -227,6 +246,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg: Optional[ExperimentConfig] = None
     try:
         cfg = config_from_args(args)
+        if args.list_groups:
+            print(_groups_text(cfg))
+            return 0
         if args.eval_only:
             from .pipeline import evaluate_only
 

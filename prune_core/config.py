@@ -24,9 +24,9 @@ from . import zoo
 from .models import builder_of, check_model, weights_key
 from .plugins import code_digest, load_plugins, module_name
 from .pruning import METHODS, post_prune_training, resolve_prune
-from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, FinetuneConfig, ModelConfig, PruneConfig, RuntimeConfig,
-                       TrainConfig, coerce, digest, finetune_default, flatten, is_reference, nest, split_reference,
-                       parse_overrides, precision_name)
+from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, FinetuneConfig, ModelConfig, PruneConfig,
+                       RuntimeConfig, TrainConfig, coerce, digest, finetune_default, flatten, is_reference, nest,
+                       mapping_entry, split_reference, parse_overrides, precision_name)
 
 __all__ = ["ExperimentConfig", "ConfigError", "BASE_KEYS", "SECTIONS", "SMOKE", "DataConfig",
            "FinetuneConfig", "ModelConfig", "PruneConfig", "RuntimeConfig", "TrainConfig", "digest", "flatten", "nest",
@@ -73,6 +73,9 @@ class ExperimentConfig:
         if "prune.method" in flat and "prune.calib_batches" not in flat:
             current["prune.calib_batches"] = 0  # ... and its own default number of calibration batches
         for key, value in flat.items():
+            parent, name = mapping_entry(key)
+            if parent:  # prune.stage_ratios.layer1: one entry of a mapping
+                key, value = parent, {**dict(coerce(parent, current[parent], ())), name: value}
             if key not in current:
                 section = key.split(".")[0]
                 if section not in SECTIONS:
@@ -105,6 +108,7 @@ class ExperimentConfig:
         out = dataclasses.asdict(self)
         out["runtime"]["plugins"] = list(self.runtime.plugins)  # YAML and JSON write lists
         out["data"]["mean"], out["data"]["std"] = list(self.data.mean), list(self.data.std)
+        out["prune"]["stage_ratios"] = dict(self.prune.stage_ratios)
         return out
 
     def to_flat(self) -> Dict[str, Any]:

@@ -47,6 +47,19 @@ CHOICES["finetune.optimizer"], CHOICES["finetune.schedule"] = CHOICES["train.opt
 INT_WORDS: Dict[str, Tuple[str, ...]] = {"prune.round_to": ("auto",)}
 
 NUMBER_LISTS = ("data.mean", "data.std")  # list keys of numbers; other list keys hold names
+MAPPINGS = ("prune.stage_ratios",)  # keys mapping names to numbers; "<key>.<name>" sets one entry
+
+
+def mapping_entry(key: str) -> Tuple[str, str]:
+    """(mapping key, entry name) of ``prune.stage_ratios.layer1`` (``MAPPINGS``); ("", "") for other keys."""
+    parent = next((m for m in MAPPINGS if key.startswith(m + ".") and len(key) > len(m) + 1), "")
+    return (parent, key[len(parent) + 1:]) if parent else ("", "")
+
+
+def flat_value(flat: Mapping[str, Any], key: str) -> Any:
+    """``flat[key]``, or the entry a ``<mapping>.<name>`` key addresses (None where unset)."""
+    parent, name = mapping_entry(key) if key not in flat else ("", "")
+    return dict(flat[parent]).get(name) if parent else flat[key]
 NAME_KEYS = ("data.name", "model.name", "prune.method", "prune.criterion")
 ALIASES: Dict[str, Dict[str, str]] = {"model.name": {"vgg16_bn": "vgg16"}}
 
@@ -258,6 +271,13 @@ class PruneConfig:
     # scratch_e / scratch_b: the pruned architecture re-initialised (Liu et al. 2019); narrow: the dense
     # model at the model.width whose FLOPs match the pruned network's
     control: str = ""
+    # channel, local: the ratio of each named stage's groups (the longest name that is a group's root or its
+    # dotted prefix: layer2, layer2.0.conv1), the rest prune.ratio; `prune-core --list-groups` names them
+    stage_ratios: Tuple[Tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:  # a mapping, as to_dict, JSON and YAML give it
+        pairs = self.stage_ratios.items() if isinstance(self.stage_ratios, Mapping) else self.stage_ratios
+        object.__setattr__(self, "stage_ratios", tuple(sorted(tuple(x) for x in pairs)))
 
     def validate(self) -> None:
         require(isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0, "prune.ratio", self.ratio,
@@ -283,6 +303,9 @@ class PruneConfig:
         require_choice("prune.rewind", self.rewind, CHOICES["prune.rewind"])
         require(self.control in CHOICES["prune.control"], "prune.control", self.control,
                 "one of scratch_e, scratch_b, narrow, or an empty string (no control)")
+        for name, r in self.stage_ratios:
+            require(isinstance(r, (int, float)) and not isinstance(r, bool) and 0.0 <= r < 1.0,
+                    f"prune.stage_ratios.{name}", r, "a number in [0, 1)")
         require(isinstance(self.rewind_epoch, int) and self.rewind_epoch >= 0, "prune.rewind_epoch",
                self.rewind_epoch, "an integer >= 0")
         require(not (self.lamp and self.scope != "global"), "prune.lamp", self.lamp,
@@ -347,14 +370,8 @@ class RuntimeConfig:
         require(self.export in EXPORTS, "runtime.export", self.export, "onnx, or an empty string (no export)")
 
 
-SECTIONS = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "train": TrainConfig,
-    "prune": PruneConfig,
-    "finetune": FinetuneConfig,
-    "runtime": RuntimeConfig,
-}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "prune": PruneConfig,
+            "finetune": FinetuneConfig, "runtime": RuntimeConfig}
 
 # every dotted key with its default, in field order; finetune's defaults are not train's
 # (finetune_default), and prune.criterion "" is the method's own, filled in by ExperimentConfig
@@ -400,7 +417,7 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for key, value in values.items():
         full = f"{prefix}{key}"
-        if isinstance(value, Mapping) and (prefix or key in SECTIONS):
+        if isinstance(value, Mapping) and (prefix or key in SECTIONS) and full not in MAPPINGS:
             out.update(flatten(value, full + "."))
         else:
             out[full] = value
@@ -434,6 +451,14 @@ def coerce(key: str, value: Any, default: Any) -> Any:
     """Accept YAML/CLI spellings (``"0.5"``, ``"true"``, ``1`` for a float, a registry name's other
     spellings: ``canonical``) and refuse the rest. Every config value read from a file, ``--set``
     or a sweep passes here."""
+    if key in MAPPINGS:  # a mapping of names to numbers, or the pairs a stored config holds
+        try:
+            pairs = list(value.items() if isinstance(value, Mapping) else value)
+            if not all(isinstance(k, str) and k and not isinstance(v, bool) for k, v in pairs):
+                raise ValueError(value)
+            return tuple(sorted((k, float(v)) for k, v in pairs))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r}: expected a mapping of names to numbers, e.g. {{layer1: 0.3}}") from None
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -484,9 +509,8 @@ def coerce(key: str, value: Any, default: Any) -> Any:
 
 
 def _bool_text(key: str, value: bool) -> str:
-    """A boolean given to a text key: YAML 1.1 reads an unquoted on, off, yes or no as one, where
-    ``--set`` keeps the text. It reads as ``on`` (true) or ``off`` (false) where the key accepts
-    that word (``runtime.progress: off``); anywhere else it is refused."""
+    """A boolean given to a text key (YAML 1.1 reads an unquoted on, off, yes or no as one; ``--set``
+    keeps the text): ``on`` or ``off`` where the key accepts that word, else refused."""
     word = "on" if value else "off"
     if word in CHOICES.get(key, ()):
         return word

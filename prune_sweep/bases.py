@@ -19,6 +19,7 @@ import ray
 
 from prune_core import LEASE_S
 from prune_core.config import ExperimentConfig
+from prune_core.sections import flat_value
 from prune_sweep.expand import base_configs, trial_base
 from prune_sweep.spec import Sweep
 from prune_sweep.storage import BASE_FILE, BASE_SUM, Store, base_rel
@@ -191,7 +192,7 @@ def storage_leases(storage: Store, hashes: Sequence[str]) -> Iterator[None]:
 def cfg_flat(sweep: Sweep, cfg: ExperimentConfig) -> Dict[str, Any]:
     """The sweep's base with the values that distinguish ``cfg``'s base."""
     flat = cfg.to_flat()
-    return {**trial_base(sweep), **{k: flat[k] for k in sweep.keys}}
+    return {**trial_base(sweep), **{k: flat_value(flat, k) for k in sweep.keys}}
 
 
 def threads(sweep: Sweep) -> int:

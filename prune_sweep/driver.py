@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import signal
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -189,18 +188,9 @@ def write_experiment_files(sweep: Sweep, exp: Store) -> None:
 
 
 def picklable_nsga2(**kwargs: Any) -> Any:
-    """Optuna's NSGAIISampler, made picklable: Tune pickles the searcher with the tuner
-    (``tuner.pkl``), and Optuna 5's genetic samplers hold a ``threading.Lock`` (``_thread_lock``),
-    which made every ``sampler: nsga2`` sweep fail before its first trial."""
-    import optuna
-
-    class PicklableNSGAII(optuna.samplers.NSGAIISampler):
-        def __getstate__(self) -> Dict[str, Any]:
-            return {k: v for k, v in self.__dict__.items() if k != "_thread_lock"}
-
-        def __setstate__(self, state: Dict[str, Any]) -> None:
-            self.__dict__.update(state)
-            self._thread_lock = threading.Lock()
+    """Optuna's NSGAIISampler as Tune can pickle it, with ``tuner.pkl`` and each experiment
+    checkpoint (``prune_sweep.samplers``)."""
+    from prune_sweep.samplers import PicklableNSGAII
 
     return PicklableNSGAII(**kwargs)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from prune_core.errors import ConfigError
 from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, absolute_reference, file_reference, with_plugins
-from prune_core.sections import DEFAULTS, SMOKE, canonical, flatten, nest
+from prune_core.sections import DEFAULTS, SMOKE, canonical, flat_value, flatten, mapping_entry, nest
 from prune_sweep.checks import SweepError, as_mapping, as_number, fail
 from prune_sweep.loggers import DEFAULT_LOGGERS, Logger, parse_loggers
 
@@ -207,7 +207,7 @@ class Sweep:
             shown = ", ".join(f"{k}={v}" for k, v in values.items())
             raise SweepError(f"{self.source}: {exc} (in the trial {shown})") from None
         flat = cfg.to_flat()
-        return {k: flat[k] for k in self.keys}
+        return {k: flat_value(flat, k) for k in self.keys}
 
     def to_yaml(self) -> Dict[str, Any]:
         """The resolved sweep, as written to ``<experiment dir>/sweep.yaml``; it loads back unchanged."""
@@ -239,7 +239,7 @@ def _config_key(key: Any, source: str, where: str) -> str:
     """``key`` if it names an ExperimentConfig field, else the config's own one-line error."""
     if not isinstance(key, str) or "." not in key:
         raise fail(source, where, f"{key!r}: expected a dotted config key such as prune.ratio")
-    if key not in CONFIG_KEYS:
+    if key not in CONFIG_KEYS and not mapping_entry(key)[0]:
         try:
             experiment_config().from_dict({key: None})
         except ConfigError as exc:

@@ -283,7 +283,8 @@ def test_no_module_outside_a_method_file_names_a_method(path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"unit": "blob"}, r"unit='blob': expected one of channel, kernel, weight$"),
-    ({"unit": "weight", "flags": ("ratio",)}, r"flags=\('ratio',\): expected boolean prune keys, lamp, shuffle, reinit$"),
+    ({"unit": "weight", "flags": ("ratio",)}, r"flags=\('ratio',\): expected boolean \(or mapping\) prune keys, lamp, shuffle, reinit, "
+     r"stage_ratios$"),
     ({"unit": "weight", "calib_batches": 0}, r"calib_batches=0: expected a positive integer$"),
     ({"unit": "weight", "targets": ("flops",)}, r"targets=\('flops',\): expected unit and any of flops, latency$"),
     ({"unit": "weight", "criteria": ("l1",), "default_criterion": "l2"}, r"default_criterion='l2': expected one of"),

@@ -396,6 +396,8 @@ def test_the_searcher_pickles_as_tune_stores_it_and_draws_after_loading(tmp_path
     again = cloudpickle.loads(cloudpickle.dumps(search))
     assert 0.2 <= again.suggest("t0")["prune.ratio"] <= 0.8
     assert 0.2 <= search.suggest("t1")["prune.ratio"] <= 0.8
+    search.save(str(tmp_path / "searcher.pkl"))  # what each experiment checkpoint does, with plain pickle
+    assert (tmp_path / "searcher.pkl").stat().st_size > 0
 
 
 @pytest.mark.parametrize("search,message", [

@@ -89,8 +89,9 @@ def resolve_prune(cfg: PruneConfig) -> PruneConfig:
             "l2 with prune.lamp (LAMP is defined on squared weight magnitudes, Lee et al. 2021)")
     for flag in sorted({f for s in METHODS.values() for f in s.flags} - set(spec.flags)):
         owners = [m for m, s in METHODS.items() if flag in s.flags]
-        require(not getattr(cfg, flag), f"prune.{flag}", getattr(cfg, flag),
-                f"false unless prune.method is {' or '.join(owners)}")
+        value = getattr(cfg, flag)
+        require(not value, f"prune.{flag}", dict(value) if isinstance(value, tuple) else value,
+                f"{'false' if isinstance(value, bool) else 'none'} unless prune.method is {' or '.join(owners)}")
     spec.check(cfg)
     return cfg
 

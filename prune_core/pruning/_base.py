@@ -133,7 +133,7 @@ class MethodSpec:
     calib_batches: int = 4  # what prune.calib_batches = 0 resolves to (4: the taylor criterion's)
     lamp: bool = False  # LAMP (Lee et al. 2021) may replace its layer-wise ranking (prune.lamp)
     targets: Tuple[str, ...] = ("unit", "flops")  # the prune.target values it can meet
-    flags: Tuple[str, ...] = ()  # boolean prune.* keys only this method reads: true with another is refused
+    flags: Tuple[str, ...] = ()  # boolean (or mapping) prune.* keys only this method reads: set with another is refused
     check: Callable[["PruneConfig"], None] = _no_check  # its own config rules; raises ConfigError
     # retrain "rewind": how many retrainings share an equal budget (prune.budget_epochs; IMP's levels)
     rounds: Callable[["PruneConfig"], int] = _one_round
@@ -152,10 +152,10 @@ class MethodSpec:
         if self.criteria and self.default_criterion and self.default_criterion not in self.criteria:
             raise ConfigError(f"method {self.name!r}: default_criterion={self.default_criterion!r}: expected one of "
                               f"its criteria, {', '.join(self.criteria)}")
-        switches = [f.name for f in dataclasses.fields(PruneConfig) if isinstance(f.default, bool)]
+        switches = [f.name for f in dataclasses.fields(PruneConfig) if isinstance(f.default, bool) or f.default == ()]
         bad = [f for f in self.flags if f not in switches]
         if bad:
-            raise ConfigError(f"method {self.name!r}: flags={self.flags!r}: expected boolean prune keys, "
+            raise ConfigError(f"method {self.name!r}: flags={self.flags!r}: expected boolean (or mapping) prune keys, "
                               f"{', '.join(switches)}")
 
 

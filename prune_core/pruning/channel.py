@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import count_flops, time_interleaved
+from ..metrics import WEIGHTED, count_flops, time_interleaved
 from ..errors import ConfigError
 from ._base import CRITERIA, PruneContext, PruningPlan, accepted_criteria, register_method
 from .devicecost import LatencyTable, channel_multiple
@@ -170,7 +170,57 @@ def head_saliency(criterion, name: str) -> Tuple[Callable[[torch.Tensor], torch.
     return (lambda w: w.pow(2)), "l2"
 
 
-@register_method("channel", unit="channel", lamp=True, targets=("unit", "flops", "latency"))
+def stage_of(root: str, names) -> Optional[str]:
+    """The longest of ``names`` that is ``root`` or a dotted prefix of it (``layer2`` of
+    ``layer2.0.conv1``); None where none is."""
+    hits = [n for n in names if root == n or root.startswith(n + ".")]
+    return max(hits, key=len) if hits else None
+
+
+def stage_ratios(roots: List[str], ratios: Dict[str, float], model: str) -> Optional[List[Optional[float]]]:
+    """Each unit's own ratio under ``prune.stage_ratios`` (None: ``prune.ratio``); a name that no
+    group lies in is a ``ConfigError`` that lists the model's stages."""
+    if not ratios:
+        return None
+    unused = sorted(set(ratios) - {stage_of(r, ratios) for r in roots})
+    if unused:
+        stages = ", ".join(sorted({r.split(".")[0] for r in roots}))
+        raise ConfigError(f"prune.stage_ratios.{unused[0]}: no dependency group of {model} lies in {unused[0]}; "
+                          f"expected a stage ({stages}) or a group's root layer (prune-core --list-groups)")
+    return [ratios.get(stage_of(r, ratios) or "") for r in roots]
+
+
+def group_table(model: nn.Module, example_input: torch.Tensor, input_shape) -> List[Dict[str, object]]:
+    """What ``prune-core --list-groups`` prints: per dependency group ``channel`` prunes, its root
+    layer, stage (the root's first name), channels, conv/linear layers, and FLOPs share: of the
+    model's FLOPs, the part in the layers whose outputs or inputs are its channels (a layer between
+    two groups counts in both); per stage, the same over its groups' layers, each counted once."""
+    per_layer = count_flops(model, input_shape).per_layer
+    total = max(sum(per_layer.values()), 1e-12)
+    graph = build_graph(copy_model(model), example_input)
+    rows: List[Dict[str, object]] = []
+    stages: Dict[str, set] = {}
+    for g in graph.channel_groups():
+        layers = {graph.names[it.dep.target.module] for it in g.group.items
+                  if isinstance(it.dep.target.module, WEIGHTED) and it.dep.target.module in graph.names}
+        stage = g.root.split(".")[0]
+        stages.setdefault(stage, set()).update(layers)
+        rows.append({"root": g.root, "stage": stage, "channels": g.size, "layers": len(layers),
+                     "flops_share": sum(per_layer.get(n, 0.0) for n in layers) / total})
+    for row in rows:
+        row["stage_flops_share"] = sum(per_layer.get(n, 0.0) for n in stages[str(row["stage"])]) / total
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return sorted(rows, key=lambda r: order.get(str(r["root"]), len(order)))
+
+
+def _check(p) -> None:
+    if p.stage_ratios and (p.scope != "local" or p.target != "unit"):
+        raise ConfigError(f"prune.stage_ratios={dict(p.stage_ratios)}: expected prune.scope local and prune.target "
+                          f"unit (each stage's ratio is its own), not {p.scope} and {p.target}")
+
+
+@register_method("channel", unit="channel", lamp=True, targets=("unit", "flops", "latency"), flags=("stage_ratios",),
+                 check=_check)
 def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Filter pruning: choose whole channels per dependency group; ``rebuild`` removes them."""
     p = ctx.cfg.prune
@@ -203,7 +253,8 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
         round_to = channel_multiple(ctx.example_input.device, rt.latency_batch, rt.threads, ctx.cache)["multiple"]
         extra["prune_round_to"] = round_to
     ranking = Ranking([u.scores for u in units], p.scope, p.max_layer_ratio,
-                      [1 if u.heads else round_to for u in units], [u.weight for u in units])
+                      [1 if u.heads else round_to for u in units], [u.weight for u in units],
+                      stage_ratios([u.root for u in units], dict(p.stage_ratios), ctx.cfg.model.name))
 
     def plan_at(ratio: float) -> Dict[str, List[int]]:
         chosen = ranking.select(ratio)

@@ -62,10 +62,13 @@ class Ranking:
     """
 
     def __init__(self, scores: Sequence[torch.Tensor], scope: str = "local", max_layer_ratio: float = 1.0,
-                 round_to: Union[int, Sequence[int]] = 1, weights: Optional[Sequence[float]] = None):
+                 round_to: Union[int, Sequence[int]] = 1, weights: Optional[Sequence[float]] = None,
+                 layer_ratios: Optional[Sequence[Optional[float]]] = None):
         if scope not in ("local", "global"):
             raise ValueError(f"scope={scope!r}: expected local or global")
         self.scope = scope
+        # local: a layer's own ratio where given (prune.stage_ratios), else the one select() gets
+        self.layer_ratios = list(layer_ratios) if layer_ratios is not None else [None] * len(scores)
         self.sizes = [int(s.numel()) for s in scores]
         # one multiple per layer where layers differ (attention heads are never rounded)
         self.round_to = [round_to] * len(self.sizes) if isinstance(round_to, int) else list(round_to)
@@ -94,7 +97,8 @@ class Ranking:
     def counts(self, ratio: float) -> List[int]:
         """How many units each layer loses at ``ratio`` (before rounding)."""
         if self.scope == "local":
-            return [min(n - 1, int(math.floor(ratio * n + 0.5))) for n in self.sizes]
+            return [min(n - 1, int(math.floor((ratio if r is None else r) * n + 0.5)))
+                    for n, r in zip(self.sizes, self.layer_ratios)]
         if not self.sizes:
             return []
         # take units while the budget covers at least half of the next one: the nearest total
