@@ -48,15 +48,20 @@ def measure(base: Dict, **dotted) -> Dict:
     return {"val": m["val_acc_final"], "test": m["acc_final"], "flops": m["flops_kept_dense"]}
 
 
-def stages(base: Dict) -> List[str]:
-    """The stages ``prune-core --list-groups`` names for the base's model, in the model's order."""
+def fresh(base: Dict, **dotted):
+    """(config, an untrained model of it, two test images): what --list-groups and the FLOPs search read."""
     from prune_core.data import load_data
     from prune_core.pipeline import fresh_model
 
-    cfg = ExperimentConfig.from_dict(base)
+    cfg = ExperimentConfig.from_dict({**base, **dotted})
     data = load_data(cfg.data, torch.device("cpu"), cfg.runtime.seed)
-    x, _ = next(iter(data.test))
-    return list(dict.fromkeys(r["stage"] for r in group_table(fresh_model(cfg, data), x[:2], data.input_shape)))
+    return cfg, fresh_model(cfg, data), next(iter(data.test))[0][:2], data.input_shape
+
+
+def stages(base: Dict) -> List[str]:
+    """The stages ``prune-core --list-groups`` names for the base's model, in the model's order."""
+    _, model, x, shape = fresh(base)
+    return list(dict.fromkeys(r["stage"] for r in group_table(model, x, shape)))
 
 
 def search(base: Dict, names: List[str], start: float, flops: float, trials: int, seed: int) -> Dict:
@@ -78,6 +83,15 @@ def search(base: Dict, names: List[str], start: float, flops: float, trials: int
     drawn = [i for i in feasible if i > 0]  # the trials the sampler drew, without the uniform start
     other = results[max(drawn, key=lambda i: results[i]["val"])] if drawn else None
     return {**results[best], "feasible": len(feasible), "drawn": other, "start_won": best == 0}
+
+
+def solve_uniform(base: Dict, flops: float) -> float:
+    """The unit ratio local pruning needs to keep ``flops`` of the dense FLOPs (prune_core's own
+    search; it depends on the architecture only, so an untrained model answers it)."""
+    from prune_core.pruning import PruneContext, prune_model
+
+    cfg, model, x, _ = fresh(base, **{"prune.target": "flops", "prune.ratio": 1.0 - flops, "prune.scope": "local"})
+    return float(prune_model(model, PruneContext(cfg, x)).ratio)
 
 
 def pm(values: List[float]) -> str:
@@ -124,19 +138,6 @@ def main(argv=None) -> int:
           f"the uniform start stayed best on validation in {sum(r['start_won'] for r in searched)} of "
           f"{len(searched)} seeds")
     return 0
-
-
-def solve_uniform(base: Dict, flops: float) -> float:
-    """The unit ratio local pruning needs to keep ``flops`` of the dense FLOPs (prune_core's own search)."""
-    from prune_core.pipeline import fresh_model
-    from prune_core.data import load_data
-    from prune_core.pruning import PruneContext, prune_model
-
-    cfg = ExperimentConfig.from_dict({**base, "prune.target": "flops", "prune.ratio": 1.0 - flops,
-                                      "prune.scope": "local"})
-    data = load_data(cfg.data, torch.device("cpu"), cfg.runtime.seed)
-    x, _ = next(iter(data.test))
-    return float(prune_model(fresh_model(cfg, data), PruneContext(cfg, x[:2])).ratio)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ RESEED``, not the base's own draw) and keeps its first channels of each dependen
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from .config import ExperimentConfig
     from .sections import TrainConfig
 
-CONTROLS = ("scratch_e", "scratch_b", "narrow")
 RESEED = 1_000_003  # a control's initial weights are a draw of their own, apart from the base's
 WIDTH_STEPS = 14  # bisection steps of the narrow width: 2^-14 of the base width, below one channel of any layer up to 16,384 wide
 
@@ -79,6 +79,7 @@ def control_training(cfg: "ExperimentConfig", flops_kept: float = 1.0) -> "Train
 def narrow_width(flops_at, target: float, name: str) -> float:
     """The multiple ``w`` in (0, 1] of the model's width whose FLOPs (``flops_at(w)``, which grows
     with ``w`` in steps of whole channels) come closest to ``target``; of two as close, the wider."""
+    flops_at = functools.lru_cache(maxsize=None)(flops_at)  # the bisection's ends are asked for again
     full, thinnest = flops_at(1.0), flops_at(2.0 ** -WIDTH_STEPS)
     if full == thinnest:
         raise ConfigError(f"prune.control=narrow: model.name={name} builds the same network at every model.width; "

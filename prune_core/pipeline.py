@@ -470,7 +470,8 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
             reporter({**record, "epoch": record["epoch"] - start, **costs}, wd.root)
 
     # distillation (finetune.kd_alpha > 0): the dense base teaches; a copy, as the base is timed later
-    teacher = copy.deepcopy(base) if getattr(tcfg, "kd_alpha", 0.0) > 0 else None
+    distils = getattr(tcfg, "kd_alpha", 0.0) > 0
+    teacher = copy.deepcopy(base) if distils else None
     history: History = fit(model, tcfg, data, device=device, amp=cfg.runtime.amp, cpu_bf16=cfg.runtime.cpu_bf16,
                            amp_choice=cfg.runtime.amp_dtype, stage="finetune",
                            checkpoint=wd.finetune_ckpt, resume=cfg.runtime.resume, on_epoch=on_epoch,
@@ -479,7 +480,7 @@ def _finetune_and_measure(cfg: ExperimentConfig, data: DataSplits, device: torch
     _make_permanent(model)
     metrics["time_finetune_s"] = time.perf_counter() - t0
     metrics["finetune_epochs"] = len(history.epochs)
-    metrics["epochs_teacher"] = len(history.epochs) if getattr(tcfg, "kd_alpha", 0.0) > 0 else 0
+    metrics["epochs_teacher"] = len(history.epochs) if distils else 0
     metrics["epochs_trial"] = metrics["epochs_prune"] + metrics["finetune_epochs"]
     metrics["val_acc_final"] = history.last.get("val_acc", math.nan) if history.epochs else evaluate(
         model, data.val, data.num_classes).top1

@@ -40,14 +40,16 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "prune.control": ("", "scratch_e", "scratch_b", "narrow")}
 CHOICES["finetune.optimizer"], CHOICES["finetune.schedule"] = CHOICES["train.optimizer"], CHOICES["train.schedule"]
 
-# the keys whose values are registry names, and the other spellings they accept: a hyphen reads as an
-# underscore (the first seed project's intra-kernel), and torchvision's vgg16_bn is the registry's
-# vgg16, which has batch norm
 # integer keys that also take a word
 INT_WORDS: Dict[str, Tuple[str, ...]] = {"prune.round_to": ("auto",)}
 
 NUMBER_LISTS = ("data.mean", "data.std")  # list keys of numbers; other list keys hold names
 MAPPINGS = ("prune.stage_ratios",)  # keys mapping names to numbers; "<key>.<name>" sets one entry
+# the keys whose values are registry names, and the other spellings they accept: a hyphen reads as an
+# underscore (the first seed project's intra-kernel), and torchvision's vgg16_bn is the registry's
+# vgg16, which has batch norm
+NAME_KEYS = ("data.name", "model.name", "prune.method", "prune.criterion")
+ALIASES: Dict[str, Dict[str, str]] = {"model.name": {"vgg16_bn": "vgg16"}}
 
 
 def mapping_entry(key: str) -> Tuple[str, str]:
@@ -60,8 +62,6 @@ def flat_value(flat: Mapping[str, Any], key: str) -> Any:
     """``flat[key]``, or the entry a ``<mapping>.<name>`` key addresses (None where unset)."""
     parent, name = mapping_entry(key) if key not in flat else ("", "")
     return dict(flat[parent]).get(name) if parent else flat[key]
-NAME_KEYS = ("data.name", "model.name", "prune.method", "prune.criterion")
-ALIASES: Dict[str, Dict[str, str]] = {"model.name": {"vgg16_bn": "vgg16"}}
 
 
 def is_reference(name: Any) -> bool:

@@ -222,21 +222,17 @@ def post_prune_training(cfg: "ExperimentConfig") -> Tuple["TrainConfig", int]:
         from ..controls import check_control, control_training
 
         check_control(cfg, spec)
-        if budget and budget <= base:
-            raise ConfigError(f"prune.budget_epochs={budget}: expected more than the base's {base} epochs "
-                              f"(train.epochs), which the pruned arm of prune.control={p.control} trains first")
-        return control_training(cfg), 0
     if how != "finetune" and cfg.finetune.kd_alpha:
         raise ConfigError(f"finetune.kd_alpha={cfg.finetune.kd_alpha}: expected 0 for {cfg.prune.method}, which "
                           f"{RETRAIN_WORDS[how]} instead of fine-tuning; distillation from the dense base applies "
                           "to the methods that fine-tune")
+    if how == "finetune" and budget and budget <= base:  # a control's pruned arm fine-tunes too
+        raise ConfigError(f"prune.budget_epochs={budget}: expected more than the base's {base} epochs "
+                          f"(train.epochs), which {cfg.prune.method} spends before it fine-tunes")
+    if p.control:
+        return control_training(cfg), 0
     if how == "finetune":
-        if not budget:
-            return cfg.finetune, 0
-        if budget <= base:
-            raise ConfigError(f"prune.budget_epochs={budget}: expected more than the base's {base} epochs "
-                              f"(train.epochs), which {cfg.prune.method} spends before it fine-tunes")
-        return dataclasses.replace(cfg.finetune, epochs=budget - base), 0
+        return (dataclasses.replace(cfg.finetune, epochs=budget - base) if budget else cfg.finetune), 0
     if how == "train":
         return (dataclasses.replace(cfg.train, epochs=budget) if budget else cfg.train), 0
     if not budget:

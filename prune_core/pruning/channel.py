@@ -182,12 +182,13 @@ def stage_ratios(roots: List[str], ratios: Dict[str, float], model: str) -> Opti
     group lies in is a ``ConfigError`` that lists the model's stages."""
     if not ratios:
         return None
-    unused = sorted(set(ratios) - {stage_of(r, ratios) for r in roots})
+    owners = [stage_of(r, ratios) for r in roots]
+    unused = sorted(set(ratios) - set(owners))
     if unused:
         stages = ", ".join(sorted({r.split(".")[0] for r in roots}))
         raise ConfigError(f"prune.stage_ratios.{unused[0]}: no dependency group of {model} lies in {unused[0]}; "
                           f"expected a stage ({stages}) or a group's root layer (prune-core --list-groups)")
-    return [ratios.get(stage_of(r, ratios) or "") for r in roots]
+    return [ratios.get(o) if o else None for o in owners]
 
 
 def group_table(model: nn.Module, example_input: torch.Tensor, input_shape) -> List[Dict[str, object]]:
