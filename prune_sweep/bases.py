@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import posixpath
 import shutil
@@ -83,8 +84,9 @@ def adopt_bases(bases: Mapping[str, ExperimentConfig], storage: Store, name: str
 
 def prepare_bases(sweep: Sweep, configs: Sequence[Mapping[str, Any]], storage: Store, exp: Store,
                   quiet: bool = True) -> None:
-    """Train each distinct base of the sweep once, in parallel Ray tasks with a trial's resources;
-    ``quiet`` (no ``-v``): with a line per base for each period in which epochs ended."""
+    """Train each distinct base of the sweep once, in parallel Ray tasks with a trial's CPUs and
+    whole GPUs (``base_gpus``); ``quiet`` (no ``-v``): with a line per base for each period in which
+    epochs ended."""
     bases = base_configs(sweep, configs)
     if not bases:
         print("bases: none to train (model.pretrained_path, or a base key drawn from a continuous range: "
@@ -105,7 +107,7 @@ def _adopt_or_train(sweep: Sweep, bases: Mapping[str, ExperimentConfig], storage
         return
     print(f"training {len(todo)} base model{'s' * (len(todo) > 1)} "
           f"({', '.join(f'{c.model.name} on {c.data.name}, seed {c.runtime.seed}' for c in todo.values())})")
-    task = ray.remote(train_base).options(num_cpus=sweep.resources.cpu, num_gpus=sweep.resources.gpu)
+    task = ray.remote(train_base).options(num_cpus=sweep.resources.cpu, num_gpus=base_gpus(sweep))
     t0 = time.perf_counter()
     progress = BaseProgress(todo) if quiet else None
     refs = [task.remote({**cfg_flat(sweep, cfg), "runtime.threads": threads(sweep)}, exp.location,
@@ -116,8 +118,16 @@ def _adopt_or_train(sweep: Sweep, bases: Mapping[str, ExperimentConfig], storage
         progress.show()  # the epochs that ended since the last period
     for info in ray.get(refs):
         what = f"trained in {info['seconds']:.1f} s" if info["trained"] else "cached"
-        print(f"base {info['hash']}: {what}, val acc {info['val_acc']:.2f}%")
+        on = f" on GPU {info['gpu_ids']} of {info['node_ip']}" if info.get("gpu_ids") else ""
+        print(f"base {info['hash']}: {what}{on}, val acc {info['val_acc']:.2f}%")
     print(f"bases ready in {time.perf_counter() - t0:.1f} s")
+
+
+def base_gpus(sweep: Sweep) -> int:
+    """GPUs a base task holds: whole ones, even where trials share a GPU (``resources.gpu: 0.5``).
+    A base is the longest job of a sweep and every one of its trials waits for it: it gets its GPU
+    and that GPU's memory to itself (no trial runs while bases train: ``launch_cli._run``)."""
+    return math.ceil(sweep.resources.gpu)
 
 
 class BaseProgress:

@@ -346,7 +346,8 @@ def quiet_latency(sweep: Sweep, exp: Store) -> Optional[Dict[str, Any]]:
     (``prune_sweep.latency_pass``), with the trials' thread count; a failure is reported in one line
     and leaves the sweep's results as they are."""
     try:
-        return run_quiet_pass(exp, gpu=sweep.resources.gpu > 0, threads=threads(sweep))
+        return run_quiet_pass(exp, gpu=sweep.resources.gpu > 0, threads=threads(sweep),
+                              device=trial_base(sweep)["runtime.device"])
     except (ray.exceptions.RayError, ValueError, OSError) as exc:
         lines = [ln for ln in str(getattr(exc, "cause", None) or exc).strip().splitlines() if ln.strip()]
         print(f"latency: quiet pass failed: {lines[-1] if lines else type(exc).__name__}")

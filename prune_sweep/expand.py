@@ -98,6 +98,10 @@ def corner_configs(sweep: Sweep) -> List[Dict[str, Any]]:
 def validate(sweep: Sweep) -> List[Dict[str, Any]]:
     """Build every trial config (grid, random) or every corner (optuna); returns them."""
     _check_points(sweep)
+    if sweep.base.get("runtime.device") == "cuda" and not sweep.resources.gpu:
+        raise fail(sweep.source, "runtime.device", "cuda needs resources.gpu > 0 (Ray gives a trial a GPU only "
+                   "when it asks for one, e.g. gpu: 1, or 0.5 to share one between two trials); expected auto or cpu "
+                   "with resources.gpu: 0")
     if sweep.search.algorithm == "optuna":
         return corner_configs(sweep)
     corner_configs(sweep)  # ends of continuous ranges too, not only the values drawn

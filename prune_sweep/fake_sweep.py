@@ -165,10 +165,11 @@ def trial_rows(method: str, ratio: float, scope: str, lr: float, seed: int, tria
 
 
 def _ray_keys(trial_id: str, iteration: int, t: float) -> Dict[str, Any]:
-    # node_id comes from launch.py's reporter, the rest from Ray Tune
+    # node_id, gpu_ids and started_at come from launch.py's reporter, the rest from Ray Tune
     return {"training_iteration": iteration, "trial_id": trial_id, "time_total_s": round(t, 3),
             "time_this_iter_s": 3.0, "timestamp": 1764000000 + iteration, "date": "2025-11-24_10-00-00",
-            "pid": 4242, "hostname": "worker", "node_ip": "10.0.0.2", "done": False, "node_id": "a1b2c3"}
+            "pid": 4242, "hostname": "worker", "node_ip": "10.0.0.2", "done": False, "node_id": "a1b2c3",
+            "gpu_ids": "", "started_at": 1764000000.0}
 
 
 def write_trial(expdir: Path, name: str, params: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = (),

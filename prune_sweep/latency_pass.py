@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import ray
 import yaml
 
+from prune_sweep.placement import claim_device
 from prune_sweep.storage import RESULT_FILE, Store, json_rows
 
 LATENCY_FILE = "latency.json"
@@ -91,16 +92,19 @@ def finished_trials(exp: Store) -> List[Finished]:
     return out
 
 
-def time_trials(exp_location: str, threads: int, gpu: bool) -> Dict[str, Any]:
-    """Ray task: time every finished trial of the experiment; returns ``{"latency": what latency.json
-    holds, "trials": n, "models": architectures timed, "device": str, "seconds": float}``."""
+def time_trials(exp_location: str, threads: int, device_name: str) -> Dict[str, Any]:
+    """Ray task: time every finished trial of the experiment on ``device_name`` (the trials' own:
+    ``cuda`` or ``cpu``; on CUDA the GPU Ray gave the task must answer, ``placement.claim_device``);
+    returns ``{"latency": what latency.json holds, "trials": n, "models": architectures timed,
+    "device": str, "gpu_ids": str, "seconds": float}``."""
     import torch
 
     from prune_core import (ArchitectureMismatch, architecture_key, build_architecture, latency_metrics,
                             time_interleaved)
 
     t0 = time.perf_counter()
-    device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
+    place = claim_device(device_name, "the quiet latency pass") if ray.is_initialized() else {"gpu_ids": ""}
+    device = torch.device(device_name)
     trials = finished_trials(Store(exp_location))
     # one interleaved measurement per distinct base: the base and the distinct pruned models of its trials
     groups: Dict[Tuple[Key, int, int], Dict[Key, Dict[str, int]]] = {}
@@ -136,7 +140,8 @@ def time_trials(exp_location: str, threads: int, gpu: bool) -> Dict[str, Any]:
         if lat is not None:
             latency[t.trial_id] = latency_metrics(lat[kb], lat[kf], "quiet")
     return {"latency": latency, "trials": len(latency), "models": sum(len(timed[k]) for k in timed),
-            "device": where, "seconds": time.perf_counter() - t0, "skipped": sorted(set(skipped))}
+            "device": where, "gpu_ids": place["gpu_ids"], "seconds": time.perf_counter() - t0,
+            "skipped": sorted(set(skipped))}
 
 
 def node_cpus(gpu: bool) -> int:
@@ -147,22 +152,25 @@ def node_cpus(gpu: bool) -> int:
     return int(max((r.get("CPU", 0) for r in nodes), default=0))
 
 
-def run_quiet_pass(exp: Store, gpu: bool, threads: int, log: Callable[[str], None] = print
+def run_quiet_pass(exp: Store, gpu: bool, threads: int, device: str = "cpu", log: Callable[[str], None] = print
                    ) -> Optional[Dict[str, Any]]:
-    """Time the finished trials of ``exp`` alone on one node and write ``latency.json``; returns the
-    task's summary (without the latency table), or None when there was nothing to time."""
+    """Time the finished trials of ``exp`` alone on one node, on ``device`` (the trials' own), and
+    write ``latency.json``; with ``gpu`` (the trials held GPUs) the task holds a whole GPU of that
+    node too. Returns the task's summary (without the latency table), or None when there was
+    nothing to time."""
     cpus = node_cpus(gpu)
     if cpus < 1:
         log(f"latency: no alive node with a CPU{' and a GPU' if gpu else ''}; quiet pass skipped")
         return None
     task = ray.remote(time_trials).options(num_cpus=cpus, num_gpus=1 if gpu else 0)
-    result = ray.get(task.remote(exp.location, threads, gpu))
+    result = ray.get(task.remote(exp.location, threads, device))
     for reason in result.get("skipped", ()):
         log(f"latency: not timed alone: {reason}")
     if not result["trials"]:
         log("latency: no finished trial to time alone")
         return None
     exp.write_text(LATENCY_FILE, json.dumps(result.pop("latency"), indent=1, sort_keys=True))
-    log(f"latency: {result['models']} distinct models timed alone on {result['device']} in "
+    gpu_ids = f" (Ray's GPU {result['gpu_ids']})" if result.get("gpu_ids") else ""
+    log(f"latency: {result['models']} distinct models timed alone on {result['device']}{gpu_ids} in "
         f"{result['seconds']:.1f} s ({result['trials']} trials -> {exp.uri(LATENCY_FILE)})")
     return result

@@ -24,6 +24,7 @@ from ray import tune
 from prune_core import NotRetryable
 from prune_core.config import ExperimentConfig
 from prune_core.schema import flops_kept
+from prune_sweep.placement import claim_device
 from prune_sweep.storage import BASE_FILE, BASE_LOG, BASE_SUM, Store, base_rel, cache_dir, is_uri
 
 
@@ -64,6 +65,7 @@ def train_base(flat: Dict[str, Any], exp: str, progress: Any = None) -> Dict[str
 
     cfg = ExperimentConfig.from_dict({**flat, "runtime.cache_dir": cache_dir(exp), "runtime.resume": True,
                                       "runtime.progress": "off"})
+    place = claim_device(cfg.runtime.device, f"base {cfg.base_hash()}")
     if cfg.runtime.threads:
         import torch
 
@@ -87,7 +89,8 @@ def train_base(flat: Dict[str, Any], exp: str, progress: Any = None) -> Dict[str
             store = Store(exp)
             for name in (BASE_SUM, BASE_FILE, BASE_LOG):
                 store.put(path.parent / name, base_rel(cfg.base_hash(), name))
-    return {"hash": cfg.base_hash(), "trained": trained, "seconds": seconds, "val_acc": base.val_acc}
+    return {"hash": cfg.base_hash(), "trained": trained, "seconds": seconds, "val_acc": base.val_acc,
+            "node_ip": place["node_ip"], "gpu_ids": place["gpu_ids"], "gpus": place["gpus"]}
 
 
 class TuneReporter:
@@ -96,12 +99,16 @@ class TuneReporter:
 
     Every report carries ``val_acc`` (ASHA's metric; the final one repeats ``val_acc_final``) and
     ``flops_kept_dense`` / ``flops_kept_effective`` (known once the model is pruned), so a searcher
-    can read its objectives from any report, and ``node_id``, the Ray node that ran it."""
+    can read its objectives from any report, ``node_id``, the Ray node that ran it, ``gpu_ids``,
+    the GPUs Ray gave it there (``prune_sweep.placement``; empty without one), and ``started_at``,
+    when this run of the trial began (epoch seconds: Tune's ``timestamp`` counts whole seconds)."""
 
-    def __init__(self, workdir: Path, keep_final_model: bool):
+    def __init__(self, workdir: Path, keep_final_model: bool, place: Dict[str, Any]):
         self.workdir = workdir
         self.keep_final_model = keep_final_model  # runtime.save_model: the rebuilt model as a last checkpoint
-        self.node_id = ray.get_runtime_context().get_node_id()
+        self.node_id = place["node_id"]
+        self.gpu_ids = place["gpu_ids"]
+        self.started_at = time.time()
 
     def __call__(self, metrics: Dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
         row = dict(metrics)
@@ -112,6 +119,8 @@ class TuneReporter:
         else:
             row.update(flops_kept(row))
         row["node_id"] = self.node_id
+        row["gpu_ids"] = self.gpu_ids
+        row["started_at"] = self.started_at
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(row, checkpoint=checkpoint)
 
@@ -134,9 +143,10 @@ def run_trial(params: Dict[str, Any], setup: TrialSetup) -> None:
                   "runtime.cache_dir": cache_dir(setup.exp), "runtime.progress": "off"}
         values.setdefault("runtime.threads", setup.threads)
         cfg = ExperimentConfig.from_dict(values)
+        place = claim_device(cfg.runtime.device, f"trial {tune.get_context().get_trial_id()}")
         _fetch_base(cfg, setup.exp)
         try:
-            run(cfg, reporter=TuneReporter(workdir, cfg.runtime.save_model), log=print)
+            run(cfg, reporter=TuneReporter(workdir, cfg.runtime.save_model, place), log=print)
         except NotRetryable as exc:
             store.write_text(marker, f"{type(exc).__name__}: {exc}")
             raise

@@ -31,7 +31,7 @@ def test_models_are_built_with_the_trials_threads_and_the_workers_count_is_resto
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        out = time_trials(str(tmp_path), threads=1, gpu=False)
+        out = time_trials(str(tmp_path), threads=1, device_name="cpu")
         after = torch.get_num_threads()
     finally:
         torch.set_num_threads(threads)
