@@ -3,13 +3,15 @@
 # handed (PyTorch installed, no internet, Ray not installed).
 #
 # 1. On a connected machine, pack the wheels: this project's and every package it needs (Ray and
-#    its dependencies included) except PyTorch's own stack (torch, torchvision, triton, nvidia-*),
+#    its dependencies included) except PyTorch's own stack (torch, torchvision, triton, nvidia-*, cuda-*),
 #    which the node has; for the node's Python and platform. Wheels over 60 MB (Ray's, about 79 MB)
 #    are split into parts of at most 60 MB; SHA256SUMS holds each whole wheel's digest:
 #
 #      bash bench/gpu_sweep.sh --pack wheels/ --python-version 3.11 --platform manylinux2014_x86_64
 #
 #    (defaults: --python's version and this machine's architecture; --platform is repeatable).
+#    With --node-freeze node.txt (`python -m pip freeze > node.txt`, run on the node), packages the
+#    node already has are kept at its versions where the requirements allow, and not packed.
 # 2. Copy the checkout and wheels/ to the node (wheels/ may sit in bench/, the default), then:
 #
 #      bash bench/gpu_sweep.sh --wheels wheels/ --dry-run   # join, check, install, import; nothing else
@@ -44,7 +46,7 @@ PART_SIZE=${PART_SIZE:-60000000}  # bytes: parts of at most 60 MB
 # modules the install check imports (PyTorch's come from the node)
 IMPORTS=${GPU_SWEEP_IMPORTS:-"ray ray.tune prune_core prune_sweep torch_pruning optuna pandas pyarrow"}
 # PyTorch's own stack: the node has it, and its wheels are gigabytes
-NODE_HAS='^(torch|torchvision|torchaudio|triton|nvidia-.*)$'
+NODE_HAS='^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$'
 
 die() {  # one line, exit status 2 (bad input) unless given
     echo "$PROG: error: $1" >&2
@@ -59,6 +61,7 @@ PY=.venv/bin/python
 PYVER=""
 PLATFORMS=()
 DOWNLOAD=1
+NODE_FREEZE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --pack) [ $# -ge 2 ] || die "--pack needs a directory"; MODE=pack; WHEELS=$2; shift ;;
@@ -68,8 +71,9 @@ while [ $# -gt 0 ]; do
         --python-version) [ $# -ge 2 ] || die "--python-version needs X.Y"; PYVER=$2; shift ;;
         --platform) [ $# -ge 2 ] || die "--platform needs a tag"; PLATFORMS+=("$2"); shift ;;
         --no-download) DOWNLOAD=0 ;;
+        --node-freeze) [ $# -ge 2 ] || die "--node-freeze needs a file"; NODE_FREEZE=$2; shift ;;
         -h | --help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument '$1'; expected --pack DIR, --dry-run, --wheels DIR, --python PY, --python-version X.Y, --platform TAG or --no-download" ;;
+        *) die "unknown argument '$1'; expected --pack DIR, --dry-run, --wheels DIR, --python PY, --python-version X.Y, --platform TAG, --node-freeze FILE or --no-download" ;;
     esac
     shift
 done
@@ -93,17 +97,40 @@ pack() {
             || die "building this project's wheel failed: $(tail -n 1 "$tmp/wheel.log")" 1
         local own
         own=$(ls -t "$WHEELS"/prune_sweep-*.whl | head -n 1)
-        # pip resolves the whole set for the node's tags; PyTorch's stack is left out
-        "$PY" -m pip install --dry-run --ignore-installed -q --report "$tmp/report.json" "${tags[@]}" \
-            --target "$tmp/unused" "$own" >"$tmp/resolve.log" 2>&1 \
-            || die "resolving the dependencies failed: $(grep -v '^WARNING' "$tmp/resolve.log" | tail -n 1)" 1
-        reqs=$("$PY" - "$tmp/report.json" "$NODE_HAS" <<'EOF'
+        # pip resolves the whole set for the node's tags (at the node's versions where they do);
+        # PyTorch's stack and what the node has at the resolved version are left out
+        : >"$tmp/node.txt"
+        if [ -n "$NODE_FREEZE" ]; then
+            [ -f "$NODE_FREEZE" ] || die "--node-freeze $NODE_FREEZE: no such file; make it on the node with: python -m pip freeze > node.txt"
+            # PyTorch's stack is not packed, and its pins need wheels for the node's exact tags
+            grep -E '^[A-Za-z0-9_.-]+==[^ ;]+$' "$NODE_FREEZE" | grep -viE "${NODE_HAS%\$}==" >"$tmp/node.txt"
+        fi
+        resolve() {
+            "$PY" -m pip install --dry-run --ignore-installed -q --report "$tmp/report.json" "${tags[@]}" "$@" \
+                --target "$tmp/unused" "$own" >"$tmp/resolve.log" 2>&1
+        }
+        if ! resolve -c "$tmp/node.txt"; then
+            [ -s "$tmp/node.txt" ] || die "resolving the dependencies failed: $(grep -v '^WARNING' "$tmp/resolve.log" | tail -n 1)" 1
+            echo "the node's versions do not satisfy every requirement ($(grep -v '^WARNING' "$tmp/resolve.log" | tail -n 1)); resolving without them"
+            resolve || die "resolving the dependencies failed: $(grep -v '^WARNING' "$tmp/resolve.log" | tail -n 1)" 1
+        fi
+        reqs=$("$PY" - "$tmp/report.json" "$NODE_HAS" "$tmp/node.txt" <<'EOF'
 import json, re, sys
+
 report, skip = json.load(open(sys.argv[1])), re.compile(sys.argv[2], re.I)
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+node = {(norm(n.strip()), v.strip()) for n, v in (ln.split("==", 1) for ln in open(sys.argv[3]) if "==" in ln)}
+kept = 0
 for item in report["install"]:
     name, version = item["metadata"]["name"], item["metadata"]["version"]
-    if name.lower().replace("_", "-") != "prune-sweep" and not skip.match(name):
-        print(f"{name}=={version}")
+    if norm(name) == "prune-sweep" or skip.match(name):
+        continue
+    if (norm(name), version) in node:
+        kept += 1
+        continue
+    print(f"{name}=={version}")
+if node:
+    print(f"the node has {kept} of the packages at the resolved version: not packed", file=sys.stderr)
 EOF
 )
         # shellcheck disable=SC2086
