@@ -44,20 +44,8 @@ FAILED=0
 LINES=()
 note() { LINES+=("$*"); }
 
-# step NAME LIMIT_S CMD...: run CMD with a time limit, its stdout and stderr to $OUT/NAME.log;
-# sets RC and SECS
-step() {
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name: $*" >&2
-    local t0=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
-    RC=$?
-    SECS=$((SECONDS - t0))
-    if [ "$RC" = 124 ] || [ "$RC" = 137 ]; then
-        echo "(killed after the ${limit} s limit)" >>"$OUT/$name.log"
-    fi
-}
+# shellcheck source=bench/steps.sh
+. "$ROOT/bench/steps.sh"  # step NAME LIMIT_S CMD...: sets RC and SECS
 
 status_word() {  # the exit status in words
     case "$1" in

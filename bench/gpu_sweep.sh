@@ -292,15 +292,11 @@ fi
 # --- the GPU check -------------------------------------------------------------------------------
 export PYTHONPATH="$TARGET"
 FAILED=0
-step() {  # step NAME LIMIT_S CMD...: its output to $OUT/NAME.log; sets RC and SECS
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name: $*" >&2
-    local t0=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
-    RC=$?
-    SECS=$((SECONDS - t0))
-    [ "$RC" = 0 ] || { FAILED=1; note "$name: FAILED (exit $RC after $SECS s; $OUT/$name.log): $(grep -v '^\s*$' "$OUT/$name.log" | tail -n 1)"; }
+# shellcheck source=bench/steps.sh
+. "$ROOT/bench/steps.sh"
+checked() {  # checked NAME LIMIT_S CMD...: a step whose failure is a line of the summary
+    step "$@"
+    [ "$RC" = 0 ] || { FAILED=1; note "$1: FAILED (exit $RC after $SECS s; $OUT/$1.log): $(grep -v '^\s*$' "$OUT/$1.log" | tail -n 1)"; }
 }
 NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 CPUS=$(nproc)
@@ -320,11 +316,11 @@ rm -rf "$OUT/runs"
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 500 \
     >"$OUT/gpu_util.csv" 2>/dev/null &
 SMI=$!
-step sweep_gpu 420 "$PY" launch.py "$OUT/quickstart_gpu.yaml" --storage "$OUT/runs" --no-dashboard
+checked sweep_gpu 420 "$PY" launch.py "$OUT/quickstart_gpu.yaml" --storage "$OUT/runs" --no-dashboard
 kill "$SMI" 2>/dev/null
-step sweep_cpu 420 "$PY" launch.py "$OUT/quickstart_cpu.yaml" --storage "$OUT/runs" --no-dashboard --no-quiet-latency
-step throughput 90 "$PY" bench/train_throughput.py --device cuda --model resnet20 --batch-size 128 --steps 60 --rounds 3
-step rebuild_speedup 150 "$PY" bench/rebuild_speedup.py --device cuda --round-to auto
+checked sweep_cpu 420 "$PY" launch.py "$OUT/quickstart_cpu.yaml" --storage "$OUT/runs" --no-dashboard --no-quiet-latency
+checked throughput 90 "$PY" bench/train_throughput.py --device cuda --model resnet20 --batch-size 128 --steps 60 --rounds 3
+checked rebuild_speedup 150 "$PY" bench/rebuild_speedup.py --device cuda --round-to auto
 while IFS= read -r line; do note "$line"; done < <("$PY" bench/gpu_sweep_summary.py --gpu "$OUT/runs/quickstart-gpu" \
     --cpu "$OUT/runs/quickstart-cpu" --util "$OUT/gpu_util.csv" --sweep-log "$OUT/sweep_gpu.log" \
     --throughput "$OUT/throughput.log" --rebuild "$OUT/rebuild_speedup.log" 2>&1)
