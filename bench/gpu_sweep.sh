@@ -45,8 +45,6 @@ PROG=bench/gpu_sweep.sh
 PART_SIZE=${PART_SIZE:-60000000}  # bytes: parts of at most 60 MB
 # modules the install check imports (PyTorch's come from the node)
 IMPORTS=${GPU_SWEEP_IMPORTS:-"ray ray.tune prune_core prune_sweep torch_pruning optuna pandas pyarrow"}
-# PyTorch's own stack: the node has it, and its wheels are gigabytes
-NODE_HAS='^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$'
 
 die() {  # one line, exit status 2 (bad input) unless given
     echo "$PROG: error: $1" >&2
@@ -98,12 +96,11 @@ pack() {
         local own
         own=$(ls -t "$WHEELS"/prune_sweep-*.whl | head -n 1)
         # pip resolves the whole set for the node's tags (at the node's versions where they do);
-        # PyTorch's stack and what the node has at the resolved version are left out
+        # PyTorch's stack and what the node has at the resolved version are left out (bench/wheelset.py)
         : >"$tmp/node.txt"
         if [ -n "$NODE_FREEZE" ]; then
             [ -f "$NODE_FREEZE" ] || die "--node-freeze $NODE_FREEZE: no such file; make it on the node with: python -m pip freeze > node.txt"
-            # PyTorch's stack is not packed, and its pins need wheels for the node's exact tags
-            grep -E '^[A-Za-z0-9_.-]+==[^ ;]+$' "$NODE_FREEZE" | grep -viE "${NODE_HAS%\$}==" >"$tmp/node.txt"
+            "$PY" "$ROOT/bench/wheelset.py" constraints "$NODE_FREEZE" >"$tmp/node.txt"
         fi
         resolve() {
             "$PY" -m pip install --dry-run --ignore-installed -q --report "$tmp/report.json" "${tags[@]}" "$@" \
@@ -114,25 +111,7 @@ pack() {
             echo "the node's versions do not satisfy every requirement ($(grep -v '^WARNING' "$tmp/resolve.log" | tail -n 1)); resolving without them"
             resolve || die "resolving the dependencies failed: $(grep -v '^WARNING' "$tmp/resolve.log" | tail -n 1)" 1
         fi
-        reqs=$("$PY" - "$tmp/report.json" "$NODE_HAS" "$tmp/node.txt" <<'EOF'
-import json, re, sys
-
-report, skip = json.load(open(sys.argv[1])), re.compile(sys.argv[2], re.I)
-norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
-node = {(norm(n.strip()), v.strip()) for n, v in (ln.split("==", 1) for ln in open(sys.argv[3]) if "==" in ln)}
-kept = 0
-for item in report["install"]:
-    name, version = item["metadata"]["name"], item["metadata"]["version"]
-    if norm(name) == "prune-sweep" or skip.match(name):
-        continue
-    if (norm(name), version) in node:
-        kept += 1
-        continue
-    print(f"{name}=={version}")
-if node:
-    print(f"the node has {kept} of the packages at the resolved version: not packed", file=sys.stderr)
-EOF
-)
+        reqs=$("$PY" "$ROOT/bench/wheelset.py" select "$tmp/report.json" "$tmp/node.txt")
         # shellcheck disable=SC2086
         "$PY" -m pip download --no-deps "${tags[@]}" -q -d "$WHEELS" $reqs >"$tmp/download.log" 2>&1 \
             || die "downloading the wheels failed: $(grep -v '^WARNING' "$tmp/download.log" | tail -n 1)" 1

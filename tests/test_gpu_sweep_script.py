@@ -140,3 +140,18 @@ def test_the_summary_counts_trials_per_gpu_and_sets_gpu_accuracy_beside_the_cpus
     assert lines[-1] == "  4 trials on both: mean |GPU - CPU| 0.50 points, largest -0.50"
     row = next(ln for ln in lines if ln.strip().startswith("0.2 "))
     assert row.split()[1:4] == ["98.00", "98.50", "-0.50"]
+
+
+def test_the_pack_keeps_what_the_node_has_and_never_pytorchs_stack():
+    """What ``--pack`` downloads from pip's resolution report, given the node's ``pip freeze``
+    (the resolution itself needs the registry: run by hand, README "Running on GPUs")."""
+    from wheelset import constraints, select
+
+    freeze = ["numpy==2.4.6", "torch==2.14.1+cu130", "nvidia-cublas==13.1.1.3", "cuda-toolkit==13.0.3.0",
+              "Pillow==13.0.0", "-e git+https://example.org/x.git#egg=x", "local @ file:///tmp/local.whl", "# comment"]
+    assert constraints(freeze) == ["numpy==2.4.6", "Pillow==13.0.0"]
+    resolved = [("prune-sweep", "0.1.0"), ("torch", "2.14.1"), ("nvidia-cudnn-cu13", "9.24.0.43"), ("triton", "3.8.0"),
+                ("numpy", "2.4.6"), ("pillow", "13.0.0"), ("pandas", "3.1.1"), ("ray", "2.60.0"), ("MarkupSafe", "3.0.4")]
+    report = {"install": [{"metadata": {"name": n, "version": v}} for n, v in resolved]}
+    todo, kept = select(report, ["numpy==2.4.6", "pillow==12.0.0", "markupsafe==3.0.4"])
+    assert todo == ["pillow==13.0.0", "pandas==3.1.1", "ray==2.60.0"] and kept == 2  # numpy and MarkupSafe
