@@ -190,64 +190,8 @@ note "installed: $nwhl wheels into $TARGET in $((SECONDS - t0)) s (pip install -
 
 # every requirement of every installed wheel met (the node's PyTorch among them), and the imports
 # work from a folder outside the checkout, so the project comes from the target
-CHECK=$(cd "$OUT" && PYTHONPATH="$TARGET" "$PY" - "$TARGET" $IMPORTS 2>&1 <<'EOF'
-import importlib, importlib.metadata as md, sys
-
-try:
-    from packaging.requirements import Requirement
-except ImportError:
-    from pip._vendor.packaging.requirements import Requirement
-target, modules = sys.argv[1], sys.argv[2:]
-todo = [(d.metadata["Name"], ()) for d in md.distributions(path=[target])]
-seen, unmet = set(), []
-while todo:
-    name, extras = todo.pop()
-    if (name.lower(), extras) in seen:
-        continue
-    seen.add((name.lower(), extras))
-    try:
-        requires = md.requires(name) or []
-    except md.PackageNotFoundError:
-        continue
-    for text in requires:
-        req = Requirement(text)
-        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
-            continue
-        try:
-            version = md.version(req.name)
-        except md.PackageNotFoundError:
-            unmet.append(f"{name} needs {req} (not installed)")
-            continue
-        if req.specifier and not req.specifier.contains(version, prereleases=True):
-            unmet.append(f"{name} needs {req}, found {version}")
-        if req.extras:
-            todo.append((req.name, tuple(sorted(req.extras))))
-if unmet:
-    print("unmet: " + "; ".join(sorted(set(unmet))[:5]))
-    sys.exit(1)
-where = []
-for m in modules:
-    try:
-        mod = importlib.import_module(m)
-    except Exception as exc:
-        print(f"import {m} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
-        sys.exit(1)
-    if "." in m:
-        continue
-    try:
-        version = md.version({"prune_core": "prune-sweep", "prune_sweep": "prune-sweep"}.get(m, m).replace("_", "-"))
-    except md.PackageNotFoundError:
-        version = getattr(mod, "__version__", "?")
-    origin = "target" if str(getattr(mod, "__file__", "")).startswith(target) else "node"
-    where.append(f"{m} {version} ({origin})")
-try:
-    import torch
-    where.append(f"torch {torch.__version__} (node)")
-except ImportError:
-    pass
-print(f"requirements: all {len(seen)} met; imports: " + ", ".join(where))
-EOF
-)
+# shellcheck disable=SC2086
+CHECK=$(cd "$OUT" && PYTHONPATH="$TARGET" "$PY" "$ROOT/bench/wheelset.py" check "$TARGET" $IMPORTS 2>&1)
 rc=$?
 [ "$rc" = 0 ] || die "the installed set does not work: $(echo "$CHECK" | tail -n 1)" 1
 note "$CHECK"
@@ -277,9 +221,10 @@ checked() {  # checked NAME LIMIT_S CMD...: a step whose failure is a line of th
     step "$@"
     [ "$RC" = 0 ] || { FAILED=1; note "$1: FAILED (exit $RC after $SECS s; $OUT/$1.log): $(grep -v '^\s*$' "$OUT/$1.log" | tail -n 1)"; }
 }
-NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+IFS='|' read -r NGPU GPU_NAME TORCH_V < <("$PY" -c "import torch
+print(torch.cuda.device_count(), torch.cuda.get_device_name(0), torch.__version__, sep='|')")
 CPUS=$(nproc)
-note "device: $("$PY" -c "import torch; print(torch.cuda.get_device_name(0))") x$NGPU, $CPUS CPUs, torch $("$PY" -c "import torch; print(torch.__version__)")"
+note "device: $GPU_NAME x$NGPU, $CPUS CPUs, torch $TORCH_V"
 "$PY" - "$ROOT/sweeps/quickstart.yaml" "$OUT" "$CPUS" "$NGPU" <<'EOF' || die "writing the sweep files failed" 1
 import sys, yaml
 src, out, cpus, ngpu = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -26,15 +26,10 @@ class GPUUnusable(RuntimeError):
 
 
 def where() -> Dict[str, Any]:
-    """This worker's node and GPUs: ``node_ip``, ``node_id``, ``gpu_ids`` (Ray's ids joined by
-    commas; empty without a GPU) and ``gpus`` (the share of GPUs it holds: 0.5, 1, ...)."""
-    ctx = ray.get_runtime_context()
-    try:
-        gpus = float(ctx.get_assigned_resources().get("GPU", 0.0))
-    except Exception:  # the driver holds no resources
-        gpus = 0.0
-    return {"node_ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(),
-            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()), "gpus": gpus}
+    """This worker's node and GPUs: ``node_ip``, ``node_id`` and ``gpu_ids`` (Ray's ids joined by
+    commas; empty without a GPU)."""
+    return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids())}
 
 
 def cuda_problem() -> Optional[str]:

@@ -90,7 +90,7 @@ def train_base(flat: Dict[str, Any], exp: str, progress: Any = None) -> Dict[str
             for name in (BASE_SUM, BASE_FILE, BASE_LOG):
                 store.put(path.parent / name, base_rel(cfg.base_hash(), name))
     return {"hash": cfg.base_hash(), "trained": trained, "seconds": seconds, "val_acc": base.val_acc,
-            "node_ip": place["node_ip"], "gpu_ids": place["gpu_ids"], "gpus": place["gpus"]}
+            "node_ip": place["node_ip"], "gpu_ids": place["gpu_ids"]}
 
 
 class TuneReporter:
