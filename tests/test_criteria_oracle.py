@@ -55,12 +55,13 @@ CALIB = 12  # training batches of 64: the data Taylor scores on, and the oracle'
 
 
 @pytest.mark.slow
-def test_taylor_ranks_channels_like_the_oracle_better_than_l1(trained):
-    """The oracle is the loss increase on the batches the gradient criteria see (768 training
-    digits), so it measures how well each criterion predicts what removing a channel does there.
-    One 3-epoch network is a small sample: the claim is checked over four layers, not per layer
-    (measured on this kind of machine: Taylor 0.23, 0.26, 0.53, 0.52, L1 0.21, 0.09, 0.46, 0.20;
-    with 4 batches, or an oracle on 256 validation digits, single layers went either way)."""
+def test_taylor_ranks_channels_like_the_oracle_better_than_l1_fpgm_and_hrank(trained):
+    """The oracle is the loss increase on the batches the gradient and feature-map criteria see
+    (768 training digits), so it measures how well each criterion predicts what removing a channel
+    does there. One 3-epoch network is a small sample: the claim is checked over four layers, not
+    per layer (measured on this kind of machine: Taylor 0.57, 0.71, 0.80, 0.57, L1 0.12, 0.34, 0.22,
+    0.10, FPGM 0.09, 0.19, 0.28, 0.14, HRank -0.09, -0.49, -0.49, -0.31; with 4 batches, or an
+    oracle on 256 validation digits, single layers went either way)."""
     model, data = trained
     calib = calibration_batches(data, CALIB)
     held = [(x.float(), y) for x, y in calib()]
@@ -68,7 +69,7 @@ def test_taylor_ranks_channels_like_the_oracle_better_than_l1(trained):
     torch.set_num_threads(2)  # a forward per channel: the test's cost
     try:
         base = mean_loss(model, held)
-        rho: dict = {"taylor": [], "l1": []}
+        rho: dict = {"taylor": [], "l1": [], "fpgm": [], "hrank": []}
         for layer in ORACLE_LAYERS:
             bn = model.get_submodule(f"{layer}.bn1")
             oracle = torch.zeros(bn.num_features)
@@ -86,15 +87,20 @@ def test_taylor_ranks_channels_like_the_oracle_better_than_l1(trained):
     finally:
         torch.set_num_threads(threads)
     mean = {k: sum(vs) / len(vs) for k, vs in rho.items()}
-    assert mean["taylor"] > mean["l1"] + 0.05 and mean["taylor"] > 0.25, rho
-    assert sum(t > l1 for t, l1 in zip(rho["taylor"], rho["l1"])) >= 3, rho
+    print("Spearman against the oracle, per layer:", {k: [round(v, 2) for v in vs] for k, vs in rho.items()})
+    assert mean["taylor"] > 0.25 and all(mean["taylor"] > mean[k] + 0.05 for k in ("l1", "fpgm", "hrank")), rho
+    for other in ("l1", "fpgm", "hrank"):
+        assert sum(t > o for t, o in zip(rho["taylor"], rho[other])) >= 3, (other, rho)
+    # HRank's feature-map rank runs against the oracle here: dense (full-rank) maps mattered least
+    assert mean["hrank"] < 0, rho
 
 
 @pytest.mark.slow
 def test_after_bn_re_estimation_random_prunes_worse_than_l1_and_taylor(trained):
     model, data = trained
     acc = {}
-    for name, seed in [("random", 0), ("random", 1), ("random", 2), ("l1", 0), ("taylor", 0)]:
+    for name, seed in [("random", 0), ("random", 1), ("random", 2), ("l1", 0), ("taylor", 0), ("fpgm", 0),
+                       ("hrank", 0)]:
         cfg = CFG.replace(**{"prune.criterion": name, "prune.ratio": 0.5, "runtime.seed": seed})
         work = copy.deepcopy(model)
         ctx = PruneContext(cfg, example_input=next(iter(data.test))[0][:8], calib_batches=calibration_batches(data, 4))
@@ -104,6 +110,7 @@ def test_after_bn_re_estimation_random_prunes_worse_than_l1_and_taylor(trained):
         acc.setdefault(name, []).append(evaluate(small, data.test, 10).top1)
         assert acc[name][-1] >= before  # the old statistics never fit better than re-estimated ones
     print(f"acc_pruned at channel ratio 0.5, local: {acc}")
-    # measured: random 28.1 / 22.4 / 22.6 (seeds 0-2), l1 32.8, taylor 57.2 (before re-estimation: ~10-20)
+    # measured: random 28.1 / 22.4 / 22.6 (seeds 0-2), l1 32.8, taylor 57.2, fpgm 22.8, hrank 14.3 (before
+    # re-estimation: ~10-20)
     random = sum(acc["random"]) / 3
     assert random < acc["l1"][0] and random < acc["taylor"][0]

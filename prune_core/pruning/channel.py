@@ -53,6 +53,8 @@ def group_scores(model: nn.Module, groups: List[ChannelGroup], criterion, ctx: P
     BN scale on a group without batch norm). ``model`` must be the graph's model: gradient-based
     criteria run their calibration passes on it."""
     importance = criterion.channel_importance()
+    if criterion.needs_features:  # activation path: the criterion's importance records feature maps first
+        importance.observe(model, [g.group for g in groups], ctx.calib_batches)
     if not criterion.needs_grad:
         with torch.no_grad():
             return [_cpu(importance(g.group)) for g in groups]

@@ -85,6 +85,9 @@ class FilterImportance(tp.importance.Importance):
 class Criterion:
     """One criterion. ``units``: the granularities it scores (channel, kernel, weight; see the
     module's docstring). ``needs_grad``: channel scores read ``.grad`` of a calibration backward pass.
+    ``needs_features``: channel scores read feature maps: ``channel_importance()`` returns an
+    importance with ``observe(model, groups, batches)``, which the channel method calls first with
+    the calibration batches (the model in eval mode, no gradients; ``pruning.hrank``).
     ``raw_global``: a global channel ranking compares raw scores across layers, as the criterion's
     paper does, instead of scores divided by their layer's mean (when the base was trained as the
     paper trains it: see ``BNScale``). Channel scores are per calibration batch for ``needs_grad``
@@ -92,6 +95,7 @@ class Criterion:
 
     units: Tuple[str, ...] = ()
     needs_grad = False
+    needs_features = False
     raw_global = False
 
     def channel_importance(self) -> tp.importance.Importance:

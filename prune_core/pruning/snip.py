@@ -39,9 +39,11 @@ Deviations, each a named option or negligible:
   module did before. Not the default: the ranking is global, so each layer's share of the kept
   weights depends on each layer's weight scale, and the paper (sec. 4.2) chooses variance scaling
   so that signals, hence gradients, keep a similar scale through the layers it compares.
-* The reference also scores the biases (``prn_keys`` takes the ``b`` keys too, with variance
-  scaled biases while scoring) and may prune them. Here biases are neither scored nor pruned:
-  ``ratio`` counts conv and linear weights, as for ``imp``, and biases are a tiny fraction of them.
+* The reference puts the biases in its ranking too (``prn_keys`` takes the ``b`` keys), but it
+  initialises them to zero before scoring (``main.py --initializer_b_bp zeros``), so their
+  sensitivity ``|g * b|`` is 0 and they rank below every weight with a gradient: at any sparsity
+  above their share of the parameters the reference masks all of them. Here biases are neither
+  scored nor pruned: ``ratio`` counts conv and linear weights, as for ``imp``.
 * Batch size: ``data.batch_size`` (the reference draws its batch with its training batch size too).
 
 ``prune.shuffle: true`` is the layerwise-shuffling control of Frankle, Dziugaite, Roy & Carbin,
