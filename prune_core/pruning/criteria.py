@@ -153,7 +153,13 @@ class BNScale(Criterion):
     group averages its BNs. Groups without a BN (e.g. SE squeeze convs) are not ranked. A global
     ranking compares raw |gamma| across layers, the paper's one threshold, only when the base was
     trained with the sparsity penalty (``train.bn_l1 > 0``); without it gammas of different layers
-    live on different scales and are mean-normalised per layer like the other criteria."""
+    live on different scales and are mean-normalised per layer like the other criteria.
+
+    Deviations from the reference (Eric-mingjie/network-slimming ``main.py``, ``vggprune.py``): its
+    one threshold has no per-layer cap, where a global ranking here leaves every layer at least
+    ``1 - prune.max_layer_ratio`` (0.9) of its channels; and its optimizer decays every parameter,
+    gamma included (``weight_decay`` 1e-4), where training here never decays norm parameters
+    (``train.param_groups``), so gamma shrinks by the L1 penalty alone."""
 
     units = ("channel",)
     raw_global = True  # with the paper's sparsity penalty (train.bn_l1 > 0) every layer's gammas share one scale
@@ -209,7 +215,13 @@ class Taylor(Criterion):
     Neural Network Pruning"): channels are scored by Taylor-FO-BN, the squared gradient of a gate
     after each batch norm, ``(gamma * dL/dgamma + beta * dL/dbeta) ** 2`` per batch, averaged over
     ``prune.calib_batches`` batches (``GateTaylorImportance``). Per weight, ``|g * w|`` is SNIP's
-    connection sensitivity (Lee et al. 2019)."""
+    connection sensitivity (Lee et al. 2019).
+
+    Deviations from the reference's schedule (NVlabs/Taylor_pruning ``pruning_engine.py``): it
+    prunes iteratively during fine-tuning (``prune_per_iteration`` 100 neurons every
+    ``frequency`` 30 minibatches, scores averaged in between); here the channels are scored once on
+    the trained base, removed, and fine-tuned (one-shot). A global ranking divides each layer's
+    scores by their mean (``channel.ranking_of``); the reference ranks raw scores across layers."""
 
     units = ("channel", "weight")  # the weight saliency reads a gradient: no kernel ranking without one
     needs_grad = True

@@ -41,6 +41,12 @@ kept L2 norm), does what is described above with ``pattern_keep`` 4, L2, 8 patte
 count ties by reversed order of first occurrence, which depends on layer order, and counts an
 all-zero kernel as a nine-weight "pattern"; both are replaced by the rules above.
 
+Deviation, not an option: no ADMM phase. The reference (``main.py``) trains with ADMM (auxiliary
+variables projected onto the pattern and connectivity constraints, a penalty pulling the weights
+toward them) before its hard pruning, then retrains with the masks. Here the trained weights are
+hard-pruned at once and fine-tuned with the masks, so the weights never move toward the patterns
+before they are cut: expect lower accuracy right after pruning than the reference's.
+
 Options (``prune.pattern``), each a named deviation from PatDNN's library:
 
 - ``fixed``: a fixed library instead of the frequency-chosen one; for ``pattern_keep`` 4 the 8
