@@ -7,7 +7,8 @@ Runs each trial of the sweep file with ``prune_core.run`` (no Ray; bases shared 
 each seed training its own), then prints, per variant and sparsity, test accuracy as mean ± std over
 the seeds, and side by side the comparisons the papers make:
 
-* IMP with rewinding against the same masks re-initialised (Frankle & Carbin 2019);
+* IMP with rewinding against the same masks re-initialised (Frankle & Carbin 2019), and against
+  its masks shuffled within each layer (open_lth's layerwise ``randomly_prune`` control);
 * SNIP against uniform random pruning at initialisation, and SNIP against its masks shuffled within
   each layer (Frankle et al. 2021).
 
@@ -40,7 +41,8 @@ SWEEP = SWEEPS_DIR / "paper_effects_mnist5k.yaml"
 def variant(flat: Dict) -> str:
     m = flat["prune.method"]
     if m == "imp":
-        return "imp (reinit)" if flat.get("prune.reinit") else "imp (rewind)"
+        return "imp (reinit)" if flat.get("prune.reinit") else "imp (shuffled)" if flat.get("prune.shuffle") else \
+            "imp (rewind)"
     if m == "snip":
         return "snip (shuffled)" if flat.get("prune.shuffle") else "snip"
     return m
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
         mu, sd = mean_std(xs)
         lines.append(f"| {name} | {ratio:.2f} | {mu:.2f} ± {sd:.2f} | {len(xs)} |")
     lines += ["", "| comparison | sparsity | difference (points) | beyond the spread |", "| --- | --- | --- | --- |"]
-    for a, b in [("imp (rewind)", "imp (reinit)"), ("snip", "random_init"), ("snip", "snip (shuffled)")]:
+    for a, b in [("imp (rewind)", "imp (reinit)"), ("imp (rewind)", "imp (shuffled)"), ("snip", "random_init"),
+                 ("snip", "snip (shuffled)")]:
         for ratio in sorted({r for _, r in acc}):
             if (a, ratio) in acc and (b, ratio) in acc:
                 (ma, sa), (mb, sb) = mean_std(acc[(a, ratio)]), mean_std(acc[(b, ratio)])

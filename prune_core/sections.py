@@ -37,7 +37,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "prune.snip_init": ("vs", "vs_redraw", "model"), "prune.pattern": ("library", "fixed", "magnitude"),
     "prune.rewind": ("weights", "lr"), "runtime.device": ("auto", "cpu", "cuda"),
     "runtime.progress": ("auto", "on", "off"), "runtime.amp_dtype": ("auto", "bf16", "fp16"),
-    "prune.control": ("", "scratch_e", "scratch_b", "narrow")}
+    "prune.control": ("", "scratch_e", "scratch_b", "narrow"), "prune.imp_output": ("auto", "prune", "keep")}
 CHOICES["finetune.optimizer"], CHOICES["finetune.schedule"] = CHOICES["train.optimizer"], CHOICES["train.schedule"]
 
 # integer keys that also take a word
@@ -147,10 +147,9 @@ class DataConfig:
             require(isinstance(v, int) and v > 0, f"data.{k}", v, "a positive integer")
         require(isinstance(self.num_classes, int) and self.num_classes >= 2, "data.num_classes",
                self.num_classes, "an integer >= 2")
-        require(isinstance(self.num_workers, int) and self.num_workers >= 0, "data.num_workers",
-               self.num_workers, "an integer >= 0")
-        require(isinstance(self.limit_train, int) and self.limit_train >= 0, "data.limit_train",
-               self.limit_train, "an integer >= 0 (0 = all)")
+        for k, note in (("num_workers", ""), ("limit_train", " (0 = all)")):
+            v = getattr(self, k)
+            require(isinstance(v, int) and v >= 0, f"data.{k}", v, "an integer >= 0" + note)
 
 
 @dataclass(frozen=True)
@@ -195,13 +194,12 @@ class TrainConfig:
         require(0 <= self.label_smoothing < 1, f"{prefix}.label_smoothing", self.label_smoothing,
                "a number in [0, 1)")
         require(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", self.warmup_epochs, "a number >= 0")
-        require(isinstance(self.patience, int) and self.patience >= 0, f"{prefix}.patience", self.patience,
-               "an integer >= 0 (0 = off)")
         require(self.bn_l1 >= 0, f"{prefix}.bn_l1", self.bn_l1, "a number >= 0")
         require(isinstance(self.step_size, int) and self.step_size > 0, f"{prefix}.step_size",
                self.step_size, "a positive integer")
-        require(isinstance(self.max_steps, int) and self.max_steps >= 0, f"{prefix}.max_steps",
-               self.max_steps, "an integer >= 0 (0 = all)")
+        for k, note in (("patience", "off"), ("max_steps", "all")):
+            v = getattr(self, k)
+            require(isinstance(v, int) and v >= 0, f"{prefix}.{k}", v, f"an integer >= 0 (0 = {note})")
 
 
 @dataclass(frozen=True)
@@ -259,6 +257,8 @@ class PruneConfig:
     rewind_epoch: int = 1  # imp: rewind to / retrain from this base epoch (0 = initialisation)
     rewind: str = "weights"  # imp: weights (lottery tickets) | lr (Renda et al. 2020: keep weights, rewind LR)
     reinit: bool = False  # imp: Frankle & Carbin's control, final masks on a fresh random init
+    imp_output: str = "auto"  # imp's output layer: auto (open_lth's: kept for lenet300 and vgg16) | prune | keep
+    nm: str = "2:4"  # nm: keep the N largest of every M consecutive input weights ("N:M"; NVIDIA's 2:4)
     # re-estimate BN statistics on this many training batches after pruning, before acc_pruned is read
     # and fine-tuning starts (EagleEye's adaptive BN, Li et al. 2020; 0 = off): channel 0.3 on
     # resnet20/mnist5k read 10% (chance) for every criterion before, 28-83% after
@@ -278,20 +278,20 @@ class PruneConfig:
     def __post_init__(self) -> None:  # a mapping, as to_dict, JSON and YAML give it
         pairs = self.stage_ratios.items() if isinstance(self.stage_ratios, Mapping) else self.stage_ratios
         object.__setattr__(self, "stage_ratios", tuple(sorted(tuple(x) for x in pairs)))
+        if str(self.nm).isdigit() and int(self.nm) % 60:  # YAML 1.1 reads an unquoted 2:4 as 2 * 60 + 4
+            vars(self).update(nm=f"{int(self.nm) // 60}:{int(self.nm) % 60}")
 
     def validate(self) -> None:
         require(isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0, "prune.ratio", self.ratio,
                "a number in [0, 1)")
-        require_choice("prune.scope", self.scope, CHOICES["prune.scope"])
-        require_choice("prune.target", self.target, CHOICES["prune.target"])
+        for key in ("scope", "target", "snip_init", "pattern", "rewind", "imp_output"):
+            require_choice(f"prune.{key}", getattr(self, key), CHOICES[f"prune.{key}"])
         require(0.0 < self.max_layer_ratio < 1.0, "prune.max_layer_ratio", self.max_layer_ratio,
                "a number in (0, 1)")
         require(self.round_to == "auto" or (isinstance(self.round_to, int) and self.round_to >= 1),
                 "prune.round_to", self.round_to, "a positive integer or auto")
         require(isinstance(self.calib_batches, int) and self.calib_batches >= 0, "prune.calib_batches",
                self.calib_batches, "a positive integer (0 = the method's default)")
-        require_choice("prune.snip_init", self.snip_init, CHOICES["prune.snip_init"])
-        require_choice("prune.pattern", self.pattern, CHOICES["prune.pattern"])
         require(isinstance(self.pattern_keep, int) and 1 <= self.pattern_keep <= 8, "prune.pattern_keep",
                self.pattern_keep, "an integer in [1, 8]")
         require(isinstance(self.pattern_count, int) and self.pattern_count >= 1, "prune.pattern_count",
@@ -300,7 +300,6 @@ class PruneConfig:
                "prune.imp_fraction", self.imp_fraction, "a number in (0, 1)")
         require(isinstance(self.rounds, int) and self.rounds >= 0, "prune.rounds", self.rounds,
                "an integer >= 0 (0 = derived from prune.imp_fraction)")
-        require_choice("prune.rewind", self.rewind, CHOICES["prune.rewind"])
         require(self.control in CHOICES["prune.control"], "prune.control", self.control,
                 "one of scratch_e, scratch_b, narrow, or an empty string (no control)")
         for name, r in self.stage_ratios:

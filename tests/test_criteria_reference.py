@@ -143,8 +143,12 @@ def test_lamp_takes_squared_magnitudes_and_refuses_other_criteria():
     assert cfg.prune.criterion == "l2"  # the default criterion under LAMP: squared magnitudes
     with pytest.raises(ConfigError, match=r"prune\.criterion.*l1.*squared"):
         ExperimentConfig.from_dict({"prune.scope": "global", "prune.lamp": True, "prune.criterion": "l1"})
-    with pytest.raises(ConfigError, match=r"prune\.lamp.*imp"):
-        ExperimentConfig.from_dict({"prune.method": "imp", "prune.scope": "global", "prune.lamp": True})
+    with pytest.raises(ConfigError, match=r"^prune\.lamp=True: expected false for method snip \(LAMP ranks the units "
+                                          r"of channel, imp, kernel, intra_kernel\)$"):
+        ExperimentConfig.from_dict({"prune.method": "snip", "prune.scope": "global", "prune.lamp": True})
+    # IMP's unstructured global pruning, the LAMP paper's own setting (tests/test_imp.py pins it)
+    assert ExperimentConfig.from_dict({"prune.method": "imp", "prune.scope": "global",
+                                       "prune.lamp": True}).prune.criterion == "l2"
 
 
 def bn_pair() -> nn.Module:

@@ -226,3 +226,31 @@ def test_two_trials_share_one_gpu(ray_with_one_gpu, tmp_path):
         spans.append((last["timestamp"] + 1 - last["time_total_s"], last["timestamp"]))
     (start_a, end_a), (start_b, end_b) = spans
     assert start_a < end_b and start_b < end_a, spans
+
+
+def test_nm_linear_layers_run_as_semi_structured_tensors_and_compute_what_the_masked_model_does():
+    """``nm``'s 2:4 linear layers as torch.sparse.to_sparse_semi_structured (fp16) against the dense
+    masked model; the timings are printed beside each other, the speedup is not asserted."""
+    from torch.sparse import SparseSemiStructuredTensor
+    from torch.utils.benchmark import Timer
+
+    from prune_core.pruning.nm import semi_structured
+
+    if torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("2:4 sparse tensor cores need compute capability 8.0 or more")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024), nn.ReLU(), nn.Linear(1024, 16))
+    x = torch.randn(64, 1024)
+    plan = prune_model(net, PruneContext(ExperimentConfig.from_dict({"prune.method": "nm"}), example_input=x))
+    dense = rebuild(net, plan, x).model.to("cuda", torch.float16).eval()
+    sparse = semi_structured(net, torch.float16)
+    assert isinstance(sparse[0].weight, SparseSemiStructuredTensor)
+    assert isinstance(sparse[2].weight, SparseSemiStructuredTensor)
+    assert not isinstance(sparse[4].weight, SparseSemiStructuredTensor)  # 16 x 1024: below its shapes, dense
+    xc = torch.randn(256, 1024, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(xc), dense(xc), rtol=2e-2, atol=2e-2)
+        ms = [Timer("m(x)", globals={"m": m, "x": xc}).blocked_autorange(min_run_time=0.5).median * 1e3
+              for m in (dense, sparse)]
+    print(f"2:4 linear stack, batch 256, fp16: dense {ms[0]:.3f} ms, semi-structured {ms[1]:.3f} ms, "
+          f"speedup {ms[0] / ms[1]:.2f}x")

@@ -343,3 +343,113 @@ def test_imp_refuses_a_rewind_epoch_that_leaves_nothing_to_retrain():
     with pytest.raises(ConfigError, match="prune.rewind_epoch=7: IMP retrains train.epochs=7"):
         prune_model(hand_net(), PruneContext(cfg_of(method="imp", rewind_epoch=7), torch.randn(1, 3, 3, 3),
                                              early_states={7: {}}))
+
+
+class Headed(nn.Module):
+    """A conv (108 weights), a BN and an output layer (80 weights) with a forward, so the output
+    layer can be found."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(16, 5)
+        with torch.no_grad():
+            self.fc.weight.mul_(0.8)  # magnitudes like the conv's, so a global ranking reaches both
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).flatten(1))
+
+
+def run_headed(model: str, **prune):
+    net = Headed()
+    cfg = ExperimentConfig.from_dict({"model.name": model, "train.epochs": 7, "prune.method": "imp",
+                                      "prune.ratio": 0.6, **{f"prune.{k}": v for k, v in prune.items()}})
+    ctx = PruneContext(cfg, torch.randn(1, 3, 4, 4), train=lambda *args: None, early_states=early_states(net))
+    return net, prune_model(net, ctx)
+
+
+@pytest.mark.parametrize("model, how, kept", [("vgg16", "auto", True), ("lenet300", "auto", True),
+                                              ("resnet20", "auto", False), ("resnet18", "auto", False),
+                                              ("vgg16", "prune", False), ("resnet20", "keep", True)])
+def test_the_output_layer_is_kept_where_open_lth_s_model_of_the_family_ignores_it(model, how, kept):
+    """open_lth's mnist_lenet and cifar_vgg set pruning_layers_to_ignore='fc.weight'; its ResNets
+    prune every layer. A kept output layer is left out of the count, as open_lth counts."""
+    net, plan = run_headed(model, imp_output=how)
+    assert plan.stats["output_layer"] == ("kept" if kept else "pruned")
+    fc_zeros = int((net.fc.weight == 0).sum())
+    conv_zeros = int((net.conv.weight_mask == 0).sum())
+    if kept:
+        assert "fc" not in plan.masks and fc_zeros == 0
+        assert conv_zeros == round(0.6 * 108) and plan.stats["unit_ratio"] == pytest.approx(conv_zeros / 108)
+    else:
+        assert fc_zeros > 0 and conv_zeros + fc_zeros == round(0.6 * 188)
+
+
+def test_shuffle_is_open_lth_s_layerwise_random_pruning_of_the_ticket():
+    """randomly_prune.py, strategy 'layerwise', start_at 'rewind': the ticket's count per layer,
+    placed at random (runtime.seed), on the rewound weights."""
+    ticket = run_imp(cfg_of(method="imp", ratio=0.6))[1]
+    net, plan, _, early = run_imp(cfg_of(method="imp", ratio=0.6, shuffle=True))
+    again = run_imp(cfg_of(method="imp", ratio=0.6, shuffle=True))[1]
+    other = run_imp(cfg_of(method="imp", ratio=0.6, shuffle=True).replace(**{"runtime.seed": 1}))[1]
+    for n in ticket.masks:
+        assert int(plan.masks[n].sum()) == int(ticket.masks[n].sum()) == int(other.masks[n].sum())
+        assert torch.equal(plan.masks[n], again.masks[n])  # seeded by runtime.seed
+    assert any(not torch.equal(plan.masks[n], other.masks[n]) for n in ticket.masks)
+    assert any(not torch.equal(plan.masks[n], ticket.masks[n]) for n in ticket.masks)
+    for n, m in weights_of(net).items():
+        assert torch.equal(m.weight_orig, early[1][f"{n}.weight"])
+        assert bool((m.weight[~m.weight_mask.bool()] == 0).all())
+    assert ExperimentConfig.from_dict({"prune.method": "imp", "prune.shuffle": True}).prune.shuffle
+
+
+def reference_lamp_scores(scores):
+    """jaeho-lee/layer-adaptive-sparsity tools/pruners.py ``_normalize_scores``, line for line."""
+    sorted_scores, sorted_idx = scores.view(-1).sort(descending=False)
+    scores_cumsum_temp = sorted_scores.cumsum(dim=0)
+    scores_cumsum = torch.zeros(scores_cumsum_temp.shape, device=scores.device, dtype=scores.dtype)
+    scores_cumsum[1:] = scores_cumsum_temp[:len(scores_cumsum_temp) - 1]
+    sorted_scores /= (scores.sum() - scores_cumsum)
+    new_scores = torch.zeros(scores_cumsum.shape, device=scores.device, dtype=scores.dtype)
+    new_scores[sorted_idx] = sorted_scores
+    return new_scores.view(scores.shape)
+
+
+def reference_lamp_prune(weights: dict, masks: dict, amount: float) -> dict:
+    """``prune_weights_lamp``: ``_compute_lamp_amounts`` on the masked weights, then each layer's
+    ``l1_unstructured`` of that amount of its unmasked weights (a pruning container prunes among
+    the entries not yet pruned)."""
+    unmaskeds = torch.tensor([float(m.sum()) for m in masks.values()])
+    num_surv = int(np.round(float(unmaskeds.sum()) * (1.0 - amount)))
+    flattened = [reference_lamp_scores((weights[k] * masks[k]).double() ** 2).view(-1) for k in weights]
+    threshold = torch.topk(torch.cat(flattened), num_surv)[0][-1]
+    final_survs = [int((s >= threshold).sum()) for s in flattened]
+    out = {}
+    for (k, w), keep in zip(weights.items(), final_survs):
+        live = torch.where(masks[k] == 1, w.abs(), torch.full_like(w, -1.0)).view(-1)
+        mask = torch.zeros(live.numel())
+        mask[torch.topk(live, keep).indices] = 1.0
+        out[k] = mask.view_as(w)
+    return out
+
+
+def test_lamp_levels_rank_the_survivors_lamp_scores_as_the_lamp_reference_does():
+    """Two levels (prune.rounds 2, ratio 0.64): the first removes open_lth's count by LAMP score; the
+    last keeps the 36 weights the LAMP reference keeps, given the first level's mask and the weights
+    its retraining left."""
+    net, plan, calls, _ = run_imp(cfg_of(method="imp", ratio=0.64, rounds=2, scope="global", lamp=True))
+    assert plan.stats["ranking"] == "global_lamp" and plan.stats["levels"] == 2
+    trained = {n: m.weight.detach() for n, m in weights_of(hand_net()).items()}
+    first = calls[0]["masks"]
+    lamp = torch.cat([reference_lamp_scores(trained[k].double() ** 2).view(-1) for k in trained])
+    threshold = torch.sort(lamp).values[math.ceil(0.4 * 100)]
+    assert torch.equal(torch.cat([first[k].view(-1) for k in trained]), (lamp > threshold).float())
+    want = reference_lamp_prune(calls[0]["left"], first, 1 - 36 / 59)
+    assert all(torch.equal(plan.masks[k], want[k]) for k in trained)
+    assert sum(int(m.sum()) for m in plan.masks.values()) == 36
+    # LAMP never empties a layer: each layer's largest live weight scores 1
+    assert all(int(m.sum()) > 0 for m in plan.masks.values())
+    magnitude = run_imp(cfg_of(method="imp", ratio=0.64, rounds=2))[1]
+    assert any(not torch.equal(plan.masks[k], magnitude.masks[k]) for k in trained)  # a ranking of its own

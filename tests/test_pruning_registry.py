@@ -79,21 +79,22 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 
 def test_registries_agree():
-    assert set(METHODS) == {"channel", "kernel", "intra_kernel", "imp", "snip", "random_init", "none"}
+    assert set(METHODS) == {"channel", "kernel", "intra_kernel", "imp", "snip", "random_init", "nm", "none"}
     assert set(CRITERIA) == {"l1", "l2", "bn_scale", "taylor", "random", "fpgm", "hrank"}
     assert accepted_criteria("channel") == ("l1", "l2", "bn_scale", "taylor", "random", "fpgm", "hrank")
     # a criterion joins every method of a unit it scores; the paper-fixed ones keep theirs
     assert accepted_criteria("kernel") == accepted_criteria("intra_kernel") == ("l1", "l2", "random")
-    assert (accepted_criteria("imp"), accepted_criteria("snip"), accepted_criteria("random_init")) == (
-        ("l1",), ("taylor",), ("random",))
+    assert (accepted_criteria("imp"), accepted_criteria("snip"), accepted_criteria("random_init"),
+            accepted_criteria("nm")) == (("l1", "l2"), ("taylor",), ("random",), ("l1",))
     for name, spec in METHODS.items():
         allowed = accepted_criteria(name)
         assert spec.name == name and allowed and set(allowed) <= set(CRITERIA), name
     assert METHODS["snip"].base == METHODS["random_init"].base == "init"
-    assert {m for m, s in METHODS.items() if s.base == "trained"} == {"channel", "kernel", "intra_kernel", "imp", "none"}
+    assert {m for m, s in METHODS.items() if s.base == "trained"} == {"channel", "kernel", "intra_kernel", "imp", "nm",
+                                                                      "none"}
     assert {m: s.retrain for m, s in METHODS.items() if s.retrain != "finetune"} == {
         "imp": "rewind", "snip": "train", "random_init": "train"}
-    assert {m for m, s in METHODS.items() if s.lamp} == {"channel", "kernel", "intra_kernel"}
+    assert {m for m, s in METHODS.items() if s.lamp} == {"channel", "kernel", "intra_kernel", "imp"}
     assert {m for m, s in METHODS.items() if "latency" in s.targets} == {"channel"}
 
 
@@ -176,13 +177,19 @@ MASK_CASES = [
     {"prune.method": "snip", "prune.ratio": 0.95},
     {"prune.method": "snip", "prune.ratio": 0.9, "prune.shuffle": True, "prune.target": "flops"},
     {"prune.method": "random_init", "prune.ratio": 0.9},
+    {"prune.method": "nm"},
+    {"prune.method": "nm", "prune.nm": "1:8", "prune.ratio": 0.875},
     {"prune.method": "none"},
 ]
 
 
 # what a model cannot take, refused in one line naming what it can: (model, method, pattern) -> message
 REFUSED = {
-    ("lenet300", "kernel", None): r"^prune.method='kernel': model lenet300 has no conv layer .*channel, imp, snip",
+    ("lenet300", "kernel", None): r"^prune.method='kernel': model lenet300 has no conv layer .*channel, imp, nm, snip",
+    ("lenet300", "nm", None): r"^prune.method='nm': model lenet300 has no layer N:M can sparsify; expected conv or "
+                              r"linear layers with output channels a multiple of 8 and input channels a multiple of "
+                              r"16 and of M=[48] \(NVIDIA ASP's rule\)$",
+    ("lenet5", "nm", None): r"^prune.method='nm': model lenet5 has no layer N:M can sparsify",
     ("lenet300", "intra_kernel", None): r"^prune.method='intra_kernel': model lenet300 has no conv layer",
     ("lenet5", "intra_kernel", "library"): r"^prune.pattern='library': model lenet5 has no 3x3 conv kernel; "
                                            r"expected magnitude",

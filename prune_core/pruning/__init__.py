@@ -15,6 +15,8 @@ imp        conv and linear weights, reached in levels of ``imp_fraction`` with r
 snip       conv and linear weights, chosen at initialisation by connection sensitivity
 random_init  conv and linear weights, chosen at random at initialisation, the same fraction in
            every layer (the control of Frankle et al. 2021)
+nm         conv and linear weights in N:M groups along input channels (NVIDIA ASP's 2:4), where
+           ASP's shape rule allows; ``ratio`` must be 1 - N/M
 none       nothing
 ========== =====================================================================================
 
@@ -48,7 +50,7 @@ from ..errors import RebuildMismatch
 from ._base import (CRITERIA, METHODS, UNITS, Method, MethodSpec, PruneContext, PruningPlan, RebuildResult,
                     accepted_criteria, post_prune_training, register_method)
 from .criteria import Criterion, FilterImportance, register_criterion
-from . import baseline, channel, imp, kernel, snip  # noqa: F401  (fill METHODS)
+from . import baseline, channel, imp, kernel, nm, snip  # noqa: F401  (fill METHODS)
 from . import fpgm, hrank  # noqa: F401  (fill CRITERIA after the built-in criteria of criteria.py)
 from .surgery import rebuild
 from .architecture import ArchitectureMismatch, architecture_key, build_architecture, control_network

@@ -20,8 +20,12 @@ Protocol, on the base trained for ``T = train.epochs`` epochs:
    ``1 - (1 - f) ** L >= ratio``, or one fewer where open_lth's rounding up has already reached the
    target (small networks, ratios just above a level). ``prune.rounds = R > 0`` instead runs ``R``
    levels of ``f = 1 - (1 - ratio) ** (1 / R)`` (the last again exact).
-   Prunable: every conv and linear weight, the output layer included: open_lth's default
-   (``Model.prunable_layer_names``; ``pruning_layers_to_ignore`` is empty for its CIFAR ResNets).
+   Prunable: every conv and linear weight; the output layer as open_lth's model of the same
+   family has it (``prune.imp_output: auto``): its LeNet and VGG ignore it
+   (``pruning_layers_to_ignore='fc.weight'`` in ``models/mnist_lenet.py`` and ``cifar_vgg.py``), so
+   ``lenet300`` and ``vgg16`` keep theirs whole; its CIFAR and ImageNet ResNets prune it, as every
+   other model here does (open_lth's default). ``prune.imp_output: prune`` or ``keep`` chooses.
+   ``ratio`` and the sparsities count the prunable weights, as open_lth counts them.
 2. After each level (``prune.rewind: weights``) the surviving weights and all other state (biases,
    BN affine parameters and running statistics) are reset to the base's state at epoch
    ``k = prune.rewind_epoch`` (0 = initialisation), and the network retrains with the *base*
@@ -38,6 +42,17 @@ Protocol, on the base trained for ``T = train.epochs`` epochs:
    trains with the ticket's schedule. The draw comes from the caller because only it knows how the
    model is built (classes, input size, width); a seed of its own keeps the draw reproducible and
    different from the base's epoch-0 weights (which ``runtime.seed`` would reproduce).
+
+5. ``prune.shuffle: true``: open_lth's layerwise random-pruning control
+   (``lottery/branch/randomly_prune.py``, ``strategy='layerwise'``, ``start_at='rewind'``). The
+   levels run as above; then each layer's final mask is permuted at random (``runtime.seed``), so
+   every layer keeps the ticket's number of weights but not its choice, on the rewound weights.
+6. ``prune.lamp: true`` (``prune.scope: global``, criterion ``l2``): every level ranks LAMP scores
+   (Lee et al. 2021, eq. 2) of the live weights' squared magnitudes, layer by layer, in place of raw
+   magnitudes: the LAMP paper's unstructured global pruning (reference jaeho-lee/layer-adaptive-sparsity
+   ``tools/pruners.py``, ``_compute_lamp_amounts``: pruned weights score 0, the top LAMP scores of
+   what remains survive). Its ``iterate.py`` retrains from the pruned weights with a fresh schedule:
+   ``prune.rewind: lr`` with ``prune.rewind_epoch: 0``. Deviation: a level's count is open_lth's.
 
 Cost: ``T + L * (T - k)`` training epochs in all, the base included (``stats["epochs_trained"]``,
 ``metrics["imp_epochs"]``); at ``f = 0.2`` a ratio of 0.5 takes 4 levels, 0.8 takes 8, 0.9 takes 11,
@@ -59,11 +74,15 @@ from torch import nn
 from ..errors import ConfigError
 from ..sections import PruneConfig
 from ._base import PruneContext, PruningPlan, post_prune_training, register_method
-from .masks import EffectiveFlops, current_masks, global_count_for_flops, weight_layers
-from .select import imp_levels, imp_round_fraction, lowest_count_keep, sparse_global_keep, sparsity_after
+from .graph import output_layer
+from .masks import EffectiveFlops, current_masks, global_count_for_flops, shuffle_within_layers, weight_layers
+from .select import (imp_levels, imp_round_fraction, lamp_normalize, lowest_count_keep, sparse_global_keep,
+                     sparsity_after)
 
 # ``prune.reinit`` draws its initialisation with runtime.seed + this: no base of a seed sweep uses it
 REINIT_SEED_OFFSET = 1_000_003
+# registry models whose open_lth counterpart ignores the output layer (pruning_layers_to_ignore='fc.weight')
+OPEN_LTH_KEEPS_OUTPUT = {"lenet300": "mnist_lenet_300_100", "vgg16": "cifar_vgg_16"}
 
 
 @torch.no_grad()
@@ -114,14 +133,34 @@ def _set_masks(layers, masks: List[torch.Tensor]) -> None:
         m.weight = m.weight_orig * m.weight_mask
 
 
+def prunable_layers(model: nn.Module, ctx: PruneContext) -> List:
+    """(name, layer) of the conv and linear layers IMP prunes: all, less the output layer where
+    ``prune.imp_output`` keeps it (``auto``: where open_lth's model of the family does)."""
+    layers = weight_layers(model)
+    how = ctx.cfg.prune.imp_output
+    if how == "prune" or (how == "auto" and ctx.cfg.model.name not in OPEN_LTH_KEEPS_OUTPUT):
+        return layers
+    head = output_layer(model, ctx.example_input)
+    return [(n, m) for n, m in layers if m is not head]
+
+
+def level_scores(layers, masks: List[torch.Tensor], lamp: bool) -> List[torch.Tensor]:
+    """What a level ranks: the live weights' magnitudes, or their LAMP scores (pruned weights 0)."""
+    scores = [_magnitude_source(m).cpu() for _, m in layers]
+    if not lamp:
+        return scores
+    return [lamp_normalize((s.double() * mk.double()).pow(2)) for s, mk in zip(scores, masks)]
+
+
 def level_count(p: PruneConfig) -> int:
     """IMP's levels at ``p``: ``prune.rounds``, else the fewest levels of ``imp_fraction`` that reach the ratio."""
     return p.rounds or imp_levels(p.ratio, p.imp_fraction)
 
 
-# magnitude pruning by definition (Frankle & Carbin 2019): l1 is its one criterion
-# prune.reinit (Frankle & Carbin's control) is read by IMP alone
-@register_method("imp", unit="weight", criteria=("l1",), retrain="rewind", rounds=level_count, flags=("reinit",))
+# magnitude pruning by definition (Frankle & Carbin 2019): l1, or l2 (squared, the same ranking) for LAMP;
+# prune.reinit (Frankle & Carbin's control) is read by IMP alone, prune.shuffle by IMP and SNIP
+@register_method("imp", unit="weight", criteria=("l1", "l2"), retrain="rewind", rounds=level_count, lamp=True,
+                 flags=("reinit", "shuffle"))
 def imp(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Prune, rewind and retrain level by level; masks applied to ``model`` in place."""
     p = ctx.cfg.prune
@@ -133,7 +172,7 @@ def imp(model: nn.Module, ctx: PruneContext) -> PruningPlan:
                           f"{ctx.cfg.train.epochs} from it; expected a smaller epoch")
     retrain, start = post_prune_training(ctx.cfg)  # every level retrains as the last one does
     early = ctx.early_states[p.rewind_epoch]
-    layers = weight_layers(model)
+    layers = prunable_layers(model, ctx)
     names = [n for n, _ in layers]
     n_total = sum(m.weight.numel() for _, m in layers)
     fraction = imp_round_fraction(p.ratio, p.rounds) if p.rounds else p.imp_fraction
@@ -146,7 +185,7 @@ def imp(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     while not last:
         level = len(level_sparsity) + 1
         masks = [_mask(m).detach().cpu().clone() for _, m in layers]
-        scores = [_magnitude_source(m).cpu() for _, m in layers]
+        scores = level_scores(layers, masks, p.lamp)
         already = sum(int((mk == 0).sum()) for mk in masks)
         if flops is not None:
             last = level >= nominal
@@ -167,10 +206,15 @@ def imp(model: nn.Module, ctx: PruneContext) -> PruningPlan:
         if not last:
             ctx.train(model, retrain, f"imp_level{level}", start)
     levels = len(level_sparsity)
+    if p.shuffle:  # open_lth's randomly_prune, layerwise: each layer's count kept, not its choice
+        shuffled = shuffle_within_layers({n: _mask(m).detach() for n, m in layers}, ctx.cfg.runtime.seed)
+        _set_masks(layers, [shuffled[n] for n in names])
     if p.reinit:
         rewind(model, ctx.fresh_state(ctx.cfg.runtime.seed + REINIT_SEED_OFFSET))
     epochs = ctx.cfg.train.epochs + levels * max(0, retrain.epochs - start)
-    stats = {"ranking": "global_raw", "levels": levels, "level_fraction": fraction, "level_removed": level_removed,
+    stats = {"ranking": "global_lamp" if p.lamp else "global_raw", "levels": levels,
+             "output_layer": "pruned" if len(layers) == len(weight_layers(model)) else "kept",
+             "level_fraction": fraction, "level_removed": level_removed,
              "level_sparsity": level_sparsity, "unit_ratio": level_sparsity[-1], "epochs_trained": epochs,
              "metrics": {"imp_levels": levels, "imp_epochs": epochs}}
     if flops is not None:

@@ -113,3 +113,14 @@ def global_count_for_flops(target: float, names: Sequence[str], saliency: Sequen
 
     s, _ = solve_ratio(target, removed, hi=1.0 - 1.0 / n_total)
     return int(round(s * n_total))
+
+
+def shuffle_within_layers(masks: Dict[str, torch.Tensor], seed: int) -> Dict[str, torch.Tensor]:
+    """Each mask's entries permuted at random (``seed``): the same number kept per layer, anywhere
+    in it (SNIP's and IMP's layerwise random controls)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, mask in masks.items():
+        perm = torch.randperm(mask.numel(), generator=gen).to(mask.device)
+        out[name] = mask.reshape(-1)[perm].view_as(mask)
+    return out

@@ -72,7 +72,8 @@ from torch import nn
 
 from ._base import CRITERIA, PruneContext, PruningPlan, register_method
 from .graph import copy_model
-from .masks import EffectiveFlops, apply_masks, current_masks, global_count_for_flops, weight_layers
+from .masks import (EffectiveFlops, apply_masks, current_masks, global_count_for_flops, shuffle_within_layers,
+                    weight_layers)
 from .select import solve_ratio
 
 
@@ -130,16 +131,6 @@ def top_k_masks(scores: Sequence[torch.Tensor], keep: int) -> List[torch.Tensor]
     return [part.view_as(s).clone() for part, s in zip(mask.split([s.numel() for s in scores]), scores)]
 
 
-def shuffle_within_layers(masks: Dict[str, torch.Tensor], seed: int) -> Dict[str, torch.Tensor]:
-    """Each mask's entries permuted at random: the same number kept per layer, anywhere in it."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, mask in masks.items():
-        perm = torch.randperm(mask.numel(), generator=gen).to(mask.device)
-        out[name] = mask.reshape(-1)[perm].view_as(mask)
-    return out
-
-
 def uniform_counts(sizes: Sequence[int], fraction: float) -> List[int]:
     """Per layer, how many of its ``sizes[i]`` weights to remove: each within one of
     ``fraction * sizes[i]``, together ``round(fraction * sum(sizes))`` (largest remainders)."""
@@ -185,7 +176,7 @@ def _finish(name: str, model: nn.Module, ctx: PruneContext, masks: Dict[str, tor
 
 
 # connection sensitivity |g * w| is the taylor criterion's weight saliency; one batch, as Lee et al. 2019;
-# prune.shuffle (Frankle et al. 2021's layerwise shuffle) is read by SNIP alone
+# prune.shuffle (Frankle et al. 2021's layerwise shuffle) is read by SNIP and IMP
 @register_method("snip", unit="weight", criteria=("taylor",), base="init", calib_batches=1, flags=("shuffle",))
 def snip(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Keep the top-k connections by normalised ``|g * w|``; ``model`` is re-initialised
