@@ -33,9 +33,9 @@ def require_choice(key: str, value: Any, options) -> None:
 # the closed sets of the text keys; registry names are checked against their registries instead
 CHOICES: Dict[str, Tuple[str, ...]] = {
     "train.optimizer": ("sgd", "adamw"), "train.schedule": ("cosine", "step", "constant"),
-    "prune.scope": ("local", "global"), "prune.target": ("unit", "flops", "latency"),
+    "prune.scope": ("local", "global"), "prune.target": ("unit", "flops", "latency"), "prune.rewind": ("weights", "lr"),
     "prune.snip_init": ("vs", "vs_redraw", "model"), "prune.pattern": ("library", "fixed", "magnitude"),
-    "prune.rewind": ("weights", "lr"), "runtime.device": ("auto", "cpu", "cuda"),
+    "runtime.device": ("auto", "cpu", "cuda"), "prune.global_scores": ("auto", "raw", "mean"),
     "runtime.progress": ("auto", "on", "off"), "runtime.amp_dtype": ("auto", "bf16", "fp16"),
     "prune.control": ("", "scratch_e", "scratch_b", "narrow"), "prune.imp_output": ("auto", "prune", "keep")}
 CHOICES["finetune.optimizer"], CHOICES["finetune.schedule"] = CHOICES["train.optimizer"], CHOICES["train.schedule"]
@@ -239,6 +239,7 @@ class PruneConfig:
     # latency removed, estimated from a per-layer latency table measured on the device (HALP's LUT)
     target: str = "unit"
     max_layer_ratio: float = 0.9  # global scope never empties a layer beyond this
+    global_scores: str = "auto"  # global channel or kernel ranking on raw or per-layer mean-normalised scores
     # keep channel counts multiples of this; auto: the multiple that runs fastest on the device,
     # measured once by a micro-benchmark and cached (pruning.devicecost)
     round_to: Union[int, str] = 1
@@ -284,7 +285,7 @@ class PruneConfig:
     def validate(self) -> None:
         require(isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0, "prune.ratio", self.ratio,
                "a number in [0, 1)")
-        for key in ("scope", "target", "snip_init", "pattern", "rewind", "imp_output"):
+        for key in ("scope", "target", "snip_init", "pattern", "rewind", "imp_output", "global_scores"):
             require_choice(f"prune.{key}", getattr(self, key), CHOICES[f"prune.{key}"])
         require(0.0 < self.max_layer_ratio < 1.0, "prune.max_layer_ratio", self.max_layer_ratio,
                "a number in (0, 1)")

@@ -161,14 +161,17 @@ def bn_pair() -> nn.Module:
     return net
 
 
-@pytest.mark.parametrize("bn_l1,ranking,removed", [
-    (1e-4, "global_raw", {"0": [0, 1, 2]}),  # Network Slimming: one threshold on raw |gamma|
-    (0.0, "global_mean", {"0": [0], "3": [0, 1]}),  # no sparsity training: per-layer mean-normalised
+@pytest.mark.parametrize("bn_l1,scores,ranking,removed", [
+    (1e-4, "auto", "global_raw", {"0": [0, 1, 2]}),  # Network Slimming: one threshold on raw |gamma|
+    (0.0, "auto", "global_mean", {"0": [0], "3": [0, 1]}),  # no sparsity training: per-layer mean-normalised
+    (0.0, "raw", "global_raw", {"0": [0, 1, 2]}),  # prune.global_scores chooses either way
+    (1e-4, "mean", "global_mean", {"0": [0], "3": [0, 1]}),
 ])
-def test_bn_scale_ranks_raw_gammas_only_after_sparsity_training(bn_l1, ranking, removed):
+def test_bn_scale_ranks_raw_gammas_only_after_sparsity_training(bn_l1, scores, ranking, removed):
     """|gamma| / layer mean: [.1, .2, .3, .4] / .025 -> [.4, .8, 1.2, 1.6]; [1, 2, 3, 4] / 2.5 -> the same;
     ties go by position, so 3 of 8 removes channel 0 of both layers and channel 1 of the second."""
-    cfg = {"prune.criterion": "bn_scale", "prune.ratio": 0.375, "prune.scope": "global", "train.bn_l1": bn_l1}
+    cfg = {"prune.criterion": "bn_scale", "prune.ratio": 0.375, "prune.scope": "global", "train.bn_l1": bn_l1,
+           "prune.global_scores": scores}
     plan = prune_model(bn_pair(), PruneContext(ExperimentConfig.from_dict(cfg), example_input=torch.randn(2, 1, 8, 8)))
     assert plan.stats["ranking"] == ranking
     assert plan.channels == removed
@@ -186,3 +189,32 @@ def test_bn_re_estimation_averages_the_statistics_of_the_calibration_batches():
     torch.testing.assert_close(net[1].running_var, want_var.detach(), rtol=1e-5, atol=1e-6)
     assert not net.training and all(p.grad is None for p in net.parameters())
     assert net[1].momentum == 0.1  # restored
+
+
+@pytest.mark.parametrize("scores, ranking", [("auto", "global_raw"), ("raw", "global_raw"), ("mean", "global_mean")])
+def test_a_global_kernel_ranking_compares_raw_or_mean_normalised_kernel_norms(scores, ranking):
+    """Two conv layers whose kernels differ 100x in scale: raw norms take every kernel of the small
+    layer up to its cap first; divided by their layer's mean, both layers lose their weakest alike."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(0.01 * torch.arange(1, 5.0).view(4, 1, 1, 1).expand(4, 1, 3, 3))
+        net[2].weight.copy_(torch.arange(1, 17.0).view(4, 4, 1, 1).expand(4, 4, 3, 3))
+    cfg = ExperimentConfig.from_dict({"prune.method": "kernel", "prune.ratio": 0.3, "prune.scope": "global",
+                                      "prune.global_scores": scores})
+    plan = prune_model(net, PruneContext(cfg, example_input=torch.randn(2, 1, 8, 8)))
+    assert plan.stats["ranking"] == ranking
+    gone = {n: int((plan.masks[n].reshape(plan.masks[n].shape[0] * plan.masks[n].shape[1], -1).amax(1) == 0).sum())
+            for n in ("0", "2")}
+    # 6 of the 20 kernels go. Raw: the first layer's up to its 0.9 cap (3 of 4), then the 3 weakest of
+    # the second. Mean-normalised (.4 .8 1.2 1.6 against 1/8.5 .. 16/8.5): 1 of the first, 5 of the second
+    assert gone == ({"0": 3, "2": 3} if ranking == "global_raw" else {"0": 1, "2": 5})
+
+
+@pytest.mark.parametrize("values", [{"prune.scope": "local"}, {"prune.lamp": True, "prune.criterion": "l2"},
+                                    {"prune.method": "imp"}, {"prune.method": "snip"}])
+def test_global_scores_other_than_auto_need_a_global_channel_or_kernel_ranking(values):
+    cfg = {"prune.scope": "global", "prune.global_scores": "raw", **values}
+    with pytest.raises(ConfigError, match=r"^prune.global_scores='raw': expected auto unless prune.scope is global "
+                                          r"without prune.lamp, for channel, kernel, intra_kernel$"):
+        ExperimentConfig.from_dict(cfg)

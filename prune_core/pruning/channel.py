@@ -140,7 +140,9 @@ def ranking_of(p, criterion, bn_l1: float) -> str:
     """How scores are compared: ``local`` (within each layer), ``global_lamp`` (LAMP scores,
     Lee et al. 2021), ``global_raw`` (raw scores: Network Slimming's one threshold on |gamma|, only
     meaningful when the base was trained with its sparsity penalty ``train.bn_l1``) or
-    ``global_mean`` (each layer's scores divided by their mean).
+    ``global_mean`` (each layer's scores divided by their mean). ``prune.global_scores: raw`` or
+    ``mean`` chooses the last two for any criterion (raw: the Taylor reference's global ranking);
+    ``auto`` is raw for a ``raw_global`` criterion on a base trained as its paper trains it, else mean.
 
     Raw filter norms grow with fan-in, so a raw global ranking empties the narrow early layers
     (resnet20 on mnist5k at 0.5: the 16-channel stage cut to 2 channels, 92.0% after fine-tuning
@@ -151,6 +153,8 @@ def ranking_of(p, criterion, bn_l1: float) -> str:
         return "local"
     if p.lamp:
         return "global_lamp"
+    if p.global_scores != "auto":
+        return f"global_{p.global_scores}"
     return "global_raw" if criterion.raw_global and bn_l1 > 0 else "global_mean"
 
 

@@ -221,7 +221,8 @@ class Taylor(Criterion):
     prunes iteratively during fine-tuning (``prune_per_iteration`` 100 neurons every
     ``frequency`` 30 minibatches, scores averaged in between); here the channels are scored once on
     the trained base, removed, and fine-tuned (one-shot). A global ranking divides each layer's
-    scores by their mean (``channel.ranking_of``); the reference ranks raw scores across layers."""
+    scores by their mean (``channel.ranking_of``); the reference ranks raw scores across layers
+    (``prune.global_scores: raw`` does)."""
 
     units = ("channel", "weight")  # the weight saliency reads a gradient: no kernel ranking without one
     needs_grad = True

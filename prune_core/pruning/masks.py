@@ -70,6 +70,12 @@ class EffectiveFlops:
         return gone / self.total
 
 
+# how a global kernel ranking compares layers under prune.global_scores: auto. Raw mean saliency per
+# weight: against mean-normalised at matched FLOPs (bench/global_scores.py, README "Global ranking")
+# neither led on validation beyond the seeds' spread
+KERNEL_GLOBAL = "raw"
+
+
 def ranked_masks(ctx: PruneContext, names: Sequence[str], scores: Sequence[torch.Tensor],
                  to_mask: Callable[[int, torch.Tensor], torch.Tensor], flops: EffectiveFlops,
                  unit_share: Sequence[float], base_removed: Optional[Sequence[float]] = None
@@ -84,7 +90,11 @@ def ranked_masks(ctx: PruneContext, names: Sequence[str], scores: Sequence[torch
     Returns (masks, unit ratio applied, stats).
     """
     p = ctx.cfg.prune
-    ranking = Ranking([lamp_normalize(s) if p.lamp else s for s in scores], p.scope, p.max_layer_ratio)
+    how = "local" if p.scope == "local" else "global_lamp" if p.lamp else \
+        f"global_{KERNEL_GLOBAL if p.global_scores == 'auto' else p.global_scores}"
+    comparable = [lamp_normalize(s) if how == "global_lamp" else s / s.float().mean().clamp_min(1e-12)
+                  if how == "global_mean" else s for s in scores]
+    ranking = Ranking(comparable, p.scope, p.max_layer_ratio)
     ratio = p.ratio
     base = list(base_removed) if base_removed is not None else [0.0] * len(names)
     if p.target == "flops":
@@ -94,7 +104,7 @@ def ranked_masks(ctx: PruneContext, names: Sequence[str], scores: Sequence[torch
     masks = {n: to_mask(i, idx) for i, (n, idx) in enumerate(zip(names, chosen))}
     stats = {"unit_ratio": sum(len(idx) for idx in chosen) / max(sum(int(s.numel()) for s in scores), 1),
              "flops_removed": flops.removed(masks),
-             "ranking": "local" if p.scope == "local" else "global_lamp" if p.lamp else "global_raw"}
+             "ranking": how}
     return masks, ratio, stats
 
 
