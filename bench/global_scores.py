@@ -16,7 +16,6 @@ The figures are reported as measured, whichever way they go; README's "Global ra
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -26,16 +25,13 @@ from typing import Dict, List, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.seeds import gap_row, mean_std, report  # noqa: E402
 from prune_core import ExperimentConfig, run  # noqa: E402
 
 BASE = {"data.name": "mnist5k", "model.name": "resnet20", "train.epochs": 3, "finetune.epochs": 3,
         "prune.scope": "global", "prune.target": "flops", "runtime.device": "cpu", "runtime.progress": "off"}
 CASES = {"kernel": {"prune.method": "kernel", "prune.criterion": "l1"},
          "channel/taylor": {"prune.method": "channel", "prune.criterion": "taylor"}}
-
-
-def mean_std(xs: List[float]) -> Tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def main(argv=None) -> int:
@@ -70,12 +66,8 @@ def main(argv=None) -> int:
     lines += ["", "| method | ratio | raw − mean, test (points) | beyond the spread |", "| --- | --- | --- | --- |"]
     for (name, ratio, how) in sorted(res):
         if how == "raw" and (name, ratio, "mean") in res:
-            (a, sa), (b, sb) = (mean_std([r[0] for r in res[(name, ratio, h)]]) for h in ("raw", "mean"))
-            lines.append(f"| {name} | {ratio} | {a - b:+.2f} | {'yes' if abs(a - b) > sa + sb else 'no'} |")
-    report = "\n".join(lines)
-    print("\n" + report)
-    (out / "results.md").write_text(report + "\n")
-    print(f"\n{len(runs)} trials in {time.perf_counter() - t0:.0f} s; table in {out / 'results.md'}")
+            lines.append(gap_row(name, str(ratio), *([r[0] for r in res[(name, ratio, h)]] for h in ("raw", "mean"))))
+    report(out, lines, len(runs), t0)
     return 0
 
 

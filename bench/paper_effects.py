@@ -19,7 +19,6 @@ spread (both standard deviations). Figures are reported as measured, whichever w
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+from bench.seeds import gap_row, mean_std, report  # noqa: E402
 from prune_core import ExperimentConfig, run  # noqa: E402
 from prune_sweep.expand import load_sweep, trial_configs  # noqa: E402  (the sweep language; no Ray)
 from prune_sweep.spec import SWEEPS_DIR  # noqa: E402
@@ -46,10 +46,6 @@ def variant(flat: Dict) -> str:
     if m == "snip":
         return "snip (shuffled)" if flat.get("prune.shuffle") else "snip"
     return m
-
-
-def mean_std(xs: List[float]) -> Tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def main(argv=None) -> int:
@@ -84,12 +80,8 @@ def main(argv=None) -> int:
                  ("snip", "snip (shuffled)")]:
         for ratio in sorted({r for _, r in acc}):
             if (a, ratio) in acc and (b, ratio) in acc:
-                (ma, sa), (mb, sb) = mean_std(acc[(a, ratio)]), mean_std(acc[(b, ratio)])
-                lines.append(f"| {a} − {b} | {ratio:.2f} | {ma - mb:+.2f} | {'yes' if abs(ma - mb) > sa + sb else 'no'} |")
-    report = "\n".join(lines)
-    print("\n" + report)
-    (out / "results.md").write_text(report + "\n")
-    print(f"\n{len(trials)} trials in {time.perf_counter() - t0:.0f} s; table in {out / 'results.md'}")
+                lines.append(gap_row(f"{a} − {b}", f"{ratio:.2f}", acc[(a, ratio)], acc[(b, ratio)]))
+    report(out, lines, len(trials), t0)
     return 0
 
 
