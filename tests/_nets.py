@@ -1,6 +1,7 @@
 """Hand-sized networks shared by the pruning reference tests."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -15,3 +16,18 @@ def tiny_net() -> nn.Module:
 def weights_of(net: nn.Module):
     """(name, layer) of every conv and linear layer: what IMP and SNIP prune."""
     return [(n, m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+class ResidualPair(nn.Module):
+    """Two convs (3x3 and 1x1) whose batch-normed outputs are added: one coupled group of 4 channels
+    (DepGraph's residual group), then pooling and a 4-class linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.a, self.bn_a = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.b, self.bn_b = nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.bn_a(self.a(x)) + self.bn_b(self.b(x))).mean((2, 3)))

@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
@@ -15,6 +14,8 @@ from prune_core.config import ExperimentConfig
 from prune_core.pruning import CRITERIA, PruneContext, prune_model
 from prune_core.pruning.channel import group_scores
 from prune_core.pruning.graph import build_graph
+
+from _nets import ResidualPair
 
 distance = pytest.importorskip("scipy.spatial.distance")
 
@@ -151,21 +152,10 @@ def test_hrank_averages_the_ranks_of_a_residual_group_s_batch_norms_and_keeps_th
     """A named deviation: the reference ranks a block's output after the add; a coupled group here
     averages the ReLU-ranked maps of each batch norm whose output is added."""
 
-    class Res(nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(1)
-            self.a, self.bn_a = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
-            self.b, self.bn_b = nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4)
-            with torch.no_grad():
-                self.bn_a.bias.copy_(torch.tensor([-2.0, -1.0, 0.0, 0.5]))
-                self.bn_b.bias.copy_(torch.tensor([0.5, -2.0, -0.5, 0.0]))
-            self.fc = nn.Linear(4, 4)
-
-        def forward(self, x):
-            return self.fc(F.relu(self.bn_a(self.a(x)) + self.bn_b(self.b(x))).mean((2, 3)))
-
-    net = Res().train()
+    net = ResidualPair().train()
+    with torch.no_grad():  # shifts that leave some maps mostly zero after the ReLU
+        net.bn_a.bias.copy_(torch.tensor([-2.0, -1.0, 0.0, 0.5]))
+        net.bn_b.bias.copy_(torch.tensor([0.5, -2.0, -0.5, 0.0]))
     maps = {}
     for bn in (net.bn_a, net.bn_b):
         ref = copy.deepcopy(net)

@@ -18,6 +18,8 @@ from prune_core.pruning.graph import build_graph
 from prune_core.pruning.select import lamp_normalize
 from prune_core.train import recalibrate_bn
 
+from _nets import ResidualPair
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
@@ -98,18 +100,7 @@ def test_residual_groups_sum_the_gates_of_every_coupled_bn():
     """Two convs whose BN outputs are added share channels: each channel's score is the sum of the
     two squared gate gradients (DepGraph's coupled group, Fang et al. 2023)."""
 
-    class Res(nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(1)
-            self.a, self.bn_a = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
-            self.b, self.bn_b = nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4)
-            self.fc = nn.Linear(4, 4)
-
-        def forward(self, x):
-            return self.fc(F.relu(self.bn_a(self.a(x)) + self.bn_b(self.b(x))).mean((2, 3)))
-
-    net = Res()
+    net = ResidualPair()
     ref = copy.deepcopy(net).train()
     gates = [torch.ones(4, requires_grad=True) for _ in range(2)]
     ref.bn_a.register_forward_hook(lambda _m, _i, out: out * gates[0].view(1, -1, 1, 1))
