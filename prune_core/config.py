@@ -133,10 +133,11 @@ class ExperimentConfig:
         and ``runtime.amp``/``amp_dtype``/``cpu_bf16`` give, determinism, and the major versions of
         torch and torchvision. The data's contents are checked on load instead (``prune_core.pipeline``): a
         launcher hashes bases without reading the data. Keys added later (``model.weights``,
-        ``data.resize``, ``data.mean``, ``data.std``) enter only when set, so earlier bases keep
-        their hashes. A dataset read by reference (``imagefolder``, ``<module>:<callable>``) adds the
-        folder it reads (``data.root``, resolved); a ``<module>:<callable>`` is keyed by its module's
-        name and its source's digest, not by where the file lies."""
+        ``data.resize``, ``data.mean``, ``data.std``, ``train.group_l1``) enter only when set, so
+        earlier bases keep their hashes. A dataset read by reference (``imagefolder``,
+        ``<module>:<callable>``) adds the folder it reads (``data.root``, resolved); a
+        ``<module>:<callable>`` is keyed by its module's name and its source's digest, not by where
+        the file lies."""
         flat = self.to_flat()
         device = self.device_type()
         key: Dict[str, Any] = {"data": {}, "model": {}, "train": {}, "seed": flat["runtime.seed"], "device": device,
@@ -148,9 +149,9 @@ class ExperimentConfig:
             if dotted == "model.weights":  # absent when unset: the bases cached before it keep their hash
                 if flat[dotted]:
                     key["model"]["weights"] = weights_key(self.model.name, flat[dotted])  # DEFAULT named
-            elif dotted in LATER_DATA_KEYS:
+            elif dotted in LATER_KEYS:
                 if flat[dotted]:
-                    key["data"][name] = flat[dotted]
+                    key[section][name] = flat[dotted]
             elif section != "runtime":
                 key[section][name] = flat[dotted]
         if self.data.name == "imagefolder" or is_reference(self.data.name):
@@ -176,8 +177,8 @@ class ExperimentConfig:
         return digest(self.to_dict())
 
 
-# data keys added after bases were cached: in a base's key only when set (0, empty)
-LATER_DATA_KEYS = ("data.resize", "data.mean", "data.std")
+# base keys added after bases were cached: in a base's key only when set (0, empty)
+LATER_KEYS = ("data.resize", "data.mean", "data.std", "train.group_l1")
 
 
 def major_versions() -> Dict[str, str]:

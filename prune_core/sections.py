@@ -114,9 +114,8 @@ class DataConfig:
     channels: int = 3
     num_classes: int = 10
     num_samples: int = 2000
-    # resize every image to resize x resize px (0 = native): bilinear with antialias, once at load
-    # for datasets held in memory, in the decoding transforms for datasets read from files; how a
-    # network that needs a larger input (a ViT's patch multiple, inception_v3's 75 px) runs on digits
+    # resize every image to resize x resize px (0 = native): bilinear with antialias, once at load (in memory) or in
+    # the decoding transforms (files); how a network that needs a larger input (ViT, inception_v3) runs on digits
     resize: int = 0
     # normalisation per channel, one value per image channel; empty = the dataset's own statistics,
     # or those of its training split where it states none
@@ -182,6 +181,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     patience: int = 0  # early stop after this many epochs without a better val accuracy (0 = off)
     bn_l1: float = 0.0  # Network Slimming sparsity penalty on BN scales (Liu et al. 2017 use 1e-4)
+    group_l1: float = 0.0  # DepGraph's group sparsity (Fang et al. 2023): Torch-Pruning's GroupNormPruner reg
     max_steps: int = 0  # stop each epoch after this many steps (0 = all); for smoke runs
 
     def validate(self, prefix: str) -> None:
@@ -194,7 +194,8 @@ class TrainConfig:
         require(0 <= self.label_smoothing < 1, f"{prefix}.label_smoothing", self.label_smoothing,
                "a number in [0, 1)")
         require(self.warmup_epochs >= 0, f"{prefix}.warmup_epochs", self.warmup_epochs, "a number >= 0")
-        require(self.bn_l1 >= 0, f"{prefix}.bn_l1", self.bn_l1, "a number >= 0")
+        for k in ("bn_l1", "group_l1"):
+            require(getattr(self, k) >= 0, f"{prefix}.{k}", getattr(self, k), "a number >= 0")
         require(isinstance(self.step_size, int) and self.step_size > 0, f"{prefix}.step_size",
                self.step_size, "a positive integer")
         for k, note in (("patience", "off"), ("max_steps", "all")):
@@ -260,9 +261,8 @@ class PruneConfig:
     reinit: bool = False  # imp: Frankle & Carbin's control, final masks on a fresh random init
     imp_output: str = "auto"  # imp's output layer: auto (open_lth's: kept for lenet300 and vgg16) | prune | keep
     nm: str = "2:4"  # nm: keep the N largest of every M consecutive input weights ("N:M"; NVIDIA's 2:4)
-    # re-estimate BN statistics on this many training batches after pruning, before acc_pruned is read
-    # and fine-tuning starts (EagleEye's adaptive BN, Li et al. 2020; 0 = off): channel 0.3 on
-    # resnet20/mnist5k read 10% (chance) for every criterion before, 28-83% after
+    # re-estimate BN statistics on this many training batches after pruning, before acc_pruned is read and fine-tuning
+    # starts (EagleEye's adaptive BN, Li et al. 2020; 0 = off): channel 0.3, resnet20/mnist5k: 10% before, 28-83% after
     bn_recalib_batches: int = 20
     # equal-budget mode (0 = off): every method trains this many epochs in all, counting the base it
     # prunes. Fine-tuning gets budget - train.epochs; SNIP and random_init train budget epochs from

@@ -117,6 +117,14 @@ def _bn_l1_grad(model: nn.Module, strength: float) -> None:
             m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=strength)
 
 
+def group_penalty(model: nn.Module, x: torch.Tensor, strength: float) -> Callable[[nn.Module], None]:
+    """DepGraph's group sparsity (``train.group_l1``): Torch-Pruning's regulariser on ``model``'s
+    dependency groups, traced on two images of ``x`` (``pruning.group_norm``)."""
+    from .pruning.group_norm import group_regularizer
+
+    return group_regularizer(model, x[:2], strength)
+
+
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al. 2015's soft-target term, ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``
     averaged over the batch: the T^2 keeps its gradients on the scale of the hard-label loss as T
@@ -230,6 +238,7 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
             log(f"{stage}: resumed from {checkpoint} at epoch {first_epoch + 1}")
 
     bar_cls = _progress(progress)
+    regularize: Optional[Callable[[nn.Module], None]] = None  # train.group_l1's, traced on the first batch
     for epoch in range(first_epoch, cfg.epochs):
         if history.stopped_early:
             break
@@ -245,6 +254,8 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
             if step >= steps_per_epoch:
                 break
             x = x.contiguous(memory_format=torch.channels_last)
+            if cfg.group_l1 and regularize is None:
+                regularize = group_penalty(model, x, cfg.group_l1)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 with torch.no_grad():
                     soft = teacher(x) if teacher is not None else None
@@ -252,9 +263,12 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
                 loss = training_loss(logits, y, criterion, soft, alpha, temperature)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if cfg.bn_l1:
+            if cfg.bn_l1 or cfg.group_l1:
                 scaler.unscale_(optimizer)
-                _bn_l1_grad(model, cfg.bn_l1)
+                if cfg.bn_l1:
+                    _bn_l1_grad(model, cfg.bn_l1)
+                if regularize is not None:
+                    regularize(model)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

@@ -80,8 +80,8 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 def test_registries_agree():
     assert set(METHODS) == {"channel", "kernel", "intra_kernel", "imp", "snip", "random_init", "nm", "none"}
-    assert set(CRITERIA) == {"l1", "l2", "bn_scale", "taylor", "random", "fpgm", "hrank"}
-    assert accepted_criteria("channel") == ("l1", "l2", "bn_scale", "taylor", "random", "fpgm", "hrank")
+    assert set(CRITERIA) == {"l1", "l2", "bn_scale", "taylor", "random", "fpgm", "group_norm", "hrank"}
+    assert accepted_criteria("channel") == ("l1", "l2", "bn_scale", "taylor", "random", "fpgm", "group_norm", "hrank")
     # a criterion joins every method of a unit it scores; the paper-fixed ones keep theirs
     assert accepted_criteria("kernel") == accepted_criteria("intra_kernel") == ("l1", "l2", "random")
     assert (accepted_criteria("imp"), accepted_criteria("snip"), accepted_criteria("random_init"),

@@ -51,7 +51,7 @@ from ._base import (CRITERIA, METHODS, UNITS, Method, MethodSpec, PruneContext, 
                     accepted_criteria, post_prune_training, register_method)
 from .criteria import Criterion, FilterImportance, register_criterion
 from . import baseline, channel, imp, kernel, nm, snip  # noqa: F401  (fill METHODS)
-from . import fpgm, hrank  # noqa: F401  (fill CRITERIA after the built-in criteria of criteria.py)
+from . import fpgm, group_norm, hrank  # noqa: F401  (fill CRITERIA after the built-in criteria of criteria.py)
 from .surgery import rebuild
 from .architecture import ArchitectureMismatch, architecture_key, build_architecture, control_network
 from .serialize import load_pruned, save_pruned
