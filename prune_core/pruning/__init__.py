@@ -90,10 +90,9 @@ def resolve_prune(cfg: PruneConfig) -> PruneConfig:
             f"false for method {cfg.method} (LAMP ranks the units of {', '.join(lamp_methods)})")
     require(not cfg.lamp or cfg.criterion == "l2", "prune.criterion", cfg.criterion,
             "l2 with prune.lamp (LAMP is defined on squared weight magnitudes, Lee et al. 2021)")
-    # a global ranking of channels or kernels compares layers' scores raw or mean-normalised (LAMP: its own)
-    rankers = [m for m, s in METHODS.items() if s.unit in ("channel", "kernel") and s.lamp]
-    require(cfg.global_scores not in ("raw", "mean") or (spec.unit in ("channel", "kernel") and spec.lamp
-                                                          and cfg.scope == "global" and not cfg.lamp),
+    rankers = [m for m, s in METHODS.items() if s.global_scores]
+    chosen = cfg.global_scores in ("raw", "mean")  # another value is the section's to refuse
+    require(not chosen or (spec.global_scores and cfg.scope == "global" and not cfg.lamp),
             "prune.global_scores", cfg.global_scores,
             f"auto unless prune.scope is global without prune.lamp, for {', '.join(rankers)}")
     for flag in sorted({f for s in METHODS.values() for f in s.flags} - set(spec.flags)):

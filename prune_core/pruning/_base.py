@@ -132,6 +132,8 @@ class MethodSpec:
     retrain: str = "finetune"
     calib_batches: int = 4  # what prune.calib_batches = 0 resolves to (4: the taylor criterion's)
     lamp: bool = False  # LAMP (Lee et al. 2021) may replace its layer-wise ranking (prune.lamp)
+    # its global ranking compares layers' scores raw or mean-normalised, as prune.global_scores chooses
+    global_scores: bool = False
     targets: Tuple[str, ...] = ("unit", "flops")  # the prune.target values it can meet
     flags: Tuple[str, ...] = ()  # boolean (or mapping) prune.* keys only this method reads: set with another is refused
     check: Callable[["PruneConfig"], None] = _no_check  # its own config rules; raises ConfigError
@@ -165,6 +167,7 @@ CRITERIA: Dict[str, Any] = {}  # name -> a Criterion class (pruning.criteria); i
 
 def register_method(name: str, unit: str, *, criteria: Iterable[str] = (), default_criterion: str = "",
                     base: str = "trained", retrain: str = "", calib_batches: int = 4, lamp: bool = False,
+                    global_scores: bool = False,
                     targets: Iterable[str] = ("unit", "flops"), flags: Iterable[str] = (),
                     check: Callable[["PruneConfig"], None] = _no_check,
                     rounds: Callable[["PruneConfig"], int] = _one_round) -> Callable[[Method], Method]:
@@ -181,7 +184,8 @@ def register_method(name: str, unit: str, *, criteria: Iterable[str] = (), defau
         spec = MethodSpec(name=name, prune=fn, unit=unit, criteria=tuple(criteria),
                           default_criterion=default_criterion, base=base,
                           retrain=retrain or ("train" if base == "init" else "finetune"),
-                          calib_batches=calib_batches, lamp=lamp, targets=tuple(targets), flags=tuple(flags),
+                          calib_batches=calib_batches, lamp=lamp, global_scores=global_scores,
+                          targets=tuple(targets), flags=tuple(flags),
                           check=check, rounds=rounds)
         register(METHODS, name, "method")(spec)
         return fn

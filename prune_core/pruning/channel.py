@@ -29,7 +29,7 @@ from ._base import CRITERIA, PruneContext, PruningPlan, accepted_criteria, regis
 from .devicecost import LatencyTable, channel_multiple
 from .graph import ChannelGroup, Graph, build_graph, copy_model
 from .heads import attention_modules, head_scores, head_width, remove_heads
-from .select import Ranking, lamp_normalize, solve_ratio
+from .select import Ranking, comparable, solve_ratio
 
 LATENCY_TOLERANCE = 0.025  # target: latency stops correcting within 2.5 % of the goal (relative)
 LATENCY_CORRECTIONS = 2
@@ -158,15 +158,6 @@ def ranking_of(p, criterion, bn_l1: float) -> str:
     return "global_raw" if criterion.raw_global and bn_l1 > 0 else "global_mean"
 
 
-def _comparable(scores: torch.Tensor, ranking: str) -> torch.Tensor:
-    """Scores one ranking can compare across layers (see ``ranking_of``)."""
-    if ranking == "global_lamp":
-        return lamp_normalize(scores)
-    if ranking == "global_mean":
-        return scores / scores.float().mean().clamp_min(1e-12)
-    return scores
-
-
 def head_saliency(criterion, name: str) -> Tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """(per-weight saliency that ranks attention heads, what it is): the criterion's own where it scores
     single weights without a gradient (l1: |w|, l2: w², random), else w² (l2) for a criterion that
@@ -226,8 +217,8 @@ def _check(p) -> None:
                           f"unit (each stage's ratio is its own), not {p.scope} and {p.target}")
 
 
-@register_method("channel", unit="channel", lamp=True, targets=("unit", "flops", "latency"), flags=("stage_ratios",),
-                 check=_check)
+@register_method("channel", unit="channel", lamp=True, global_scores=True, targets=("unit", "flops", "latency"),
+                 flags=("stage_ratios",), check=_check)
 def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Filter pruning: choose whole channels per dependency group; ``rebuild`` removes them."""
     p = ctx.cfg.prune
@@ -245,10 +236,10 @@ def channel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     heads = attention_modules(work)
     saliency, heads_by = head_saliency(criterion, p.criterion)
     head_scores_ = [head_scores(m, saliency) for m in heads.values()]
-    units: List[Unit] = [Unit(g.root, _comparable(g.unit_scores(s), how), g.conv_outputs * g.period, g.channels)
+    units: List[Unit] = [Unit(g.root, comparable(g.unit_scores(s), how), g.conv_outputs * g.period, g.channels)
                          for g, s in ranked]
     # a head counts as the 3 x head_dim outputs of the q, k, v projections it takes away
-    units += [Unit(name, _comparable(s, how), 3 * head_width(m), sorted, True)
+    units += [Unit(name, comparable(s, how), 3 * head_width(m), sorted, True)
               for (name, m), s in zip(heads.items(), head_scores_)]
 
     stats: Dict[str, object] = {"groups": len(groups), "groups_ranked": len(ranked), "ranking": how,

@@ -36,6 +36,9 @@ from .._registry import register
 from ..errors import ConfigError
 from ._base import CRITERIA, UNITS
 
+# the handlers of a group's items that write its channels: conv and linear output rows
+OUTPUTS = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+
 
 class FilterNormImportance(tp.importance.GroupMagnitudeImportance):
     """Li et al. 2017 (sec. 3.1): a filter's importance is the norm of its own weights.
@@ -53,7 +56,7 @@ class FilterNormImportance(tp.importance.GroupMagnitudeImportance):
     def __call__(self, group):
         filters = tp.dependency.Group()
         filters.items.extend(item for item in group.items
-                             if item.dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels))
+                             if item.dep.handler in OUTPUTS)
         filters._DG = group._DG
         return super().__call__(filters)
 
@@ -71,7 +74,7 @@ class FilterImportance(tp.importance.Importance):
     def __call__(self, group) -> Optional[torch.Tensor]:
         total, layers = torch.zeros(len(group[0].idxs), dtype=torch.float64), 0
         for item in group.items:
-            if item.dep.handler not in (tp.prune_conv_out_channels, tp.prune_linear_out_channels):
+            if item.dep.handler not in OUTPUTS:
                 continue
             layer = item.dep.target.module
             weight = layer.weight.transpose(0, 1) if getattr(layer, "transposed", False) else layer.weight
@@ -188,7 +191,7 @@ class GateTaylorImportance(tp.importance.Importance):
         bns = [item for item in group.items if item.dep.handler == tp.prune_batchnorm_out_channels
                and getattr(item.dep.target.module, "weight", None) is not None]
         outs = [item for item in group.items
-                if item.dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels)]
+                if item.dep.handler in OUTPUTS]
         score = torch.zeros(size, dtype=torch.float64)
         for item in bns or outs:
             layer = item.dep.target.module

@@ -31,9 +31,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .criteria import Criterion, register_criterion
-
-OUT = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+from .criteria import OUTPUTS, Criterion, register_criterion
 
 
 def map_ranks(output: torch.Tensor) -> torch.Tensor:
@@ -54,7 +52,7 @@ def feature_layers(group) -> List:
     """The items of ``group`` whose outputs are its feature maps: its batch norms with weights, or
     its conv and linear output layers where it has none."""
     bns = [item for item in group.items if item.dep.handler == tp.prune_batchnorm_out_channels]
-    return bns or [item for item in group.items if item.dep.handler in OUT]
+    return bns or [item for item in group.items if item.dep.handler in OUTPUTS]
 
 
 class FeatureRankImportance(tp.importance.Importance):

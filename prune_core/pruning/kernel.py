@@ -158,7 +158,7 @@ def kernel_saliency(weight: torch.Tensor, criterion) -> torch.Tensor:
     return criterion.weight_saliency(w, None).reshape(w.shape[0], w.shape[1], -1)
 
 
-@register_method("kernel", unit="kernel", lamp=True)
+@register_method("kernel", unit="kernel", lamp=True, global_scores=True)
 def kernel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Remove whole kernels by norm; masks applied to ``model`` in place."""
     p = ctx.cfg.prune
@@ -181,7 +181,7 @@ def kernel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     return PruningPlan("kernel", ratio=ratio, masks=apply_masks(model, masks), stats=stats)
 
 
-@register_method("intra_kernel", unit="kernel", lamp=True)
+@register_method("intra_kernel", unit="kernel", lamp=True, global_scores=True)
 def intra_kernel(model: nn.Module, ctx: PruneContext) -> PruningPlan:
     """Kernel pattern pruning plus connectivity pruning; masks applied to ``model`` in place."""
     p = ctx.cfg.prune

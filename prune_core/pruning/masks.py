@@ -17,7 +17,7 @@ from ..metrics import count_flops
 from ..errors import ConfigError
 from ._base import METHODS, PruneContext
 from .graph import CONV, WEIGHTED, output_layer
-from .select import Ranking, lamp_normalize, solve_ratio
+from .select import Ranking, comparable, solve_ratio
 
 
 def conv_layers(model: nn.Module, ctx: PruneContext) -> List[Tuple[str, nn.Module]]:
@@ -92,9 +92,7 @@ def ranked_masks(ctx: PruneContext, names: Sequence[str], scores: Sequence[torch
     p = ctx.cfg.prune
     how = "local" if p.scope == "local" else "global_lamp" if p.lamp else \
         f"global_{KERNEL_GLOBAL if p.global_scores == 'auto' else p.global_scores}"
-    comparable = [lamp_normalize(s) if how == "global_lamp" else s / s.float().mean().clamp_min(1e-12)
-                  if how == "global_mean" else s for s in scores]
-    ranking = Ranking(comparable, p.scope, p.max_layer_ratio)
+    ranking = Ranking([comparable(s, how) for s in scores], p.scope, p.max_layer_ratio)
     ratio = p.ratio
     base = list(base_removed) if base_removed is not None else [0.0] * len(names)
     if p.target == "flops":

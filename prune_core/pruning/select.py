@@ -36,6 +36,16 @@ def lamp_normalize(scores: torch.Tensor) -> torch.Tensor:
     return out.reshape(scores.shape).to(scores.dtype if scores.is_floating_point() else torch.float32)
 
 
+def comparable(scores: torch.Tensor, ranking: str) -> torch.Tensor:
+    """One layer's scores as a ranking compares them across layers: ``global_lamp`` LAMP scores,
+    ``global_mean`` divided by their mean, otherwise (``global_raw``, ``local``) as they are."""
+    if ranking == "global_lamp":
+        return lamp_normalize(scores)
+    if ranking == "global_mean":
+        return scores / scores.float().mean().clamp_min(1e-12)
+    return scores
+
+
 def round_keep(n: int, keep: int, round_to: int, min_keep: int = 1) -> int:
     """``keep`` moved to the nearest multiple of ``round_to`` (never below ``min_keep`` or one
     multiple, never above ``n``). Layers narrower than ``round_to`` are left as they are: rounding
