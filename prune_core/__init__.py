@@ -16,7 +16,8 @@ What a launcher (prune_sweep, launch.py, analyze.py) may use, and nothing else
   ``latency_metrics``, ``build_architecture`` and ``architecture_key``;
 - the public (not underscored) names of the modules in ``LAUNCHER_MODULES``: the config and its
   dotted keys (``config``, ``sections``), ``errors``, ``schema``, the command lines' shared
-  conventions (``cliargs``), ``provenance`` and ``plugins`` (loading and shipping plug-ins).
+  conventions (``cliargs``), ``provenance``, ``plugins`` (loading and shipping plug-ins) and
+  ``yamlfile`` (the bounded YAML reader every sweep, config and stored file goes through).
 
 Plug-ins register a method, criterion, model or dataset through ``register_method``,
 ``register_criterion``, ``register_model`` and ``register_dataset``, the doors the built-ins use;
@@ -64,7 +65,7 @@ _PUBLIC = {
     "PluginError": "plugins",
 }
 # modules a launcher may import from directly (their public names); the rest only through _PUBLIC
-LAUNCHER_MODULES = ("config", "sections", "errors", "schema", "cliargs", "provenance", "plugins")
+LAUNCHER_MODULES = ("config", "sections", "errors", "schema", "cliargs", "provenance", "plugins", "yamlfile")
 
 __all__ = list(_PUBLIC)
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
-import yaml
-
 from .data import check_dataset, dataset_opener
 from .errors import ConfigError
 from . import zoo
@@ -27,6 +25,7 @@ from .pruning import METHODS, post_prune_training, resolve_prune
 from .sections import (BASE_KEYS, SECTIONS, SMOKE, DataConfig, FinetuneConfig, ModelConfig, PruneConfig,
                        RuntimeConfig, TrainConfig, coerce, digest, finetune_default, flatten, is_reference, nest,
                        mapping_entry, split_reference, parse_overrides, precision_name)
+from .yamlfile import YamlError, load_yaml
 
 __all__ = ["ExperimentConfig", "ConfigError", "BASE_KEYS", "SECTIONS", "SMOKE", "DataConfig",
            "FinetuneConfig", "ModelConfig", "PruneConfig", "RuntimeConfig", "TrainConfig", "digest", "flatten", "nest",
@@ -94,10 +93,9 @@ class ExperimentConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "ExperimentConfig":
         try:
-            text = Path(path).read_text()
-            values = yaml.safe_load(text) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            values = load_yaml(path) or {}
+        except (OSError, YamlError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
             raise ConfigError(f"--config {path}: cannot read it ({reason})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"--config {path}: expected a mapping of config keys, got {type(values).__name__}")

@@ -16,9 +16,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Tuple, Union
 
-import yaml
-
 from .errors import ConfigError
+from .yamlfile import parse_value
 
 
 def require(ok: bool, key: str, value: Any, accepted: str) -> None:
@@ -443,14 +442,13 @@ def parse_overrides(items, example: str = "prune.ratio=0.5") -> Dict[str, Any]:
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. {example}")
         key = key.strip()
-        out[key] = value if key in text_keys else yaml.safe_load(value)
+        out[key] = value if key in text_keys else parse_value(value, f"--set {item}")
     return out
 
 
 def coerce(key: str, value: Any, default: Any) -> Any:
-    """Accept YAML/CLI spellings (``"0.5"``, ``"true"``, ``1`` for a float, a registry name's other
-    spellings: ``canonical``) and refuse the rest. Every config value read from a file, ``--set``
-    or a sweep passes here."""
+    """Accept YAML/CLI spellings (``"0.5"``, ``"true"``, ``1`` for a float, a registry name's other spellings:
+    ``canonical``); refuse the rest, NaN and infinities too. Every value of a file, ``--set`` or a sweep passes here."""
     if key in MAPPINGS:  # a mapping of names to numbers, or the pairs a stored config holds
         try:
             pairs = list(value.items() if isinstance(value, Mapping) else value)
@@ -480,12 +478,13 @@ def coerce(key: str, value: Any, default: Any) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{key}={value!r}: expected an integer{''.join(' or ' + w for w in words)}") from None
     if isinstance(default, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r}: expected a number")
         try:
-            return float(value)
+            number = float("nan") if isinstance(value, bool) else float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r}: expected a number") from None
+            number = float("nan")
+        if not -float("inf") < number < float("inf"):  # NaN compares false too
+            raise ConfigError(f"{key}={value!r}: expected a number (finite)")
+        return number
     if key in NUMBER_LISTS:  # a list of numbers: a YAML list, or one number
         items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
         try:

@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Dict, Mapping, Sequence
+
+
+MAX_CPU, MAX_GPU = 1024, 16  # what one trial may ask for: it runs in one process on one node
+MAX_NAME = 100  # an experiment's folder name; trial folders and files nest below it (NAME_MAX is 255 bytes)
 
 
 class SweepError(ValueError):
@@ -37,3 +42,14 @@ def as_number(value: Any, source: str, where: str, kind: type = float, low: floa
     if not ok or not low <= value <= high:
         raise fail(source, where, f"{value!r}: expected {accepted}")
     return kind(value)
+
+
+def check_name(value: Any, where: str) -> str:
+    """``value`` as an experiment name: one folder directly inside ``--storage``, so no separator,
+    no ``.`` or ``..``, no absolute path and at most ``MAX_NAME`` characters. ``where`` names it
+    (``sweeps/x.yaml: name``, ``--name``)."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value) and len(value) <= MAX_NAME:
+        return value
+    shown = repr(value) if not isinstance(value, str) or len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
+    raise SweepError(f"{where}: {shown}: expected a name of letters, digits, '_', '-' or '.', starting with a letter "
+                     f"or digit, at most {MAX_NAME} characters (a folder inside --storage)")

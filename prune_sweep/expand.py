@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
-import yaml
 
 from prune_core.sections import BASE_KEYS
+from prune_core.yamlfile import YamlError, load_yaml
 from prune_sweep.checks import SweepError, fail
 from prune_sweep.spec import Dist, Sweep, experiment_config, parse_sweep
 
@@ -20,37 +20,57 @@ if TYPE_CHECKING:
     from prune_core.config import ExperimentConfig
 
 
-def _expand(sweep: Sweep, pick: Callable[[Dist], Sequence[Any]], repeats: int) -> List[Dict[str, Any]]:
-    """Walk the keys in dependency order; ``pick`` gives the values a distribution expands to."""
+MAX_TRIALS = 100_000  # a sweep's trials, unless --max-trials raises it: counted before they are all built
+
+
+def too_many(sweep: Sweep, limit: int, what: str) -> SweepError:
+    """The error of a sweep with more than ``limit`` trials; ``what`` says where they come from."""
+    return SweepError(f"{sweep.source}: more than {limit:,} trials ({what}); expected at most {limit:,}: sweep fewer "
+                      "values, or raise the limit with --max-trials N")
+
+
+def _expand(sweep: Sweep, pick: Callable[[Dist], Sequence[Any]], repeats: int,
+            limit: int = MAX_TRIALS) -> List[Dict[str, Any]]:
+    """Walk the keys in dependency order; ``pick`` gives the values a distribution expands to.
+    More than ``limit`` results stop the walk as soon as they appear (``too_many``)."""
+    if repeats > limit:
+        raise too_many(sweep, limit, f"search.num_samples: {repeats:,}")
     out: List[Dict[str, Any]] = []
     for _ in range(repeats):
         partials: List[Dict[str, Any]] = [{}]
         for key in sweep.order:
-            grown = []
+            grown: List[Dict[str, Any]] = []
             for values in partials:
                 entry = sweep.active(key, values)
                 if entry is None:
                     grown.append(values)
                 else:
                     grown.extend({**values, key: v} for v in pick(entry.dist))
+                if len(out) + len(grown) > limit:
+                    raise too_many(sweep, limit, f"space, search.num_samples: {repeats:,}")
             partials = grown
         out.extend(partials)
     return out
 
 
-def trial_configs(sweep: Sweep) -> List[Dict[str, Any]]:
+def trial_configs(sweep: Sweep, limit: int = MAX_TRIALS) -> List[Dict[str, Any]]:
     """The trials of a grid or random search, in order, each with every swept key.
 
     grid: every combination of the ``grid`` values (other distributions drawn once per
     combination), repeated ``num_samples`` times. random: ``num_samples`` independent draws.
+    More than ``limit`` trials: SweepError, before they are built.
     """
     rng = np.random.default_rng(sweep.search.seed)
+    n = sweep.search.num_samples
     if sweep.search.algorithm == "grid":
-        picks = _expand(sweep, lambda d: d.args if d.kind == "grid" else (d.sample(rng),), sweep.search.num_samples)
+        picks = _expand(sweep, lambda d: d.args if d.kind == "grid" else (d.sample(rng),), n, limit)
     elif sweep.search.algorithm == "random":
-        picks = _expand(sweep, lambda d: (d.sample(rng),), sweep.search.num_samples)
+        picks = _expand(sweep, lambda d: (d.sample(rng),), n, limit)
     else:
         raise ValueError("an optuna search draws its trials while it runs")
+    if len(picks) * sweep.seeds * (1 + len(sweep.controls)) > limit:
+        raise too_many(sweep, limit, f"{len(picks):,} configurations x {sweep.seeds:,} seeds"
+                       + (" and their controls" if sweep.controls else ""))
     configs = [sweep.complete(p) for p in picks]
     configs = _smoke_subset(configs) if sweep.smoke_test else configs
     configs = with_controls(sweep, configs) if sweep.controls else configs
@@ -90,22 +110,50 @@ def with_controls(sweep: Sweep, configs: List[Dict[str, Any]]) -> List[Dict[str,
     return [*configs, *twins.values()]
 
 
-def corner_configs(sweep: Sweep) -> List[Dict[str, Any]]:
+def corner_configs(sweep: Sweep, limit: int = MAX_TRIALS) -> List[Dict[str, Any]]:
     """Every combination of discrete values and ends of continuous ranges the space allows."""
-    return [sweep.complete(p) for p in _expand(sweep, Dist.corners, 1)]
+    return [sweep.complete(p) for p in _expand(sweep, Dist.corners, 1, limit)]
 
 
-def validate(sweep: Sweep) -> List[Dict[str, Any]]:
-    """Build every trial config (grid, random) or every corner (optuna); returns them."""
+def validate(sweep: Sweep, limit: int = MAX_TRIALS) -> List[Dict[str, Any]]:
+    """Build every trial config (grid, random) or every corner (optuna); returns them. More than
+    ``limit`` trials (or corners) is a SweepError, raised before they are all built."""
     _check_points(sweep)
+    _check_conditions(sweep)
     if sweep.base.get("runtime.device") == "cuda" and not sweep.resources.gpu:
         raise fail(sweep.source, "runtime.device", "cuda needs resources.gpu > 0 (Ray gives a trial a GPU only "
                    "when it asks for one, e.g. gpu: 1, or 0.5 to share one between two trials); expected auto or cpu "
                    "with resources.gpu: 0")
     if sweep.search.algorithm == "optuna":
-        return corner_configs(sweep)
-    corner_configs(sweep)  # ends of continuous ranges too, not only the values drawn
-    return trial_configs(sweep)
+        if sweep.search.num_samples > limit:
+            raise too_many(sweep, limit, f"search.num_samples: {sweep.search.num_samples:,}")
+        return corner_configs(sweep, limit)
+    corner_configs(sweep, limit)  # ends of continuous ranges too, not only the values drawn
+    return trial_configs(sweep, limit)
+
+
+def _check_conditions(sweep: Sweep) -> None:
+    """Every value a ``when:`` condition names is one its key can take in this sweep: a value the
+    space sweeps it over, or its base value when it is not swept. A misspelt value (``[chanel]``)
+    or one of another registry would silently switch the alternative off in every trial."""
+    for key, entries in sweep.space.items():
+        for i, entry in enumerate(entries):
+            where = f"space.{key}" + (f"[{i}]" if len(entries) > 1 else "") + ".when"
+            for ckey, allowed in entry.when:
+                swept = sweep.space.get(ckey, ())
+                takes = [v for e in swept if e.dist.discrete for v in e.dist.args]
+                ranges = [e.dist.args for e in swept if not e.dist.discrete]
+                if not any(not e.when for e in swept):  # not swept, or only under conditions of its own
+                    takes.append(sweep.base_flat.get(ckey))
+                for value in allowed:
+                    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                    if value in takes or (number and any(lo <= value <= hi for lo, hi in ranges)):
+                        continue
+                    shown = ", ".join(dict.fromkeys(str(v) for v in takes)) + "".join(
+                        f"{', ' if takes else ''}[{lo}, {hi}]" for lo, hi in ranges)
+                    how = "takes" if ckey in sweep.space else "is not swept; it is"
+                    raise fail(sweep.source, f"{where}.{ckey}", f"{value!r}: {ckey} never takes this value here, "
+                               f"so the condition never holds; {ckey} {how} {shown}")
 
 
 def _check_points(sweep: Sweep) -> None:
@@ -199,16 +247,16 @@ class OptunaSpace:
 
 
 def load_sweep(path: str | Path, overrides: Optional[Mapping[str, Any]] = None, smoke_test: bool = False,
-               seeds: Optional[int] = None, plugins: Sequence[str] = ()) -> Sweep:
+               seeds: Optional[int] = None, plugins: Sequence[str] = (), limit: int = MAX_TRIALS) -> Sweep:
     """Read, check and validate a sweep file: every trial it can produce (grid, random) or every
     corner of its space (optuna) must make a valid ExperimentConfig."""
     source = str(path)
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = load_yaml(path)
     except OSError as exc:
         raise SweepError(f"{source}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{source}: not YAML ({' '.join(str(exc).split())})") from None
+    except YamlError as exc:
+        raise SweepError(f"{source}: {exc}") from None
     sweep = parse_sweep(raw, source, overrides, smoke_test, seeds, plugins)
-    validate(sweep)
+    validate(sweep, limit)
     return sweep

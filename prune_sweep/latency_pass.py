@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ray
-import yaml
 
+from prune_core.yamlfile import parse_yaml
 from prune_sweep.placement import claim_device
 from prune_sweep.storage import RESULT_FILE, Store, json_rows
 
@@ -64,7 +64,7 @@ def finished_trials(exp: Store) -> List[Finished]:
     from prune_core.config import ExperimentConfig
     from prune_core.sections import flatten
 
-    base = flatten(yaml.safe_load(exp.read_text("base.yaml") or "") or {})
+    base = flatten(parse_yaml(exp.read_text("base.yaml") or "") or {})
     shapes: Dict[Any, Tuple[int, ...]] = {}
     out = []
     for name in exp.subdirs():

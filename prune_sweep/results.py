@@ -24,10 +24,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from prune_core.sections import DEFAULTS, flatten
 from prune_core.schema import METRIC_KEYS, TEXT_METRICS
+from prune_core.yamlfile import YamlError, parse_yaml
 from prune_sweep import liveness
 
 # config keys every row carries (from params.json, else base.yaml, else the config defaults)
@@ -406,9 +406,9 @@ def _read_yaml(path: Path) -> dict:
     if not text:
         return {}
     try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise AnalyzeError(f"{path}: not YAML ({str(exc).splitlines()[0]}); expected config values") from None
+        values = parse_yaml(text)
+    except YamlError as exc:
+        raise AnalyzeError(f"{path}: {exc}; expected config values") from None
     if values is not None and not isinstance(values, dict):
         raise AnalyzeError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
     return values or {}
@@ -458,8 +458,8 @@ def resume_command(exp: Experiment) -> str:
     """The launch.py command line that continues the sweep in ``exp``: its storage is the folder
     holding it, or the bucket its sweep.yaml names (a local copy of a cloud sweep continues there)."""
     try:
-        stored = yaml.safe_load(exp.sweep_text) if exp.sweep_text else None
-    except yaml.YAMLError:
+        stored = parse_yaml(exp.sweep_text) if exp.sweep_text else None
+    except YamlError:
         stored = None
     storage = stored.get("storage") if isinstance(stored, dict) else None
     where = Path(exp.path).resolve()

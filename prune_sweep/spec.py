@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -21,7 +20,7 @@ import numpy as np
 from prune_core.errors import ConfigError
 from prune_core.plugins import CONFIG_KEY as PLUGINS_KEY, absolute_reference, file_reference, with_plugins
 from prune_core.sections import DEFAULTS, SMOKE, canonical, flat_value, flatten, mapping_entry, nest
-from prune_sweep.checks import SweepError, as_mapping, as_number, fail
+from prune_sweep.checks import MAX_CPU, MAX_GPU, SweepError, as_mapping, as_number, check_name, fail
 from prune_sweep.loggers import DEFAULT_LOGGERS, Logger, parse_loggers
 
 if TYPE_CHECKING:
@@ -387,8 +386,11 @@ def _parse_scheduler(raw: Any, source: str) -> Scheduler:
 
 def _parse_resources(raw: Any, source: str) -> Resources:
     d = as_mapping(raw, source, "resources", ("cpu", "gpu"))
-    cpu = as_number(d.get("cpu", 1), source, "resources.cpu", float, 0, accepted="a number >= 0")
-    gpu = as_number(d.get("gpu", 0), source, "resources.gpu", float, 0, accepted="a number >= 0 (0.5 shares a GPU)")
+    cpu = as_number(d.get("cpu", 1), source, "resources.cpu", float, 0, MAX_CPU, accepted=f"0 to {MAX_CPU} CPUs")
+    gpu = as_number(d.get("gpu", 0), source, "resources.gpu", float, 0, MAX_GPU, accepted=f"0 to {MAX_GPU} GPUs, a "
+                    "fraction below 1 or a whole number (0.5 shares a GPU; a trial runs on one node)")
+    if gpu > 1 and not gpu.is_integer():
+        raise fail(source, "resources.gpu", f"{gpu:g}: expected a fraction below 1 or a whole number of GPUs")
     if cpu == 0 and gpu == 0:
         raise fail(source, "resources", "a trial needs some cpu or gpu")
     return Resources(cpu=cpu, gpu=gpu)
@@ -404,9 +406,7 @@ def parse_sweep(raw: Any, source: str, overrides: Optional[Mapping[str, Any]] = 
     unknown = [k for k in raw if k not in TOP_LEVEL]
     if unknown:
         raise fail(source, str(unknown[0]), f"unknown key; a sweep file has {', '.join(TOP_LEVEL[:-1])}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise fail(source, "name", f"{name!r}: expected a name of letters, digits, '_', '-' or '.'")
+    name = check_name(raw.get("name"), f"{source}: name")
     base_raw = raw.get("base") or {}
     if not isinstance(base_raw, Mapping):
         raise fail(source, "base", "expected a mapping of config keys (nested or dotted)")

@@ -258,7 +258,8 @@ def test_controls_add_a_twin_of_each_channel_trial_once_per_architecture(tmp_pat
     with pytest.raises(SweepError, match=r"controls: prune.control is set too"):
         load_sweep(write(tmp_path, with_(controls=["narrow"], space__prune_control={"grid": ["narrow"]})))
     with pytest.raises(SweepError, match=r"controls: no trial removes channels"):
-        load_sweep(write(tmp_path, with_(controls=["narrow"], space__prune_method={"grid": ["imp"]})))
+        load_sweep(write(tmp_path, with_(controls=["narrow"], space__prune_method={"grid": ["imp"]},
+                                         space__prune_criterion={"grid": ["l1", "l2"]})))
 
 
 def test_a_search_must_name_which_flops_it_minimises(tmp_path):
