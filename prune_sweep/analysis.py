@@ -147,6 +147,7 @@ def analyze_results(results: Results, budgets: Sequence[float] = DEFAULT_BUDGETS
         for by, col in ((["experiment"], f"front_{key}"), (["experiment", "prune.method"], f"front_{key}_method")):
             configs[col] = False
             for _, sub in configs.groupby(by, sort=False, dropna=False):
+                sub = above_chance(sub)  # a point no better than guessing is on no front
                 mask = pareto_front(sub[[cost_column(key), SELECT]].to_numpy(dtype=float))
                 configs.loc[sub.index[mask], col] = True
             on = set(configs.loc[configs[col], "config"])
@@ -183,6 +184,15 @@ def unfinished_lines(table: pd.DataFrame, exps: Sequence[Experiment]) -> List[st
 def _chance(sub: pd.DataFrame) -> float:
     classes = sub["num_classes"].median()
     return 100.0 / classes if np.isfinite(classes) and classes > 0 else 0.0
+
+
+def above_chance(sub: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``sub`` whose validation accuracy beats chance (100 / classes, each model its
+    own): only these can be on a front or win a budget."""
+    if sub.empty:
+        return sub
+    classes = sub["num_classes"].where(sub["num_classes"] > 0)
+    return sub[(sub[SELECT] > 100.0 / classes) | classes.isna()]
 
 
 def _front_table(configs: pd.DataFrame, fronts: Sequence[str] = FRONTS) -> pd.DataFrame:
@@ -254,8 +264,10 @@ def _budget_table(table: pd.DataFrame, configs: pd.DataFrame, budgets: Sequence[
             mine = of_model(fin, name)
             for key in ("flops", "flops_nz"):
                 for b in budgets:
-                    ok = mine[mine[f"{key}_frac"] <= b + 1e-12]
-                    row = {"experiment": exp, "model": name_label(name) if name else "", "axis": key, "budget": b}
+                    cheap = mine[mine[f"{key}_frac"] <= b + 1e-12]
+                    ok = above_chance(cheap)
+                    row = {"experiment": exp, "model": name_label(name) if name else "", "axis": key, "budget": b,
+                           "at_chance": len(cheap) - len(ok)}  # configurations this cheap no better than guessing
                     if not ok.empty:
                         best = ok.sort_values([SELECT, f"{key}_frac", "trial_id"], ascending=[False, True, True]).iloc[0]
                         row.update(best[["trial_id", "trials", "seeds", *keys, SELECT, f"{SELECT}_std", REPORT,

@@ -116,6 +116,11 @@ def _shown_statuses(t: pd.DataFrame) -> List[str]:
     return [s for s in STATUSES if s not in UNFINISHED or s in present]
 
 
+def _at_chance(r: Any) -> str:
+    n = int(r["at_chance"])
+    return f"{n} configuration{'s' * (n != 1)} this cheap, each at or below chance accuracy"
+
+
 def _budget_frame(a: Analysis, multi: bool) -> pd.DataFrame:
     b = a.budgets
     models = "model" in b and bool((b["model"] != "").any())  # a study that swept model.name
@@ -130,7 +135,8 @@ def _budget_frame(a: Analysis, multi: bool) -> pd.DataFrame:
                         **{k: list(v)[0] for k, v in _acc_columns(pd.DataFrame([r]), a.repeated).items()},
                         "trial": r["trial_id"]})
         else:
-            row["method"] = "no finished trial this cheap"
+            row["method"] = (f"none above chance ({_at_chance(r)})" if r.get("at_chance", 0) > 0
+                             else "no finished trial this cheap")
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -387,7 +393,7 @@ def summary_text(a: Analysis) -> str:
                          f"val {r[SELECT]:.2f}%, test {r[REPORT]:.2f}% ({100 * r['cost_frac']:.1f}% FLOPs, "
                          f"trial {r['trial_id']})")
         else:
-            lines.append(head + "none")
+            lines.append(head + (f"none above chance ({_at_chance(r)})" if r.get("at_chance", 0) > 0 else "none"))
     # the compute warning, and every control that beats a method (the report has the rest)
     lines += [f"  {line}" for line in a.fairness_lines if "Warning" in line or " is dominated by " in line]
     lines += [f"  {line}" for line in a.unfinished]

@@ -512,3 +512,29 @@ def test_budget_winners_of_a_study_of_two_models_are_chosen_per_model(tmp_path):
         assert row["prune.method"].endswith(f" @ {row['model']}")
     text = summary_text(a)
     assert "best at ≤30% dense FLOPs of torchvision.resnet18: " in text and "of resnet20: " in text
+
+
+def test_a_point_at_or_below_chance_never_wins_a_budget_nor_sits_on_a_front(tmp_path):
+    """One trial under a budget at 1 % validation accuracy (chance is 10 % with 10 classes): the
+    budget is left without a winner and says why, and the point is on no front."""
+    from prune_sweep.analysis import analyze_results
+    from prune_sweep.report import summary_text
+
+    expdir = make_experiment(tmp_path / "chance", n_trials=6, seed=1, errors=0, stopped=0, pending=0,
+                             ratios=(0.2, 0.35))
+    rows = trial_rows("channel", 0.9, "global", 0.01, 0, "guess_00099", epochs=2)
+    for r in rows:  # the cheapest trial by far, and no better than guessing
+        r.update({k: v * 0.05 for k, v in r.items() if k.startswith("flops") and not k.endswith("base")})
+        r.update({k: 1.0 for k in ("val_acc_final", "acc_final") if k in r})
+    write_trial(expdir, "train_trial_guess_00099_0.9_x", {"prune.method": "channel", "prune.ratio": 0.9,
+                                                          "prune.scope": "global", "finetune.lr": 0.01}, rows)
+    a = analyze_results(load_experiments([expdir]), budgets=(0.1, 1.0))
+    guess = a.table[a.table["trial_id"] == "guess_00099"].iloc[0]
+    assert guess["flops_frac"] <= 0.1 and guess["val_acc_final"] == 1.0
+    assert not guess[[c for c in a.table.columns if c.startswith("front_")]].any()
+    assert "guess_00099" not in set(a.fronts["trial_id"])
+    b = a.budgets[a.budgets["axis"] == "flops"].set_index("budget")
+    assert not isinstance(b.loc[0.1].get("trial_id"), str) and b.loc[0.1, "at_chance"] == 1
+    assert isinstance(b.loc[1.0, "trial_id"], str) and b.loc[1.0, "trial_id"] != "guess_00099"
+    assert "best at ≤10% dense FLOPs: none above chance (1 configuration this cheap, each at or below chance " \
+           "accuracy)" in summary_text(a)
