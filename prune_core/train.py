@@ -35,6 +35,9 @@ from .errors import Diverged  # noqa: F401  (raised by fit; importable from here
 from .metrics import evaluate
 
 EpochCallback = Callable[[Dict[str, Any], Optional[Path]], None]
+# at most one in-epoch progress line per this many seconds: an epoch of Fashion-MNIST (resnet20, 2 CPU
+# cores) took 3.5 min before its first line; a shorter epoch logs nothing more than its epoch line
+PROGRESS_EVERY_S = 10.0
 
 
 @dataclass
@@ -155,6 +158,54 @@ def _progress(enabled: str):
     return None
 
 
+class ProgressLine(str):
+    """An in-epoch progress line as ``fit`` hands it to ``log``: the text, with its numbers in
+    ``record`` (stage, epoch, epochs, step, steps, img_s, left_s) for a reader that shows them its
+    own way (a sweep's lines about its bases)."""
+
+    record: Dict[str, Any]
+
+
+def clock_text(seconds: float) -> str:
+    """``H:MM:SS`` of a duration, rounded to the second."""
+    s = max(0, int(round(seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def progress_line(stage: str, epoch: int, epochs: int, step: int, steps: int, seen: int, elapsed: float
+                  ) -> ProgressLine:
+    """``<stage> epoch k/n: step i/m, R img/s, H:MM:SS left``: ``seen`` images in ``step`` steps of
+    ``elapsed`` seconds; the time left in the epoch at that pace."""
+    rate = seen / elapsed if elapsed > 0 else 0.0
+    left = elapsed / max(step, 1) * (steps - step)
+    line = ProgressLine(f"{stage} epoch {epoch}/{epochs}: step {step}/{steps}, {rate:.0f} img/s, "
+                        f"{clock_text(left)} left")
+    line.record = {"stage": stage, "epoch": epoch, "epochs": epochs, "step": step, "steps": steps,
+                   "img_s": rate, "left_s": left}
+    return line
+
+
+class EpochProgress:
+    """The progress lines of one epoch: ``step(done, seen)`` after each step reads ``clock`` once and
+    logs a ``progress_line`` when ``every`` seconds have passed since the epoch began or since its
+    last line; never at the epoch's last step (its epoch line follows)."""
+
+    def __init__(self, log: Callable[[str], None], stage: str, epoch: int, epochs: int, steps: int,
+                 every: float, clock: Callable[[], float]):
+        self.log, self.stage, self.epoch, self.epochs, self.steps = log, stage, epoch, epochs, steps
+        self.every, self.clock = every, clock
+        self.start = clock()
+        self.due = self.start + every
+
+    def step(self, done: int, seen: int) -> None:
+        if done >= self.steps:
+            return
+        now = self.clock()
+        if now >= self.due:
+            self.due = now + self.every  # from this line on: at most one line per period, no catching up
+            self.log(progress_line(self.stage, self.epoch, self.epochs, done, self.steps, seen, now - self.start))
+
+
 def _rng_state() -> Dict[str, Any]:
     """Every RNG's state as tensors, numbers and tuples only, so checkpoints load with
     ``weights_only=True`` (numpy's key array is stored as a tensor)."""
@@ -178,7 +229,8 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
 def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: bool = True,
         cpu_bf16: bool = False, amp_choice: str = "auto", stage: str = "train", checkpoint: Optional[Path] = None,
         resume: bool = False, on_epoch: Optional[EpochCallback] = None, progress: str = "off", log=None, start_epoch: int = 0,
-        teacher: Optional[nn.Module] = None) -> History:
+        teacher: Optional[nn.Module] = None, progress_every: Optional[float] = None,
+        clock: Callable[[], float] = time.monotonic) -> History:
     """Train ``model`` in place for ``cfg.epochs`` on ``data.train``, validating on ``data.val``.
 
     ``start_epoch``: train epochs ``start_epoch..cfg.epochs-1`` only, with a fresh optimizer, the
@@ -195,6 +247,9 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
     ``teacher``: with ``cfg.kd_alpha`` > 0 (``FinetuneConfig``), the model distilled from
     (``training_loss``); it runs forward in eval mode on each batch the model trains on, without
     gradient, and is neither trained nor saved.
+    ``log``: each epoch's line, and within an epoch a ``progress_line`` (a ``ProgressLine``) at most
+    once per ``progress_every`` seconds of ``clock`` (``PROGRESS_EVERY_S``), none in an epoch that
+    ends sooner; not while ``progress`` shows tqdm's bar.
     Raises ``Diverged`` when the loss is not finite.
     """
     model.to(device)
@@ -250,6 +305,9 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
         seen = 0
         batches = data.train
         bar = bar_cls(total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{cfg.epochs}", leave=False) if bar_cls else None
+        every = PROGRESS_EVERY_S if progress_every is None else progress_every
+        ticker = EpochProgress(log, stage, epoch + 1, cfg.epochs, steps_per_epoch, every, clock) \
+            if log and not bar else None
         for step, (x, y) in enumerate(batches):
             if step >= steps_per_epoch:
                 break
@@ -277,6 +335,8 @@ def fit(model: nn.Module, cfg: TrainConfig, data, *, device: torch.device, amp: 
             seen += y.numel()
             if bar:
                 bar.update()
+            if ticker:  # the clock, not the device: no sync (on CUDA the pace of queued steps)
+                ticker.step(step + 1, seen)
         if bar:
             bar.close()
         train_loss = float(total_loss) / max(seen, 1)

@@ -131,9 +131,11 @@ def base_gpus(sweep: Sweep) -> int:
 
 
 class BaseProgress:
-    """The quiet mode's view of base training: every ``PROGRESS_PERIOD_S`` in which an epoch ended,
-    one line per base with its epoch, loss, validation accuracy and the time left at its pace.
-    The base tasks put each epoch's record in a Ray queue (an actor needing no CPU)."""
+    """The quiet mode's view of base training: every ``PROGRESS_PERIOD_S`` in which an epoch ended
+    or an epoch's progress line came, one line per base: its last epoch's loss, validation accuracy
+    and the time left at its pace, or where its epoch is (step, images per second, time left in the
+    epoch). The base tasks put each epoch's record and each progress line's numbers in a Ray queue
+    (an actor needing no CPU)."""
 
     def __init__(self, bases: Mapping[str, ExperimentConfig]):
         from ray.util.queue import Queue
@@ -151,8 +153,9 @@ class BaseProgress:
             return
         for r in records:
             self.latest[r["hash"]] = r
-            self.seconds[r["hash"]] = self.seconds.get(r["hash"], 0.0) + float(r.get("epoch_s", 0.0))
-            self.count[r["hash"]] = self.count.get(r["hash"], 0) + 1
+            if "step" not in r:  # an epoch's record, not a progress line's
+                self.seconds[r["hash"]] = self.seconds.get(r["hash"], 0.0) + float(r.get("epoch_s", 0.0))
+                self.count[r["hash"]] = self.count.get(r["hash"], 0) + 1
         if records:
             for line in self.lines():
                 print(line)
@@ -161,6 +164,10 @@ class BaseProgress:
         out = []
         for h, r in self.latest.items():
             done, total = int(r["epoch"]), int(r["epochs"])
+            if "step" in r:
+                out.append(f"base {h} ({self.names.get(h, '?')}): epoch {done}/{total}, step {r['step']}/{r['steps']}, "
+                           f"{r['img_s']:.0f} img/s, {_duration(r['left_s'])} left in the epoch")
+                continue
             pace = self.seconds[h] / max(self.count[h], 1)
             out.append(f"base {h} ({self.names.get(h, '?')}): epoch {done}/{total}, loss {r['train_loss']:.4f}, "
                        f"val acc {r['val_acc']:.2f}%, {_duration(pace * (total - done))} left")

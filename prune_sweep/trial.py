@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import ray
 from ray import tune
@@ -59,8 +59,8 @@ def _fetch_base(cfg: ExperimentConfig, exp: str) -> None:
 
 def train_base(flat: Dict[str, Any], exp: str, progress: Any = None) -> Dict[str, Any]:
     """Ray task: train (or find) the base of ``flat`` in the sweep's base cache. With ``progress``
-    (a ``ray.util.queue.Queue``), each epoch's record goes there with the base's hash, for the
-    driver's table."""
+    (a ``ray.util.queue.Queue``), each epoch's record and each in-epoch progress line's goes there
+    with the base's hash, for the driver's table."""
     from prune_core import ensure_base
 
     cfg = ExperimentConfig.from_dict({**flat, "runtime.cache_dir": cache_dir(exp), "runtime.resume": True,
@@ -72,14 +72,14 @@ def train_base(flat: Dict[str, Any], exp: str, progress: Any = None) -> Dict[str
         torch.set_num_threads(cfg.runtime.threads)
     _fetch_base(cfg, exp)
     t0 = time.perf_counter()
-    def on_epoch(record: Dict[str, Any]) -> None:
+    def send(record: Dict[str, Any]) -> None:  # an epoch's record or an in-epoch line's, to the driver
         if progress is not None:
             try:
                 progress.put_nowait({**record, "hash": cfg.base_hash()})
             except Exception:  # the driver's table is a courtesy: training goes on without it
                 pass
 
-    base = ensure_base(cfg, log=print, on_epoch=on_epoch)
+    base = ensure_base(cfg, log=queued_log(send), on_epoch=send)
     trained, seconds, path = base.trained, time.perf_counter() - t0, base.path
     if trained:
         with open(path.parent / BASE_LOG, "a") as fh:
@@ -91,6 +91,18 @@ def train_base(flat: Dict[str, Any], exp: str, progress: Any = None) -> Dict[str
                 store.put(path.parent / name, base_rel(cfg.base_hash(), name))
     return {"hash": cfg.base_hash(), "trained": trained, "seconds": seconds, "val_acc": base.val_acc,
             "node_ip": place["node_ip"], "gpu_ids": place["gpu_ids"]}
+
+
+def queued_log(put: Callable[[Dict[str, Any]], None]) -> Callable[[str], None]:
+    """A base task's ``log``: every line printed (the task's output, the driver's with ``-v``), and
+    the numbers of an in-epoch progress line (``prune_core.train.ProgressLine.record``) to ``put``."""
+    def log(line: str) -> None:
+        print(line)
+        record = getattr(line, "record", None)
+        if record is not None:
+            put(dict(record))
+
+    return log
 
 
 class TuneReporter:

@@ -3,6 +3,7 @@ codes"): 2 bad input, 3 missing data, 4 diverged, 5 rebuild mismatch, 130 interr
 (with its traceback); a smoke run writes every output."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -125,6 +126,17 @@ def test_rebuild_mismatch_is_exit_5(tmp_path, capsys, base_cache, monkeypatch, o
                  "cached in " + str(base_cache)):
         assert word in line, word
     assert (run / "base_history.json").exists()
+
+
+def test_the_cli_prints_progress_lines_within_each_epoch(tmp_path, capsys, monkeypatch, one_thread):
+    import prune_core.train as train
+
+    monkeypatch.setattr(train, "PROGRESS_EVERY_S", 0.0)  # a line after every step but an epoch's last
+    assert main([*FAST, "--output-dir", str(tmp_path / "exp")]) == 0
+    out = capsys.readouterr().out
+    for stage in ("base", "finetune"):  # base training and fine-tuning, each before its epoch's line
+        shown = re.findall(rf"^{stage} epoch 1/1: (?:step (\d)/4, \d+ img/s, \d+:\d\d:\d\d left|(loss) )", out, re.M)
+        assert shown == [("1", ""), ("2", ""), ("3", ""), ("", "loss")], out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible")

@@ -25,6 +25,7 @@ from prune_sweep import bases, driver
 from prune_sweep.analyze_cli import run as analyze_run
 from prune_sweep.launch_cli import main
 from prune_sweep.storage import node_cache
+from prune_sweep.trial import queued_log
 
 
 # a few steps of everything: a trial takes seconds on one core
@@ -294,6 +295,39 @@ def test_base_progress_lines_give_the_time_left_at_each_bases_pace():
                                 "3 h 06 min left"]
     progress.latest["aa"].update(epoch=99)
     assert progress.lines()[0].endswith("epoch 99/100, loss 0.5000, val acc 91.23%, 2 min 00 s left")
+
+
+def test_a_bases_progress_line_within_an_epoch_reaches_the_quiet_view(capsys):
+    """A base task's log (queued_log) prints every line and queues a progress line's numbers;
+    the driver's view shows them until the epoch's record replaces them (counted alone in the pace)."""
+    from prune_core.train import progress_line
+
+    class Queue(list):  # what the base task and the driver call of the Ray queue between them
+        put_nowait = list.append
+
+        def qsize(self):
+            return len(self)
+
+        def get_nowait_batch(self, n):
+            batch, self[:] = self[:n], self[n:]
+            return batch
+
+    queue = Queue()
+    log = queued_log(lambda record: queue.put_nowait({**record, "hash": "aa"}))
+    log(progress_line("base", 2, 30, 120, 469, 120 * 128, 37.3))  # 15,360 images in 37.3 s
+    log("training base resnet20 on mnist5k")  # any other line: printed only
+    progress = bases.BaseProgress.__new__(bases.BaseProgress)  # the Ray queue's place taken by the list
+    progress.queue, progress.names = queue, {"aa": "resnet20 on mnist5k, seed 0"}
+    progress.latest, progress.seconds, progress.count = {}, {}, {}
+    progress.show()
+    assert capsys.readouterr().out.splitlines() == [
+        "base epoch 2/30: step 120/469, 412 img/s, 0:01:48 left", "training base resnet20 on mnist5k",
+        "base aa (resnet20 on mnist5k, seed 0): epoch 2/30, step 120/469, 412 img/s, 1 min 48 s left in the epoch"]
+    queue.put_nowait({"hash": "aa", "epoch": 2, "epochs": 30, "train_loss": 0.5, "val_acc": 91.234, "epoch_s": 120.0})
+    progress.show()
+    assert capsys.readouterr().out.splitlines() == [
+        "base aa (resnet20 on mnist5k, seed 0): epoch 2/30, loss 0.5000, val acc 91.23%, 56 min 00 s left"]
+    assert progress.count == {"aa": 1}
 
 
 def test_mo_asha_stops_the_trial_its_rung_ranks_in_the_bottom_half(tmp_path, storage):

@@ -1,5 +1,7 @@
-"""The one training loop: accuracy on the embedded digits, exact resume, schedules."""
+"""The one training loop: accuracy on the embedded digits, exact resume, schedules, progress lines."""
 
+import itertools
+import re
 
 import pytest
 import torch
@@ -14,11 +16,11 @@ from prune_core.train import Diverged, fit, lr_factor, param_groups, save_atomic
 CPU = torch.device("cpu")
 
 
-def _setup(limit=0, seed=0):
+def _setup(limit=0, seed=0, model="resnet20"):
     cfg = ExperimentConfig.from_dict({"data.limit_train": limit, "data.batch_size": 128})
     data = load_data(cfg.data, CPU, seed)
     seed_everything(seed)
-    model = build_model("resnet20", data.num_classes, *data.input_shape[:2], width=0.5)
+    model = build_model(model, data.num_classes, *data.input_shape[:2], width=0.5)
     return data, model
 
 
@@ -108,3 +110,34 @@ def test_resume_never_unpickles_code_from_a_checkpoint(tmp_path):
     except Exception:  # refused; which error (or a fresh start instead) is fit's choice
         pass
     assert not (tmp_path / "PWNED").exists() and LOADED == []
+
+
+def test_progress_lines_within_an_epoch_follow_the_clock(one_thread):
+    """The clock is read once as the epoch begins and once after each step but the last; a line
+    comes when 10 s have passed since the epoch began or since the last line, never two in a period
+    (steps 3 and 4 are past the first period but within the second line's)."""
+    data, model = _setup(limit=1024, model="lenet300")  # 8 batches of 128
+    ticks = iter([0.0, 4.0, 20.0, 21.0, 29.0, 32.0, 33.0])
+    lines = []
+    fit(model, TrainConfig(epochs=1, lr=0.05, max_steps=7), data, device=CPU, log=lines.append,
+        progress_every=10.0, clock=lambda: next(ticks))
+    assert next(ticks, None) is None  # every tick read: one per step, none at the last
+    assert lines[:2] == ["train epoch 1/1: step 2/7, 13 img/s, 0:00:50 left",  # 256 images in 20 s
+                         "train epoch 1/1: step 5/7, 20 img/s, 0:00:13 left"]  # 640 in 32 s; 2 steps of 6.4 s
+    assert lines[2].startswith("train epoch 1/1: loss ") and len(lines) == 3
+    assert lines[0].record == {"stage": "train", "epoch": 1, "epochs": 1, "step": 2, "steps": 7, "img_s": 12.8,
+                               "left_s": 50.0}
+
+
+def test_an_epoch_shorter_than_the_period_logs_only_its_epoch_line(one_thread):
+    data, model = _setup(limit=512, model="lenet300")
+    lines, clock = [], itertools.count(0.0, 4.9)  # 9.8 s at the second step, the last one read
+    fit(model, TrainConfig(epochs=2, lr=0.05, max_steps=3), data, device=CPU, log=lines.append,
+        clock=lambda: next(clock))
+    assert len(lines) == 2 and all(re.fullmatch(rf"train epoch {k}/2: loss \d+\.\d{{4}}  val \d+\.\d\d%  "
+                                                r"\(\d+\.\ds\)", line) for k, line in zip((1, 2), lines)), lines
+    # past the period at every step, but tqdm's bar shows the epoch's progress instead
+    lines, clock = [], itertools.count(0.0, 60.0)
+    fit(model, TrainConfig(epochs=1, lr=0.05, max_steps=3), data, device=CPU, log=lines.append, progress="on",
+        clock=lambda: next(clock))
+    assert len(lines) == 1 and lines[0].startswith("train epoch 1/1: loss "), lines
