@@ -442,7 +442,7 @@ def parse_overrides(items, example: str = "prune.ratio=0.5") -> Dict[str, Any]:
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. {example}")
         key = key.strip()
-        out[key] = value if key in text_keys else parse_value(value, f"--set {item}")
+        out[key] = value if key in text_keys else parse_value(value, f"--set {key}")
     return out
 
 

@@ -100,15 +100,19 @@ def parse_yaml(data: Union[str, bytes]) -> Any:
             raise YamlError(f"not UTF-8 text (byte {exc.start}); expected UTF-8 text") from None
     elif len(data) > MAX_BYTES:
         raise YamlError(f"{len(data):,} characters; expected a file under {MAX_BYTES:,} bytes")
-    loader = _BoundedLoader(data)
+    if "\0" in data:
+        raise YamlError("binary data (a NUL byte); expected UTF-8 text")
+    loader = None
     try:
+        loader = _BoundedLoader(data)
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         raise YamlError(f"not YAML ({' '.join(str(exc).split())})") from None
     except RecursionError:
         raise YamlError(f"nested deeper than {MAX_DEPTH} levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml(path: Union[str, Path]) -> Any:
