@@ -17,7 +17,7 @@ from prune_core.sections import name_label
 from .configs import REPORT, SELECT, config_ids, configurations, usable
 from .fairness import base_ids, compute_epochs, control_column, fairness
 from .pareto import hypervolume_2d, pareto_front
-from .results import GROUP_KEYS, Experiment, Results, resume_command
+from .results import DRIVER_GONE, GROUP_KEYS, Experiment, Results, resume_command
 
 
 @dataclass(frozen=True)
@@ -170,12 +170,16 @@ def unfinished_lines(table: pd.DataFrame, exps: Sequence[Experiment]) -> List[st
     for exp in exps:
         counts = table.loc[table["experiment"] == exp.name, "status"].value_counts()
         running, interrupted = int(counts.get("running", 0)), int(counts.get("interrupted", 0))
-        if not running and not interrupted:
+        mine = table[table["experiment"] == exp.name]
+        waiting = int(((mine["status"] == "pending") & mine["reason"].astype(str).str.contains(DRIVER_GONE)).sum())
+        if not running and not interrupted and not waiting:
             continue
         parts = [f"{running} trial{'s' * (running != 1)} running"] if running else []
         if interrupted:
             parts.append(f"{interrupted}{'' if running else ' trial' + 's' * (interrupted != 1)} interrupted")
-        what = (f"resume with `{resume_command(exp)}`" if interrupted
+        if waiting:
+            parts.append(f"{waiting} never started")
+        what = (f"resume with `{resume_command(exp)}`" if interrupted or waiting
                 else "the sweep is still going; these results are as far as it got")
         lines.append(f"{exp.name + ': ' if len(exps) > 1 else ''}{', '.join(parts)}: {what}")
     return lines

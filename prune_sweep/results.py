@@ -44,6 +44,8 @@ RAY_KEYS = ("trial_id", "experiment_id", "training_iteration", "done", "date", "
 
 # every status a trial can have, in the order reports list them
 STATUSES = ("done", "stopped", "error", "running", "interrupted", "pending")
+DRIVER_GONE = "the sweep's driver is gone"  # the reason of a trial its driver will not run or finish
+CUT = "its last result.json line is cut off"  # a write that did not end: its final report may be lost
 UNFINISHED = ("running", "interrupted")  # a report built while these exist says so
 STATE_GLOB = "experiment_state-*.json"  # ray.tune.execution.tune_controller: TuneController.CKPT_FILE_TMPL
 TUNE_STATUSES = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")  # ray.tune.experiment.trial.Trial
@@ -274,7 +276,8 @@ def _read_trial(tdir: str, experiment: str, state: Optional[TuneState] = None, a
         status, reason = _guess_status(final is not None, error, bool(rows), last)
     else:
         tune = state.trials.get(trial_id)
-        status, reason = trial_status(tune.status if tune else None, final is not None, error, True, alive, last)
+        status, reason = trial_status(tune.status if tune else None, final is not None, error, True, alive, last,
+                                      rows.cut)
     layers = None
     if final is not None and isinstance(final.get("layer_channels_final"), dict):
         layers = (final.get("layer_channels_base") or {}, final["layer_channels_final"])
@@ -298,7 +301,7 @@ def _trial_id_of(dirname: str, state: Optional[TuneState], folders: Mapping[str,
 
 def _state_only_trial(trial_id: str, tune: TuneTrial, experiment: str, alive: Optional[bool]) -> Trial:
     """A trial Tune created whose folder is not written yet (or not synced): its config, its status."""
-    status, reason = trial_status(tune.status, False, "", False, alive, None)
+    status, reason = trial_status(tune.status, False, "", False, alive, None, False)
     rec = {"experiment": experiment, "trial_id": trial_id, "status": status, "reason": reason, "epochs": 0,
            "val_acc_last": None, "trial_dir": tune.dirname}
     rec.update({k: _scalar(v) for k, v in tune.config.items()})
@@ -307,11 +310,14 @@ def _state_only_trial(trial_id: str, tune: TuneTrial, experiment: str, alive: Op
 
 
 def trial_status(tune_status: Optional[str], final: bool, error: str, started: bool, alive: Optional[bool],
-                 last_epoch: Any) -> Tuple[str, str]:
+                 last_epoch: Any, cut: bool = False) -> Tuple[str, str]:
     """A trial's status and reason from what Tune's experiment state says (``tune_status``; None:
     the trial is not in it, being created after the state was saved) and what its folder holds:
     a ``final`` report, ``error.txt`` text, whether the folder exists (``started``: Tune writes
     params.json when a trial starts) and its last fine-tune epoch. ``alive``: the driver runs.
+    ``cut``: result.json ends in a half-written line, which a trial Tune ended (TERMINATED) never
+    leaves but where a write failed: its final report may be what was lost, so it is not read as
+    stopped by the scheduler.
 
     Tune saves the state, then uploads it with the folders, which may have moved on meanwhile: a
     final report wins over any state."""
@@ -321,15 +327,16 @@ def trial_status(tune_status: Optional[str], final: bool, error: str, started: b
     if tune_status == "ERROR":
         return "error", _error_reason(error) if error else "Tune recorded an error (no error.txt)"
     if tune_status == "TERMINATED":
-        return "stopped", f"stopped by the scheduler ({epoch})"
+        return "stopped", (f"ended, but {CUT} ({epoch}): its final report may be lost; run it again under "
+                           "another --name" if cut else f"stopped by the scheduler ({epoch})")
     if tune_status in ("RUNNING", "PAUSED") or (tune_status is None and started):
-        return ("running", epoch) if alive else ("interrupted", f"the sweep's driver is gone ({epoch})")
+        return ("running", epoch) if alive else ("interrupted", f"{DRIVER_GONE} ({epoch})")
     # PENDING: not started in this driver's session; with the driver gone, one that started in an
     # earlier session (its folder exists: a resumed sweep re-queues unfinished trials as PENDING)
     # is as unfinished as a RUNNING one
     if started and not alive:
-        return "interrupted", f"the sweep's driver is gone ({epoch})"
-    return "pending", ""
+        return "interrupted", f"{DRIVER_GONE} ({epoch})"
+    return "pending", f"not started; {DRIVER_GONE}" if alive is False else ""
 
 
 def _guess_status(final: bool, error: str, has_rows: bool, last_epoch: Any) -> Tuple[str, str]:
@@ -344,25 +351,32 @@ def _guess_status(final: bool, error: str, has_rows: bool, last_epoch: Any) -> T
     return "pending", ""
 
 
-def _read_rows(tdir: str) -> List[dict]:
+class Rows(list):
+    """A trial's result rows; ``cut``: result.json's last line was half written (and skipped)."""
+
+    cut = False
+
+
+def _read_rows(tdir: str) -> Rows:
     """result.json as dicts; falls back to progress.csv. A half-written last line is skipped."""
     path = os.path.join(tdir, "result.json")
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return _read_progress_csv(os.path.join(tdir, "progress.csv"))
+        return Rows(_read_progress_csv(os.path.join(tdir, "progress.csv")))
     except OSError as exc:
         raise AnalyzeError(f"{path}: cannot read it ({exc.strerror}); expected JSON lines") from None
     lines = data.split(b"\n")
-    rows = []
+    rows = Rows()
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as exc:
-            if n == len(lines):  # no newline after it: the trial is writing it right now
+            if n == len(lines):  # no newline after it: the trial is writing it right now, or a write failed
+                rows.cut = True
                 break
             raise AnalyzeError(f"{path}: line {n} is not JSON ({exc}); expected one JSON object "
                                "per line, as Ray Tune writes") from None

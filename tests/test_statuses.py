@@ -186,8 +186,11 @@ def test_the_report_says_what_is_unfinished_and_how_to_resume(exp, tmp_path):
     results = load_experiments([exp])
     analysis = analyze_results(results)
     assert analysis.table.loc[analysis.table["front_flops"], "status"].eq("done").all()
-    assert analysis.unfinished == [f"5 trials interrupted: resume with `python launch.py --resume --storage "
-                                   f"{tmp_path} --name sweep`"]
+    # the pending trial will not start either while no driver runs: it is counted, with the same hint
+    assert analysis.unfinished == [f"5 trials interrupted, 1 never started: resume with `python launch.py --resume "
+                                   f"--storage {tmp_path} --name sweep`"]
+    pending = analysis.table[analysis.table["status"] == "pending"]
+    assert pending["reason"].tolist() == ["not started; the sweep's driver is gone"]
     assert analysis.unfinished[0] in summary_text(analysis)
     write_marker(exp)
     analysis = analyze_results(load_experiments([exp]))
@@ -208,3 +211,20 @@ def test_the_driver_marker_beats_and_says_when_the_driver_left(tmp_path):
     assert last["ended"] >= last["started"] == first["started"]
     assert liveness.alive(tmp_path) is False
     assert [p.name for p in tmp_path.iterdir()] == [liveness.DRIVER_FILE]  # no temporary file left
+
+
+def test_an_ended_trial_whose_final_report_is_cut_off_is_not_read_as_stopped_by_the_scheduler(tmp_path):
+    """Tune ended the trial (TERMINATED) but result.json's last line, its final report, is half
+    written (a write that failed: a full disk): its reason says so, where a trial the scheduler
+    stopped reads "stopped by the scheduler"."""
+    exp = tmp_path / "sweep"
+    rows = trial_rows("channel", 0.5, "local", 0.01, 0, "t_00000", epochs=2, done=True)
+    write_trial(exp, "t_00000_0.5", {"prune.method": "channel", "prune.ratio": 0.5}, rows, truncate_last=True)
+    name = folder(exp, "t_00001", 0.3, "stopped")
+    write_state(exp, {"t_00000": ("TERMINATED", "t_00000_0.5", {"prune.ratio": 0.5}),
+                      "t_00001": ("TERMINATED", name, {"prune.ratio": 0.3})})
+    write_marker(exp, pid=dead_pid())
+    table = load_experiments([exp]).table.set_index("trial_id")
+    assert table.loc["t_00000", "status"] == "stopped"
+    assert table.loc["t_00000", "reason"].startswith("ended, but its last result.json line is cut off (last epoch 2)")
+    assert table.loc["t_00001", "reason"] == "stopped by the scheduler (last epoch 2)"
