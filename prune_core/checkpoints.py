@@ -12,9 +12,11 @@ A file without a sidecar (a model saved by hand, or by an older version) is load
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
+import re
 import sys
 import time
 import zipfile
@@ -23,7 +25,11 @@ from typing import Any, Optional
 
 import torch
 
+from .errors import disk_full
+
 SIDECAR = ".sha256"
+# what torch's zip writer (caffe2 inline_container.cc) says when a write fails
+TORCH_WRITE_FAILED = re.compile(r"unexpected pos \d+ vs \d+|PytorchStreamWriter failed|file write failed")
 
 
 class CorruptFile(Exception):
@@ -48,15 +54,41 @@ def sidecar(path: Path) -> Path:
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary name, the checksum beside it, then rename: a kill mid-write never
-    leaves half a file that passes for a whole one."""
+    leaves half a file that passes for a whole one, and a failed write removes its temporary files.
+    A full disk raises ``OSError(ENOSPC)`` naming the file, whatever torch said (``torch_save``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
     side_tmp = path.with_name(path.name + SIDECAR + ".tmp")
-    side_tmp.write_text(f"{sha256_file(tmp)} {tmp.stat().st_size}\n")
+    try:
+        torch_save(obj, tmp)
+        side_tmp.write_text(f"{sha256_file(tmp)} {tmp.stat().st_size}\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
+        raise
     os.replace(side_tmp, sidecar(path))
     os.replace(tmp, path)
+
+
+def torch_save(obj: Any, path: Path) -> None:
+    """``torch.save``, with its zip writer failing on a full disk raised as ``OSError(ENOSPC, path)``.
+    That writer says no errno: torch 2.14 on a full tmpfs raised ``[enforce fail at
+    inline_container.cc:672] . unexpected pos 804096 vs 803992`` (ARCHITECTURE.md, facts), so the
+    filesystem's free space decides, read before the caller removes the partial file."""
+    try:
+        torch.save(obj, path)
+        return
+    except RuntimeError as exc:
+        if not TORCH_WRITE_FAILED.search(str(exc)) or not disk_full(Path(path).parent):
+            raise
+        chained, seen = exc, set()
+        while chained is not None and id(chained) not in seen:  # torch's frames hold its zip writer, and
+            seen.add(id(chained))  # the writer the file: without them, its space returns with the unlink
+            chained.__traceback__ = None
+            chained = chained.__cause__ or chained.__context__
+        cause = exc
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from cause
 
 
 def verify(path: Path) -> None:

@@ -12,7 +12,9 @@ Exit codes (README, "Exit codes"): 0 done; 1 an unexpected error, a bug (its tra
 then one line); 2 a bad config or usage, including ``runtime.device=cuda`` with no CUDA device and a
 ``--model-path`` that is not a saved model; 3 a dataset's files are missing; 4 the loss diverged;
 5 the rebuilt model does not compute what the pruned one does; 6 ONNX Runtime's outputs of the
-exported model (``--export onnx``) differ from PyTorch's; 130 interrupted. Every code but 1
+exported model (``--export onnx``) differ from PyTorch's; 7 a file of the run cannot be written (a
+full disk or used-up quota anywhere; a path under ``--output-dir`` or the base cache that is
+missing, read-only or too long); 130 interrupted. Every code but 1
 is one line on stderr, ``prune-core: error: ...``. A run directory that holds anything computed
 stays, and the line says where it is; one holding only its config.yaml and provenance.json is
 removed.
@@ -21,7 +23,9 @@ removed.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import time
 import traceback
@@ -36,7 +40,7 @@ from . import checkpoints, provenance
 from .cliargs import HelpFormatter, add_version
 from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
 from .data import DATASETS
-from .errors import Diverged, ExportMismatch, RebuildMismatch
+from .errors import FULL_ERRNOS, Diverged, ExportMismatch, RebuildMismatch
 from .models import MODELS
 from .plugins import load_plugins
 from .pruning import CRITERIA, METHODS
@@ -45,6 +49,9 @@ from .sections import canonical, name_label
 # exit codes (README, "Exit codes"); 2 and 130 are argparse's and the shell's conventions
 EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_REBUILD, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
 EXIT_EXPORT = 6
+EXIT_STORAGE = 7
+# a path the run cannot write: missing, read-only, not a folder, too long (ENOSPC, EDQUOT: errors.FULL_ERRNOS)
+UNWRITABLE = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG)
 NOT_COMPUTED = ("config.yaml", provenance.FILE)  # what a run directory holds before any work
 LR_FLAGS = {"train.lr": "--learning-rate", "finetune.lr": "--finetune-lr"}
 
@@ -298,6 +305,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"prune-core: interrupted{where}; rerun with --resume to continue from the last epoch", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: keep the traceback to debug it, then the one line
+        line = _storage_error(exc, cfg, out) if isinstance(exc, OSError) else None
+        if line is not None:  # not a bug: the machine's storage
+            return _fail(EXIT_STORAGE, line, out, created)
         traceback.print_exc()
         where = f"; the run so far is in {out} (--resume continues it)" if out is not None else ""
         print(f"prune-core: error: unexpected {type(exc).__name__}: {_first_line(exc)} (traceback above; "
@@ -305,6 +315,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_UNEXPECTED
     _print_summary(metrics, out)
     return 0
+
+
+def _storage_error(exc: OSError, cfg: Optional[ExperimentConfig], out: Optional[Path]) -> Optional[str]:
+    """The line for a file the run cannot write: a full disk (``FULL_ERRNOS``; torch's own words for
+    it became ENOSPC in ``checkpoints.torch_save``) wherever it is, or a path under ``--output-dir`` or
+    the base cache that is missing, read-only, not a folder or too long; None for any other error."""
+    path = str(exc.filename or "")
+    shown = path if len(path) <= 160 else f"{path[:100]}...{path[-40:]} ({len(path):,} characters)"
+    what = f"{shown}: {os.strerror(exc.errno)}" if exc.errno else shown
+    if exc.errno in FULL_ERRNOS:
+        again = f"; the run so far is kept in {out}: free space there, then --resume continues it" if _computed(out) else (
+            "; free space there, then run it again")
+        return f"storage full: {what}{again}"
+    roots = [Path(p) for p in (cfg.runtime.output_dir, cfg.runtime.cache_dir) if p] if cfg is not None else []
+    if exc.errno not in UNWRITABLE or not path or not any(_under(Path(path), r) for r in roots):
+        return None
+    return f"cannot write {what}; --output-dir (and runtime.cache_dir) must name a folder this user can write"
+
+
+def _under(path: Path, root: Path) -> bool:
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    return path == root or root in path.parents
 
 
 def _first_line(exc: BaseException) -> str:
@@ -378,7 +410,7 @@ def _write_outputs(cfg: ExperimentConfig, out: Path, metrics: Dict[str, Any], ba
     plots.layer_bars(metrics, out)
     checkpoints.rename(out / "final_model.pt", out / f"{name_label(cfg.model.name)}_rebuilt.pt")
     if cfg.runtime.save_model and base.exists():
-        torch.save(checkpoints.load_checked(base)["model"], out / f"{name_label(cfg.model.name)}_base.pt")
+        checkpoints.torch_save(checkpoints.load_checked(base)["model"], out / f"{name_label(cfg.model.name)}_base.pt")
     for name in ("finetune_ckpt.pt", "pre_finetune.json", "pruned_model.pt"):
         checkpoints.remove(out / name)  # resume state; the run is complete
 

@@ -4,10 +4,22 @@
 config value, a diverging loss, a rebuild that does not compute what the masked model computes, an
 ONNX graph that does not compute what the PyTorch model computes):
 a launcher records it and does not retry. Any other exception (a lost node, a full disk) may not
-repeat.
+repeat. ``disk_full`` tells whether a write failed for want of space where no errno says so.
 """
 
 from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left; disk quota exceeded
+# Less than this free after a write failed: the filesystem is full. A full tmpfs kept 4 KiB after
+# torch.save and pyarrow failed on it (ARCHITECTURE.md, facts); a write fails with far more left
+# only on a quota, which says EDQUOT itself.
+FULL_FREE_BYTES = 1 << 20
 
 
 class NotRetryable(Exception):
@@ -33,3 +45,22 @@ class ExportMismatch(NotRetryable, RuntimeError):
 class DatasetMissing(FileNotFoundError):
     """A dataset's files are not where ``data.root`` says, or not in the layout its reader expects;
     the message is one line saying where they were looked for and what was expected there."""
+
+
+def free_bytes(path: str | os.PathLike) -> Optional[int]:
+    """Bytes this user may still write on the filesystem holding ``path`` (or its nearest existing
+    parent folder); None when that cannot be read."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def disk_full(path: str | os.PathLike) -> bool:
+    """Whether the filesystem holding ``path`` has less than ``FULL_FREE_BYTES`` free: how a write
+    error without an errno (torch.save's "unexpected pos", an empty file) is told to be a full disk."""
+    free = free_bytes(path)
+    return free is not None and free < FULL_FREE_BYTES

@@ -6,7 +6,9 @@ daemon thread refreshes ``heartbeat`` every ``HEARTBEAT_S``. On leaving, the dri
 ``"ended"`` instead of deleting the file: Tune's ``fit()`` returns normally after Ctrl-C with its
 unfinished trials still RUNNING in the experiment state, and a missing marker could not tell that
 sweep from one launched before markers existed (``alive`` below). A SIGKILLed or crashed driver
-leaves the marker as it was: its pid is gone and its heartbeat stops.
+leaves the marker as it was: its pid is gone and its heartbeat stops. On a full disk, where even
+the last write fails, the marker is removed: the reader then goes by the experiment state's age,
+as for a sweep without one.
 
     with driver_marker(Store(exp_dir)):
         tuner.fit()
@@ -18,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -45,18 +46,32 @@ def _marker(started: float, ended: Optional[float] = None) -> str:
     return json.dumps(values)
 
 
-def _write(exp: Store, text: str) -> None:
-    """Local: through a temporary name, so a reader never sees half a marker; cloud: one PUT."""
+def _write(exp: Store, text: str) -> bool:
+    """Local: through a temporary name (removed when the write fails), so a reader never sees half a
+    marker; cloud: one PUT. Returns whether it was written."""
     try:
-        if not exp.local:
-            exp.write_text(DRIVER_FILE, text)
-            return
-        fd, tmp = tempfile.mkstemp(prefix=f"{DRIVER_FILE}.", dir=exp.location)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(exp.location, DRIVER_FILE))
+        exp.write_text(DRIVER_FILE, text)
+        return True
     except OSError:  # a missed beat reads as a late heartbeat; it must never stop the sweep
-        pass
+        return False
+
+
+def _end(exp: Store, text: str) -> None:
+    """The last write, with ``ended``. On a full disk the temporary copy cannot be written, but the
+    marker's own block can be overwritten in place (a reader may then see a torn marker for a
+    moment: it reads as none); if that fails too, the marker goes (module docstring)."""
+    if _write(exp, text) or not exp.local:
+        return
+    path = os.path.join(exp.location, DRIVER_FILE)
+    try:
+        with open(path, "r+") as f:
+            f.write(text)
+            f.truncate()
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 @contextmanager
@@ -78,7 +93,7 @@ def driver_marker(exp: Store, period: float = HEARTBEAT_S) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=period + 5)
-        _write(exp, _marker(started, ended=time.time()))
+        _end(exp, _marker(started, ended=time.time()))
 
 
 def read_marker(exp_dir: Path) -> Optional[Dict[str, Any]]:

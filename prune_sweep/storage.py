@@ -103,9 +103,20 @@ class Store:
             return f.read().decode()
 
     def write_text(self, rel: str, text: str) -> None:
+        """Local: through a temporary name that a failed write (a full disk) removes, so the file is
+        whole or as it was; cloud: one PUT, which is whole or nothing."""
         self.fs.create_dir(posixpath.dirname(self.path(rel)), recursive=True)
-        with self.fs.open_output_stream(self.path(rel)) as f:
-            f.write(text.encode())
+        target = self.path(rel)
+        tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp" if self.local else target
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(text.encode())
+            if self.local:
+                os.replace(tmp, target)
+        except BaseException:
+            if self.local:
+                Path(tmp).unlink(missing_ok=True)
+            raise
 
     def put(self, local: Path, rel: str) -> None:
         self.fs.create_dir(posixpath.dirname(self.path(rel)), recursive=True)
