@@ -5,7 +5,6 @@ what runs on the workers is ``prune_sweep.trial``."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -21,17 +20,19 @@ from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from prune_core.errors import FULL_ERRNOS, FULL_FREE_BYTES, free_bytes
 from prune_core.sections import nest
+from prune_sweep import resumed, trusted_state
 from prune_sweep.bases import PROGRESS_PERIOD_S, threads
 from prune_sweep.expand import OptunaSpace, corner_configs, num_trials, trial_base, trial_epochs
 from prune_sweep.latency_pass import run_quiet_pass
 from prune_sweep.spec import Sweep, SweepError
-from prune_sweep.storage import Store, cache_dir, node_cache
+from prune_sweep.storage import Store, cache_dir, is_uri, node_cache
 from prune_sweep.trackers import make_callbacks
 from prune_sweep.trial import TrialSetup, run_trial, trial_dirname
 
-FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left; disk quota exceeded
-NO_SPACE = re.compile(r"\[Errno (28|122)\]|No space left on device|Disk quota exceeded")  # as an error's text reads
+# as an error's text reads: Python's OSError, pyarrow's ("[errno 28] No space left on device")
+NO_SPACE = re.compile(r"\[errno (28|122)\]|No space left on device|Disk quota exceeded", re.IGNORECASE)
 USER_ATTRS = ("acc_final", "latency_ms_final", "speedup")  # a finished trial's, shown by optuna-dashboard
 
 
@@ -103,6 +104,8 @@ def quiet_environment(verbose: bool) -> None:
     """Ray's legacy reporter (our one table) instead of its new console output; no log spam."""
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ.setdefault("RAY_DEDUP_LOGS", "0" if verbose else "1")
+    if not verbose:  # a trial's error is listed at the end, not dumped again when Ray drops a failed result
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     # a forced experiment-state save after every epoch checkpoint keeps --resume exact; not a problem
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # quiet: errored trials are listed, with their reasons, at the end
@@ -178,9 +181,11 @@ def check_shared_storage(storage: Store, shared: bool) -> None:
 
 
 def write_experiment_files(sweep: Sweep, exp: Store) -> None:
-    """``sweep.yaml`` (the resolved sweep) and ``base.yaml`` (what the sweep fixes, for
+    """``sweep.yaml`` (the resolved sweep), the sweep file's text (``resumed.SOURCE_FILE``, what
+    ``--resume`` compares an edited file with) and ``base.yaml`` (what the sweep fixes, for
     ``python -m prune_core --config base.yaml``), before any trial starts."""
     exp.write_text("sweep.yaml", yaml.safe_dump(sweep.to_yaml(), sort_keys=False))
+    resumed.save_source(sweep, exp)
     base = dict(sweep.base)
     if exp.local:
         base["runtime.cache_dir"] = cache_dir(exp.location)  # the CLI reuses the sweep's bases
@@ -258,6 +263,25 @@ def no_space(error: Any) -> Optional[str]:
     return lines[-1] if lines else None
 
 
+def full_disk(error: Any, location: str) -> Optional[str]:
+    """``no_space(error)``; else, when the local storage at ``location`` is full (less than
+    ``prune_core.errors.FULL_FREE_BYTES`` free), the error's last line and the space left. On a
+    full disk not every failure says so: torch's zip writer says "unexpected pos", and Tune's
+    result grid, unpickling a trial's error file that the full disk left empty, raised
+    ``EOFError: Ran out of input`` (ARCHITECTURE.md, facts)."""
+    line = no_space(error)
+    if line is not None or is_uri(location):
+        return line
+    free = free_bytes(location)
+    if free is None or free >= FULL_FREE_BYTES:
+        return None
+    lines = [" ".join(ln.split()) for ln in str(error or "").splitlines() if ln.strip()]
+    what = lines[-1] if lines else ""
+    if isinstance(error, BaseException):
+        what = f"{type(error).__name__}: {what}" if what else type(error).__name__
+    return f"{what}; {free // 1024} KiB left in {location}"
+
+
 class StopWhenStorageFull(tune.Callback):
     """Stops the sweep at the first trial that fails for want of space: every trial after it would
     fail the same way, each after redoing its pruning. It stops as Ctrl-C does, through Tune's own
@@ -266,6 +290,9 @@ class StopWhenStorageFull(tune.Callback):
     checkpoint once there is space. ``storage_full()`` tells the launcher why it stopped."""
 
     reason: Optional[str] = None  # class-wide: a restored tuner holds an unpickled copy of this callback
+
+    def __init__(self, location: str = ""):
+        self.location = location  # the storage, whose free space tells when an error file is empty
 
     def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         self._check(trial)
@@ -278,8 +305,12 @@ class StopWhenStorageFull(tune.Callback):
         try:
             latest = Path(path).read_text().rsplit("Failure # ", 1)[-1] if path else ""
         except OSError:
-            return
-        line = no_space(latest)
+            latest = ""
+        location = getattr(self, "location", "")  # "" in a tuner pickled before callbacks had it
+        # a full disk can leave the error file empty, or the failure's header alone: then the
+        # storage's free space tells
+        empty = not latest.partition("\n")[2].strip() and location
+        line = full_disk(f"its error file {path} is empty", location) if empty else no_space(latest)
         if line is None or StopWhenStorageFull.reason is not None:
             return
         StopWhenStorageFull.reason = f"trial {trial.trial_id}: {line}"
@@ -307,7 +338,7 @@ def make_tuner(sweep: Sweep, configs: List[Dict[str, Any]], storage: Store, exp:
     StopWhenStorageFull.reason = None
     run_config = tune.RunConfig(
         name=sweep.name, storage_path=storage.location if filesystem is None else storage.path(),
-        storage_filesystem=filesystem, callbacks=[StopWhenStorageFull(), *make_callbacks(sweep, exp)],
+        storage_filesystem=filesystem, callbacks=[StopWhenStorageFull(storage.location), *make_callbacks(sweep, exp)],
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the last epoch is all a restart needs
         progress_reporter=TrialTable(params, total), verbose=2 if verbose else 1)
@@ -329,16 +360,28 @@ def finished_trials(exp: Store) -> Optional[int]:
     try:
         if not can_restore(exp):
             return 0  # stopped before Tune saved anything
-        return sum(t.status == "TERMINATED" for t in tune.ExperimentAnalysis(exp.location).trials)
+        with trusted_state.guarded(exp):  # the experiment state's pickles, through the allowlist
+            trials = tune.ExperimentAnalysis(exp.location).trials
+        return sum(t.status == "TERMINATED" for t in trials)
     except Exception:  # after Ctrl-C the count is a courtesy; the line saying how to continue is not
         return None
 
 
 def restore_tuner(sweep: Sweep, exp: Store) -> Any:
-    """The interrupted sweep in ``exp``: its unfinished and errored trials run again."""
+    """The interrupted sweep in ``exp``: its unfinished and errored trials run again. ``tuner.pkl``
+    and the experiment state are read through the allowlist (``trusted_state``); a refused file is a
+    ``SweepError`` naming it."""
     StopWhenStorageFull.reason = None
-    return tune.Tuner.restore(exp.location, trainable=make_trainable(sweep, exp), resume_unfinished=True,
-                              resume_errored=True)
+    trainable = make_trainable(sweep, exp)
+    with trusted_state.guarded(exp):
+        return tune.Tuner.restore(exp.location, trainable=trainable, resume_unfinished=True, resume_errored=True)
+
+
+def fit(tuner: Any, exp: Store) -> Any:
+    """``tuner.fit()``; a restored tuner's controller reads the saved state (experiment state,
+    searcher, callbacks) through the allowlist (``trusted_state.guarded_resume``)."""
+    with trusted_state.guarded_resume(exp):
+        return tuner.fit()
 
 
 def quiet_latency(sweep: Sweep, exp: Store) -> Optional[Dict[str, Any]]:

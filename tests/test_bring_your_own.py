@@ -50,6 +50,7 @@ def test_the_example_plugin_sweep_runs_on_two_workers_and_its_criterion_is_analy
     stored = yaml.safe_load((exp / "sweep.yaml").read_text())
     assert stored["base"]["runtime"]["plugins"] == [str(ROOT / "examples" / "bring_your_own.py")]
     assert stored["base"]["model"]["name"] == "tiny_cnn"
+    assert (exp / "sweep.source.yaml").read_text() == EXAMPLE.read_text()  # what --resume compares a file with
     launch_record = json.loads((exp / "provenance.json").read_text())["launches"][0]["driver"]
     # with its digest; the record holds every plug-in this process imported (an earlier test's file
     # references too: ``plugins.loaded``)

@@ -289,6 +289,16 @@ CASES: List[Case] = [
     ("--resume, stored sweep renamed", "launch",
      {**sweep(), "st/h/sweep.yaml": yaml.safe_dump({**GOOD, "name": "../evil"})}, [*SWEEP, "--resume"], 2,
      rf"name: '../evil': {NAME}"),
+    ("--resume of an edited sweep file", "launch",
+     {**sweep(), "st/h/sweep.yaml": yaml.safe_dump(GOOD), "st/h/sweep.source.yaml": "name: h\n"},
+     [*SWEEP, "--resume"], 2, r"--resume: .*s.yaml changed since .*st/h was launched \(the difference is above\); "
+     r"continue the sweep as launched with --resume --stored"),
+    ("--resume --dry-run of an edited sweep file", "launch",
+     {**sweep(), "st/h/sweep.yaml": yaml.safe_dump(GOOD), "st/h/sweep.source.yaml": "name: h\n"},
+     [*DRY, "--resume"], 2, r"s.yaml changed since"),
+    ("--storage 5,000 characters", "launch", sweep(), ["{d}/s.yaml", "--storage", "{d}/" + "x" * 5000], 2,
+     r"storage .*\(5,\d+ characters\): File name too long; choose another --storage"),
+    ("--stored without --resume", "launch", sweep(), [*DRY, "--stored"], 2, r"--stored: expected with --resume"),
     # ---- prune-core -----------------------------------------------------------------------------
     ("core --config missing", "core", {}, ["--config", "{d}/nope.yaml"], 2, r"--config .*nope.yaml: cannot read it"),
     ("core --config binary", "core", {"c.yaml": b"\x89PNG\0\0"}, ["--config", "{d}/c.yaml"], 2,
@@ -324,6 +334,10 @@ CASES: List[Case] = [
     ("core --set lr .inf", "core", {}, [*FAST, "--set", "train.lr=.inf"], 2, r"train.lr=inf: expected a number"),
     ("core unknown flag", "core", {}, [*FAST, "--epochs", "3"], 2, r"unrecognized arguments: --epochs 3"),
     ("core --plugin missing", "core", {}, [*FAST, "--plugin", "no_such_module_xyz"], 2, r"no_such_module_xyz"),
+    ("core --output-dir in /proc", "core", {}, [*FAST[:4], "--output-dir", "/proc/nope"], 7,
+     r"cannot write /proc/nope: .*must name a folder this user can write"),
+    ("core --output-dir under a file", "core", {"f": "x"}, [*FAST[:4], "--output-dir", "{d}/f/out"], 7,
+     r"cannot write .*f/out"),
     # ---- analyze.py -----------------------------------------------------------------------------
     ("analyze a missing folder", "analyze", {}, ["{d}/nope"], 2, r"nope: no such directory; expected an experiment"),
     ("analyze a file", "analyze", {"f.txt": "x"}, ["{d}/f.txt"], 2, r"f.txt"),
@@ -384,3 +398,25 @@ def test_bad_input_ends_in_one_line_with_its_exit_code(case: Case, tmp_path, cap
     if cli == "launch":
         assert not (tmp_path.parent / "x").exists() and not (tmp_path / "st" / "x").exists()
         assert not list((tmp_path / "st").glob("*/provenance.json")) if (tmp_path / "st").exists() else True
+
+
+def test_resume_runs_the_stored_sweep_and_shows_an_edited_file_as_a_difference(tmp_path, capsys):
+    """--resume --dry-run prints what --resume would run: the sweep stored at launch. An edited
+    sweep file is shown as a difference against its text at launch and refused; --stored runs
+    the stored sweep anyway, and a resume naming no file runs it without a comparison."""
+    stored = copy.deepcopy(GOOD)
+    _write(tmp_path, {"st/h/sweep.yaml": yaml.safe_dump(stored, sort_keys=False),
+                      "st/h/sweep.source.yaml": yaml.safe_dump(stored, sort_keys=False),
+                      **sweep(space__prune_ratio={"grid": [0.3, 0.5, 0.7]})})
+    args = [str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "st"), "--resume", "--dry-run"]
+    assert launch_main(args) == 2
+    out, err = capsys.readouterr()
+    assert "-  prune.ratio:\n" not in out and re.search(r"^\+ +- 0\.7$", out, re.M), out  # the difference
+    assert "changed since" in err
+    assert launch_main([*args, "--stored"]) == 0
+    out, _ = capsys.readouterr()
+    assert "continuing the sweep stored at launch" in out and "(--stored)" in out
+    assert out.rstrip().endswith("6 trials"), out  # the stored 2 x 2 + 2, not the edited file's 9
+    assert launch_main(["--storage", str(tmp_path / "st"), "--name", "h", "--resume", "--dry-run"]) == 0
+    out, _ = capsys.readouterr()
+    assert "changed since" not in out and out.rstrip().endswith("6 trials")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -21,7 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 from ray import cloudpickle
 
 from prune_core import provenance
-from prune_sweep import bases, driver
+from prune_sweep import bases, driver, trusted_state
 from prune_sweep.analyze_cli import run as analyze_run
 from prune_sweep.launch_cli import main
 from prune_sweep.storage import node_cache
@@ -239,6 +240,10 @@ def test_storage_full_stops_the_sweep_in_one_line_and_resume_finishes_every_tria
     flag.touch()
     disk = pafs.PyFileSystem(pafs.FSSpecHandler(FullDisk(str(flag))))
     monkeypatch.setattr(driver, "make_tuner", functools.partial(driver.make_tuner, filesystem=disk))
+    # Tune's state then holds FullDisk by value (code), which reading it back refuses
+    # (prune_sweep.trusted_state): this test trusts its own storage
+    for name in ("guarded", "guarded_resume"):
+        monkeypatch.setattr(trusted_state, name, lambda exp: contextlib.nullcontext())
     path = write_sweep(tmp_path, "full", {"prune.ratio": {"grid": [0.3, 0.5]}},
                        base={"finetune": {"epochs": 3, "max_steps": 2}})
     exp = tmp_path / "full"
@@ -282,8 +287,9 @@ def test_a_full_disk_while_bases_train_or_tune_saves_is_the_same_one_line(tmp_pa
         "OSError: [Errno 28] No space left on device: 'x'")
     assert driver.no_space(RuntimeError("disk quota")) is None and driver.no_space("") is None
     monkeypatch.setattr(bases, "prepare_bases", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))
-    with pytest.raises(OSError):  # any other failure is not a full disk
-        main([str(path), "--storage", str(tmp_path), "--resume"])
+    assert main([str(path), "--storage", str(tmp_path), "--resume"]) == 2  # any other failure is not a full disk
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("prune-sweep:")]
+    assert err == [f"prune-sweep: error: storage {tmp_path}: Permission denied; choose another --storage or --name"], err
 
 
 def test_base_progress_lines_give_the_time_left_at_each_bases_pace():
