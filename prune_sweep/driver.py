@@ -26,6 +26,7 @@ from prune_sweep import resumed, trusted_state
 from prune_sweep.bases import PROGRESS_PERIOD_S, threads
 from prune_sweep.expand import OptunaSpace, corner_configs, num_trials, trial_base, trial_epochs
 from prune_sweep.latency_pass import run_quiet_pass
+from prune_sweep.results import read_tune_state
 from prune_sweep.spec import Sweep, SweepError
 from prune_sweep.storage import Store, cache_dir, is_uri, node_cache
 from prune_sweep.trackers import make_callbacks
@@ -360,6 +361,9 @@ def finished_trials(exp: Store) -> Optional[int]:
     try:
         if not can_restore(exp):
             return 0  # stopped before Tune saved anything
+        state = read_tune_state(Path(exp.location)) if exp.local else None  # its JSON alone: no pickle
+        if state is not None:
+            return sum(t.status == "TERMINATED" for t in state.trials.values())
         with trusted_state.guarded(exp):  # the experiment state's pickles, through the allowlist
             trials = tune.ExperimentAnalysis(exp.location).trials
         return sum(t.status == "TERMINATED" for t in trials)
