@@ -40,7 +40,7 @@ from . import checkpoints, provenance
 from .cliargs import HelpFormatter, add_version
 from .config import SMOKE, ConfigError, ExperimentConfig, parse_overrides
 from .data import DATASETS
-from .errors import FULL_ERRNOS, Diverged, ExportMismatch, RebuildMismatch
+from .errors import FULL_ERRNOS, UNWRITABLE_ERRNOS, Diverged, ExportMismatch, RebuildMismatch
 from .models import MODELS
 from .plugins import load_plugins
 from .pruning import CRITERIA, METHODS
@@ -51,7 +51,7 @@ EXIT_UNEXPECTED, EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_REBUILD, EXIT_INTER
 EXIT_EXPORT = 6
 EXIT_STORAGE = 7
 # a path the run cannot write: missing, read-only, not a folder, too long (ENOSPC, EDQUOT: errors.FULL_ERRNOS)
-UNWRITABLE = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG)
+UNWRITABLE = (errno.ENOENT, *UNWRITABLE_ERRNOS)
 NOT_COMPUTED = ("config.yaml", provenance.FILE)  # what a run directory holds before any work
 LR_FLAGS = {"train.lr": "--learning-rate", "finetune.lr": "--finetune-lr"}
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left; disk quota exceeded
+# a path that cannot be written whatever space there is: read-only, not a folder, too long
+UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG)
 # Less than this free after a write failed: the filesystem is full. A full tmpfs kept 4 KiB after
 # torch.save and pyarrow failed on it (ARCHITECTURE.md, facts); a write fails with far more left
 # only on a quota, which says EDQUOT itself.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ import threading
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from prune_core.cliargs import HelpFormatter, add_version
-from prune_core.errors import ConfigError
+from prune_core.errors import UNWRITABLE_ERRNOS, ConfigError
 from prune_core.sections import parse_overrides
 from prune_sweep import resumed
 from prune_sweep.checks import check_name
@@ -300,7 +299,7 @@ def _run(args: argparse.Namespace, sweep: Sweep, storage: Store, exp: Store, ctr
     return driver.summarize(results, exp, expected, hint, strict=args.strict)
 
 
-UNWRITABLE = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR)
+UNWRITABLE = UNWRITABLE_ERRNOS  # a missing storage folder is no error: it is created
 
 
 def _resume_hint(args: argparse.Namespace, sweep: Sweep, storage: Store) -> str:
